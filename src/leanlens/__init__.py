@@ -1,0 +1,26 @@
+"""leanlens: compress a model and prove it still decides for the same reasons.
+
+    import leanlens as ll
+    model = ll.wrap(module)
+    exp = ll.explain(model, x, method="gradcam++")
+    small = ll.prune(model, data, ratio=0.5, criterion="taylor")
+    q = ll.quantize(small, data, scheme="int8")
+    result = ll.audit(reference=model, candidate=q, data=data)
+"""
+
+from leanlens import data
+from leanlens.audit import AuditResult, assess, audit, profile
+from leanlens.compress import finetune, prune, quantize
+from leanlens.errors import BadInput, BadOption, LeanlensError, MissingCapability, UnknownMethod
+from leanlens.explain import Explanation, explain, methods
+from leanlens.models import Model, wrap
+from leanlens.report import report
+from leanlens.store import Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuditResult", "BadInput", "BadOption", "Explanation", "LeanlensError", "MissingCapability", "Model",
+    "Store", "UnknownMethod", "assess", "audit", "data", "explain", "finetune", "methods", "profile",
+    "prune", "quantize", "report", "wrap",
+]

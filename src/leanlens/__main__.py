@@ -1,0 +1,3 @@
+from leanlens.cli import app
+
+app(prog_name="leanlens")

@@ -1,0 +1,8 @@
+"""Making models smaller: structured pruning, int8 quantization, fine-tuning."""
+
+from leanlens.compress.criteria import CRITERIA
+from leanlens.compress.finetune import finetune
+from leanlens.compress.prune import prune
+from leanlens.compress.quantize import SCHEMES, quantize
+
+__all__ = ["CRITERIA", "SCHEMES", "finetune", "prune", "quantize"]

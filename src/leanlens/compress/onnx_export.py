@@ -1,0 +1,42 @@
+"""Export a PyTorch module to ONNX with batch-norm folded into the convolutions."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import torch
+from torch import fx, nn
+from torch.fx.experimental.optimization import fuse
+
+from leanlens.errors import BadInput
+
+
+def fold_batchnorm(module: nn.Module) -> fx.GraphModule:
+    """A traced copy of `module` whose conv weights absorb the following batch-norm.
+
+    Exporting this copy makes every ONNX weight equal, bit for bit, to a torch weight,
+    which is how the int8 model's scales are matched back to torch layers.
+    """
+    try:
+        return fuse(module.eval(), inplace=False)
+    except Exception as error:  # symbolic tracing fails on data-dependent control flow
+        raise BadInput(
+            f"cannot trace {type(module).__name__} for export: {str(error).splitlines()[0][:160]}",
+            "remove data-dependent Python control flow from forward()",
+        ) from None
+
+
+def to_onnx(module: nn.Module, example: torch.Tensor, opset: int = 17) -> bytes:
+    """ONNX bytes of `module` (eval mode) with a dynamic batch axis."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is the one that handles fx-traced modules without extra
+        # dependencies; its deprecation notice is not actionable for our users.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(), (example,), buffer, dynamo=False, opset_version=opset,
+            input_names=["x"], output_names=["scores"],
+            dynamic_axes={"x": {0: "batch"}, "scores": {0: "batch"}},
+        )
+    return buffer.getvalue()

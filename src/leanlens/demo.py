@@ -1,0 +1,89 @@
+"""The whole loop on the built-in lesions set: train, prune, quantize, audit, store, report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from leanlens.audit import assess, audit, fingerprint
+from leanlens.audit.audit import assessment_metrics, probe_set
+from leanlens.compress import finetune, prune, quantize
+from leanlens.data import lesions
+from leanlens.errors import BadInput
+from leanlens.models import SmallResNet
+from leanlens.report import report
+from leanlens.store import Store
+
+METHODS = ("gradcam++",)
+# The pointing game's usual 15 px tolerance on 224 px images, scaled to our 64 px images.
+POINTING_TOLERANCE = 4
+
+# Progress hook: stage(description, total_steps) returns advance(done, total).
+Stage = Callable[[str, int], Callable[[int, int], None]]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    images: int = 4000
+    width: int = 32
+    train_epochs: float = 2.0
+    finetune_epochs: float = 1.0
+    prune_ratio: float = 0.5
+
+
+FULL = DemoConfig()
+QUICK = DemoConfig(images=2000, train_epochs=2.0, finetune_epochs=1.0)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    rows: list[dict]  # one a version: name plus its metrics
+    report: Path
+    store: Path
+
+
+def run_demo(out_dir: str | Path = "leanlens-demo", quick: bool = False, stage: Stage | None = None, seed: int = 0) -> DemoResult:
+    """Run the demo, writing the store and the report under `out_dir`."""
+    config = QUICK if quick else FULL
+    stage = stage or (lambda description, total: lambda done, total_: None)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {str(out)!r} is a file, not a folder", "choose a folder name")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    train, test = lesions(config.images, seed=seed).split(0.25, seed=seed)
+    probe = probe_set(test, n=64, seed=seed)
+    v0 = finetune(SmallResNet(width=config.width), train, epochs=config.train_epochs, lr=3e-3,
+                  seed=seed, on_step=stage("training v0", 0))
+    store_path = out / "leanlens.db"
+    store_path.unlink(missing_ok=True)
+    with Store(store_path) as store:
+        store.set_probe(probe.x, probe.y, probe.masks)
+        advance = stage("auditing v0", 1)
+        reference = assess(v0, test, probe, METHODS, pointing_tolerance=POINTING_TOLERANCE)
+        advance(1, 1)
+        _record(store, "v0", v0, assessment_metrics(reference) | {"speedup": 1.0}, reference, parent=None)
+
+        pruned = prune(v0, train, ratio=config.prune_ratio, criterion="taylor", round_to=8)
+        v1 = finetune(pruned, train, epochs=config.finetune_epochs, lr=1e-3, seed=seed + 1,
+                      on_step=stage("fine-tuning v1 (pruned)", 0))
+        v2 = quantize(v1, train, scheme="int8")
+        for name, model, parent in (("v1-pruned", v1, "v0"), ("v2-int8", v2, "v1-pruned")):
+            advance = stage(f"auditing {name}", 1)
+            result = audit(v0, model, test, METHODS, probe=probe, reference_assessment=reference,
+                           pointing_tolerance=POINTING_TOLERANCE)
+            advance(1, 1)
+            _record(store, name, model, result.metrics(), result.candidate, parent=parent)
+        rows = [{"version": v.name, **v.metrics} for v in store.versions()]
+        page = report(store, out)
+    return DemoResult(rows=rows, report=page, store=store_path)
+
+
+def _record(store: Store, name, model, metrics, assessment, parent) -> None:
+    metrics = metrics | {"pointing_tolerance": POINTING_TOLERANCE}
+    explanations = {m: e.values for m, e in assessment.explanations.items()}
+    store.record(name, fingerprint=fingerprint(model), metrics=metrics, explanations=explanations, parent=parent)

@@ -1,0 +1,99 @@
+"""Class activation maps: Grad-CAM and Grad-CAM++ on a spatial layer, batched.
+
+One forward pass and one backward that stops at the layer: the hooked activation is
+made a leaf, so no gradient flows below it and none is computed for the weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from leanlens.errors import BadOption, MissingCapability
+from leanlens.explain.registry import method
+
+
+def last_spatial_layer(model, x: torch.Tensor) -> str:
+    """Name of the last leaf module, in call order, whose output is an (N, C, H, W) map."""
+    found: list[str] = []
+    handles = [
+        module.register_forward_hook(lambda m, i, o, name=name: found.append(name) if _spatial(o) else None)
+        for name, module in model.module.named_modules()
+        if name and not any(True for _ in module.children())
+    ]
+    try:
+        with torch.no_grad():
+            model.module(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not found:
+        raise MissingCapability("the model has no spatial layer for a CAM method", "use a gradient method such as 'ig'")
+    return found[-1]
+
+
+def _spatial(output) -> bool:
+    return isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1
+
+
+def layer_activations_and_gradients(model, x, target, layer: str):
+    """The layer's activations and the target score's gradient with respect to them."""
+    captured = {}
+
+    def hook(module, inputs, output):
+        if not _spatial(output):
+            raise MissingCapability(f"layer {layer!r} does not output a spatial (N, C, H, W) map", "pick a convolutional layer")
+        captured["act"] = output.detach().requires_grad_(True)
+        # A clone, so that an in-place op after the layer (ReLU(inplace=True)) leaves the leaf intact.
+        return captured["act"].clone()
+
+    handle = model.layer(layer).register_forward_hook(hook)
+    try:
+        scores = model.module(x)
+    finally:
+        handle.remove()
+    if "act" not in captured:
+        raise BadOption(f"layer {layer!r} was not called in the forward pass", "name a layer the model uses")
+    act = captured["act"]
+    (grads,) = torch.autograd.grad(scores.gather(1, target[:, None]).sum(), act)
+    return act.detach(), grads
+
+
+def _upsample(cam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(cam[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+
+
+def _cam(model, x, target, layer, channel_weights):
+    layer = layer or last_spatial_layer(model, x)
+    act, grads = layer_activations_and_gradients(model, x, target, layer)
+    weights = channel_weights(act, grads)
+    cam = torch.relu((weights[:, :, None, None] * act).sum(1))
+    return _upsample(cam, x), {"layer_values": cam, "layer": layer}
+
+
+def gradcam_weights(act, grads):
+    return grads.mean(dim=(2, 3))
+
+
+def gradcam_plusplus_weights(act, grads):
+    """Pixel-weighted gradients (Chattopadhyay et al., 2018), with the exponential-score closed form.
+
+    With S = exp(score), the second and third derivatives are powers of the first, so
+    alpha = g² / (2 g² + Σ_ij A · g³) needs only the gradient g.
+    """
+    g2, g3 = grads.pow(2), grads.pow(3)
+    denominator = 2 * g2 + act.sum(dim=(2, 3), keepdim=True) * g3
+    alpha = torch.where(denominator != 0, g2 / denominator.where(denominator != 0, torch.ones_like(denominator)), 0.0)
+    return (alpha * torch.relu(grads)).sum(dim=(2, 3))
+
+
+@method("gradcam", family="cam", needs={"gradients", "layers"})
+def gradcam(model, x, target, *, layer: str | None = None):
+    """Grad-CAM (Selvaraju et al., 2017): activations weighted by mean gradients, ReLU."""
+    return _cam(model, x, target, layer, gradcam_weights)
+
+
+@method("gradcam++", family="cam", needs={"gradients", "layers"})
+def gradcam_plusplus(model, x, target, *, layer: str | None = None):
+    """Grad-CAM++ (Chattopadhyay et al., 2018): positive gradients weighted per pixel."""
+    return _cam(model, x, target, layer, gradcam_plusplus_weights)

@@ -1,0 +1,82 @@
+"""Validation at the public edge of `explain()`: everything a user can get wrong."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from leanlens.errors import BadInput, BadOption, MissingCapability, closest
+
+_NEED_HINTS = {
+    "gradients": "use a black-box method such as 'occlusion', or pass a PyTorch model",
+    "layers": "use a gradient method such as 'ig', or a model with a spatial layer",
+}
+
+
+def require(model, needs: frozenset[str], method: str) -> None:
+    missing = sorted(needs - model.capabilities)
+    if missing:
+        raise MissingCapability(
+            f"method {method!r} needs {' and '.join(missing)}, which a {model.framework} model "
+            f"without them cannot give",
+            _NEED_HINTS.get(missing[0], "see ll.methods()"),
+        )
+
+
+def as_batch(x, model) -> np.ndarray:
+    """A float32 NumPy batch with the rank the model expects and finite values."""
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise BadInput(f"x has dtype {x.dtype}, not numbers", "pass a numeric array")
+    x = x.astype(np.float32, copy=False)
+    rank = getattr(model, "input_rank", None)
+    if rank is not None and x.ndim != rank:
+        hint = "add a batch axis: x[None]" if x.ndim == rank - 1 else f"pass a batch of shape (N, ...) with {rank} axes"
+        raise BadInput(f"x has {x.ndim} axes {tuple(x.shape)} but the model takes {rank}", hint)
+    if x.ndim < 2 or len(x) == 0:
+        raise BadInput(f"x has shape {tuple(x.shape)}; expected a non-empty batch (N, ...)", "add a batch axis: x[None]")
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        raise BadInput(f"x has NaN or inf in sample {int(np.argmax(bad))}", "clean or impute the input first")
+    return x
+
+
+def resolve_target(target, predictions: np.ndarray) -> np.ndarray:
+    """One class index a sample; None means the predicted class."""
+    n, classes = predictions.shape[0], predictions.shape[-1]
+    if target is None:
+        return predictions.argmax(axis=-1).astype(np.int64)
+    if hasattr(target, "detach"):
+        target = target.detach().cpu().numpy()
+    t = np.asarray(target)
+    if not np.issubdtype(t.dtype, np.integer):
+        raise BadInput(f"target must be class indices, got dtype {t.dtype}", "pass an int or a sequence of ints")
+    if t.ndim == 0:
+        t = np.full(n, int(t))
+    if t.shape != (n,):
+        raise BadInput(f"target has {t.size} entries for {n} samples", "pass one int, or one a sample")
+    out_of_range = (t < 0) | (t >= classes)
+    if out_of_range.any():
+        raise BadInput(
+            f"target {int(t[out_of_range][0])} is out of range for a model with {classes} classes",
+            f"use 0..{classes - 1}",
+        )
+    return t.astype(np.int64)
+
+
+def bind_options(fn: Callable, options: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """The method's keyword options, defaults filled in; unknown names refused."""
+    params = {
+        p.name: p.default
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    for name in options:
+        if name not in params:
+            raise BadOption(f"method {method!r} has no option {name!r}", closest(name, params) if params else "it takes no options")
+    return {**params, **options}

@@ -1,0 +1,222 @@
+"""The Store: model versions and their explanations on one fixed probe set."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from leanlens.errors import BadInput, closest
+from leanlens.metrics.similarity import spearman, top_k_overlap
+from leanlens.store.arrays import decode, encode
+from leanlens.store.records import Probe, Version, clean_metrics
+from leanlens.store.schema import connect, transaction
+
+_PARTS = ("x", "y", "masks")
+
+
+def _check_name(value, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadInput(f"{what} {value!r} is not a non-empty string",
+                       f"pass the {what} as text, e.g. 'v2'")
+    return value
+
+
+class Store:
+    """An SQLite file of model versions, compared on a fixed probe set.
+
+    Arrays are kept as dtype, shape and raw bytes, never pickled.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._conn = connect(self.path)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # probe set -----------------------------------------------------------
+
+    def _probe_rows(self) -> dict[str, tuple[str, str, bytes]]:
+        rows = self._conn.execute("SELECT part, dtype, shape, data FROM probe")
+        return {part: (dtype, shape, bytes(data)) for part, dtype, shape, data in rows}
+
+    def set_probe(self, x, y=None, masks=None) -> None:
+        """Fix the probe set; setting the same arrays again does nothing."""
+        new = {part: encode(arr, f"probe {part}")
+               for part, arr in zip(_PARTS, (x, y, masks)) if arr is not None}
+        sizes = {part: json.loads(shape)[:1] for part, (_, shape, _) in new.items()}
+        if sizes["x"] in ([], [0]):
+            raise BadInput("probe x has no samples", "pass a batch-first array, (N, ...)")
+        if any(n != sizes["x"] for n in sizes.values()):
+            raise BadInput(f"probe parts differ in length: {sizes}",
+                           "x, y and masks need one entry per sample")
+        with transaction(self._conn):
+            old = self._probe_rows()
+            if old == new:
+                return
+            if old:
+                raise BadInput(f"{self.path} already has a different probe set",
+                               "use a new store for a new probe set")
+            self._conn.executemany(
+                "INSERT INTO probe (part, dtype, shape, data) VALUES (?, ?, ?, ?)",
+                [(part, *row) for part, row in new.items()])
+
+    def probe(self) -> Probe:
+        """The probe set; BadInput if none was set."""
+        rows = self._probe_rows()
+        if "x" not in rows:
+            raise BadInput(f"{self.path} has no probe set yet",
+                           "call set_probe(x, y, masks) first")
+        parts = {part: decode(*row) for part, row in rows.items()}
+        return Probe(**parts)
+
+    def _probe_size(self, what: str) -> int:
+        row = self._conn.execute("SELECT shape FROM probe WHERE part = 'x'").fetchone()
+        if row is None:
+            raise BadInput(f"{what} given but {self.path} has no probe set",
+                           "call set_probe(x) before recording explanations")
+        return json.loads(row[0])[0]
+
+    # recording -----------------------------------------------------------
+
+    def _encode_on_probe(self, arr, what: str) -> tuple[str, str, bytes]:
+        """Encode an array computed on the probe set, checking its length."""
+        row = encode(arr, what)
+        shape, n = json.loads(row[1]), self._probe_size(what)
+        if shape[:1] != [n]:
+            raise BadInput(f"{what} has shape {tuple(shape)}, but the probe has {n} samples",
+                           "compute it on store.probe().x, batch first")
+        return row
+
+    def _encode_explanations(self, explanations) -> list[tuple[str, str, str, bytes]]:
+        if explanations is None:
+            return []
+        if not isinstance(explanations, Mapping):
+            raise BadInput(f"explanations is a {type(explanations).__name__}, not a mapping",
+                           "pass {method name: array}")
+        return [(_check_name(m, "method"), *self._encode_on_probe(a, f"explanation {m!r}"))
+                for m, a in explanations.items()]
+
+    def record(self, name, *, fingerprint, metrics, explanations=None,
+               predictions=None, parent=None) -> Version:
+        """Store a new version with its explanations, all or nothing."""
+        version = Version(
+            name=_check_name(name, "version name"),
+            created=datetime.now(timezone.utc).isoformat(),
+            fingerprint=_check_name(fingerprint, "fingerprint"),
+            metrics=clean_metrics(metrics),
+            parent=None if parent is None else _check_name(parent, "parent"),
+        )
+        # encode everything before writing, so a bad array fails before the transaction
+        rows = self._encode_explanations(explanations)
+        preds = None if predictions is None else self._encode_on_probe(predictions,
+                                                                        "predictions")
+        with transaction(self._conn):
+            vid = self._insert_version(version)
+            self._insert_explanations(vid, rows)
+            if preds is not None:
+                self._insert_predictions(vid, preds)
+        return version
+
+    def _insert_version(self, v: Version) -> int:
+        names = self._names()
+        if v.name in names:
+            raise BadInput(f"version {v.name!r} already exists in {self.path}",
+                           "pick a new name")
+        if v.parent is not None and v.parent not in names:
+            raise BadInput(f"parent {v.parent!r} is not a recorded version",
+                           closest(v.parent, names) if names else "record the parent first")
+        cur = self._conn.execute(
+            "INSERT INTO versions (name, created, fingerprint, metrics, parent) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (v.name, v.created, v.fingerprint, json.dumps(v.metrics), v.parent))
+        return cur.lastrowid
+
+    def _insert_explanations(self, vid: int, rows) -> None:
+        self._conn.executemany(
+            "INSERT INTO explanations (version_id, method, dtype, shape, data) "
+            "VALUES (?, ?, ?, ?, ?)", [(vid, *row) for row in rows])
+
+    def _insert_predictions(self, vid: int, row) -> None:
+        self._conn.execute(
+            "INSERT INTO predictions (version_id, dtype, shape, data) VALUES (?, ?, ?, ?)",
+            (vid, *row))
+
+    # reading -------------------------------------------------------------
+
+    def _names(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT name FROM versions ORDER BY id")]
+
+    def _id(self, name) -> int:
+        row = self._conn.execute("SELECT id FROM versions WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            names = self._names()
+            raise BadInput(f"no version {name!r} in {self.path}",
+                           closest(str(name), names) if names else "nothing recorded yet")
+        return row[0]
+
+    @staticmethod
+    def _version(row) -> Version:
+        name, created, fingerprint, metrics, parent = row
+        return Version(name, created, fingerprint, json.loads(metrics), parent)
+
+    def versions(self) -> list[Version]:
+        """Every version, in the order recorded."""
+        rows = self._conn.execute(
+            "SELECT name, created, fingerprint, metrics, parent FROM versions ORDER BY id")
+        return [self._version(r) for r in rows]
+
+    def version(self, name) -> Version:
+        """One version by name."""
+        row = self._conn.execute(
+            "SELECT name, created, fingerprint, metrics, parent FROM versions WHERE id = ?",
+            (self._id(name),)).fetchone()
+        return self._version(row)
+
+    def explanations(self, name) -> dict[str, np.ndarray]:
+        """All explanations of a version, {method: array}, in the order recorded."""
+        rows = self._conn.execute(
+            "SELECT method, dtype, shape, data FROM explanations WHERE version_id = ? "
+            "ORDER BY rowid", (self._id(name),))
+        return {method: decode(dtype, shape, data) for method, dtype, shape, data in rows}
+
+    def explanation(self, name, method) -> np.ndarray:
+        """One explanation of a version."""
+        vid = self._id(name)
+        row = self._conn.execute(
+            "SELECT dtype, shape, data FROM explanations WHERE version_id = ? AND method = ?",
+            (vid, method)).fetchone()
+        if row is None:
+            stored = [r[0] for r in self._conn.execute(
+                "SELECT method FROM explanations WHERE version_id = ?", (vid,))]
+            raise BadInput(f"version {name!r} has no {method!r} explanation",
+                           closest(str(method), stored) if stored
+                           else "it was recorded without explanations")
+        return decode(*row)
+
+    def predictions(self, name) -> np.ndarray | None:
+        """The version's predictions on the probe set, or None if not recorded."""
+        row = self._conn.execute(
+            "SELECT dtype, shape, data FROM predictions WHERE version_id = ?",
+            (self._id(name),)).fetchone()
+        return None if row is None else decode(*row)
+
+    def compare(self, a, b, method) -> dict[str, float]:
+        """Mean agreement of two versions' explanations over the probe samples."""
+        xa, xb = self.explanation(a, method), self.explanation(b, method)
+        return {"spearman": float(spearman(xa, xb).mean()),
+                "top10": float(top_k_overlap(xa, xb, fraction=0.1).mean())}

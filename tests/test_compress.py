@@ -1,0 +1,137 @@
+"""Pruning really removes channels; int8 really runs integer kernels."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+import leanlens as ll
+from leanlens.audit.profile import serialized_bytes
+from leanlens.errors import BadInput, BadOption, UnknownMethod
+from leanlens.models import OnnxModel, SmallResNet, TorchModel
+
+
+@pytest.fixture(scope="module")
+def lesion_data():
+    return ll.data.load("lesions", n=2000, seed=1).split(0.25, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(lesion_data):
+    train, _ = lesion_data
+    torch.manual_seed(0)
+    model = ll.finetune(SmallResNet(width=16), train, epochs=2.0, lr=3e-3)
+    return model
+
+
+def conv_widths(module: nn.Module) -> dict[str, int]:
+    return {name: m.out_channels for name, m in module.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def test_prune_removes_channels_and_keeps_the_input(trained, lesion_data):
+    train, test = lesion_data
+    before = {k: v.clone() for k, v in trained.module.state_dict().items()}
+    small = ll.prune(trained, train, ratio=0.5, criterion="taylor", round_to=8)
+    dense_widths, pruned_widths = conv_widths(trained.module), conv_widths(small.module)
+    assert all(pruned_widths[k] == dense_widths[k] // 2 for k in dense_widths)
+    assert all(w % 8 == 0 for w in pruned_widths.values())
+    assert small.module.head.out_features == 2  # classes are never pruned
+    dense_params = sum(p.numel() for p in trained.module.parameters())
+    assert sum(p.numel() for p in small.module.parameters()) <= 0.5 * dense_params
+    assert small.predict(test.x).shape == (len(test), 2)
+    after = trained.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_taylor_keeps_the_channels_the_loss_depends_on(lesion_data):
+    # A model whose output uses only the first 4 of 8 stem channels: Taylor scores of the
+    # unused ones are exactly zero, so those are the ones removed.
+    train, _ = lesion_data
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    with torch.no_grad():
+        model[4].weight[:, 4:] = 0
+    small = ll.prune(model, train, ratio=0.5, criterion="taylor", round_to=None)
+    kept = small.module[0].weight.detach()
+    original = model[0].weight.detach()[:4]
+    assert kept.shape[0] == 4 and torch.equal(kept, original)
+
+
+def test_prune_refuses_bad_options(trained, lesion_data):
+    train, _ = lesion_data
+    with pytest.raises(BadOption, match="ratio"):
+        ll.prune(trained, train, ratio=1.5)
+    with pytest.raises(UnknownMethod, match="did you mean 'taylor'"):
+        ll.prune(trained, train, criterion="tailor")
+
+
+@pytest.fixture(scope="module")
+def int8(trained, lesion_data):
+    train, _ = lesion_data
+    return ll.quantize(trained, train, scheme="int8")
+
+
+def test_int8_model_runs_integer_kernels(int8, tmp_path):
+    assert isinstance(int8, OnnxModel)
+    graph = onnx.load_from_string(int8.model_bytes).graph
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(int8_weights) == 8  # every one of SmallResNet's 8 convs stores int8 weights
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(int8.model_bytes, options, providers=["CPUExecutionProvider"])
+    ops = Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
+    assert ops["QLinearConv"] == 8 and ops["Conv"] == 0  # fused into integer convolutions
+    assert ops["QLinearAdd"] == 3  # the residual additions too
+
+
+def test_int8_model_is_small_and_agrees(int8, trained, lesion_data):
+    _, test = lesion_data
+    assert (trained.predict(test.x).argmax(1) == test.y).mean() >= 0.9  # a model worth agreeing with
+    assert serialized_bytes(int8) <= 0.35 * serialized_bytes(trained)
+    reference, quantized = trained.predict(test.x).argmax(1), int8.predict(test.x).argmax(1)
+    assert (reference == quantized).mean() >= 0.97
+
+
+def test_int8_twin_simulates_the_deployed_model(int8, lesion_data):
+    # Gradient explanations of the int8 model run on its twin: it must compute what ORT computes.
+    _, test = lesion_data
+    deployed, twin = int8.predict(test.x), int8.twin.predict(test.x)
+    assert (deployed.argmax(1) == twin.argmax(1)).mean() >= 0.99
+    scale = np.abs(deployed).max()
+    assert np.median(np.abs(deployed - twin)) <= 0.02 * scale
+    assert int8.capabilities >= {"gradients", "layers"}
+    exp = ll.explain(int8, test.x[:4], method="gradcam++")
+    assert exp.values.shape == (4, 64, 64) and np.isfinite(exp.values).all() and exp.values.max() > 0
+
+
+def test_quantize_refuses_unknown_scheme_and_non_torch(trained, int8, lesion_data):
+    train, _ = lesion_data
+    with pytest.raises(UnknownMethod, match="int8"):
+        ll.quantize(trained, train, scheme="int9")
+    with pytest.raises(BadInput, match="PyTorch"):
+        ll.quantize(int8, train)
+
+
+def test_onnx_model_refuses_a_corrupt_file(tmp_path):
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(b"not an onnx model")
+    with pytest.raises(BadInput, match="ONNX Runtime cannot load"):
+        ll.wrap(str(path))
+    with pytest.raises(BadInput, match="no ONNX file"):
+        ll.wrap(str(tmp_path / "missing.onnx"))
+
+
+def test_finetune_learns_and_copies(lesion_data):
+    train, test = lesion_data
+    torch.manual_seed(0)
+    start = TorchModel(SmallResNet(width=8))
+    before = [p.clone() for p in start.module.parameters()]
+    trained = ll.finetune(start, train, epochs=3.0, lr=3e-3)
+    assert (trained.predict(test.x).argmax(1) == test.y).mean() >= 0.9
+    assert all(torch.equal(a, b) for a, b in zip(before, start.module.parameters()))
