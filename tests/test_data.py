@@ -7,7 +7,15 @@ from scipy.ndimage import binary_dilation, label, uniform_filter
 from sklearn.linear_model import LogisticRegression
 from torch.utils.data import DataLoader, TensorDataset
 
-from leanlens.data import DATASETS, Dataset, as_dataset, lesions, load, load_npz, render_lesions
+from leanlens.data import (
+    DATASETS,
+    Dataset,
+    as_dataset,
+    lesions,
+    load,
+    load_npz,
+    render_lesions,
+)
 from leanlens.errors import BadInput, UnknownMethod
 
 
