@@ -68,8 +68,8 @@ def columns(method: str) -> list[Column]:
     """The table's metric columns, in order; similarity keys depend on the method."""
     sim = f"explanation similarity ({method})"
     return [
-        Column("accuracy", "accuracy (%)", percent, "share of test samples classified correctly"),
-        Column("agreement", "agreement (%)", percent,
+        Column("accuracy", "acc. (%)", percent, "share of test samples classified correctly"),
+        Column("agreement", "agree (%)", percent,
                "share of samples where this version predicts the same class as the first"),
         Column("params", "params", human_count, "number of weights", relative=True),
         Column("macs", "MACs", human_count, "multiply-accumulates per input", relative=True),
@@ -79,9 +79,9 @@ def columns(method: str) -> list[Column]:
                "the first version's latency divided by this one's"),
         Column(f"spearman[{method}]", "Spearman", lambda v: f"{v:.3f}",
                "rank correlation with the first version's maps, 1 = same ranking", sim),
-        Column(f"top10[{method}]", "top-10 % overlap (%)", percent,
+        Column(f"top10[{method}]", "top-10 % (%)", percent,
                "share of the first version's 10 % most important pixels kept", sim),
-        Column(f"pointing[{method}]", "pointing game (%)", percent,
+        Column(f"pointing[{method}]", "pointing (%)", percent,
                "share of probe images whose hottest pixel lies on the object"),
     ]
 
