@@ -225,3 +225,49 @@ def test_batch_equals_one_by_one(resnet, images, method, options):
         alone = explain(resnet, images[i : i + 1], method, target=targets[i], **options)
         assert_close(batch.values[i : i + 1], alone.values, rtol=1e-4, atol_rel=1e-5)
         np.testing.assert_allclose(batch.predictions[i : i + 1], alone.predictions, rtol=1e-5, atol=1e-6)
+
+
+# Input × gradient and SmoothGrad ----------------------------------------------------------
+
+def test_input_x_gradient_matches_captum(resnet, images):
+    from captum.attr import InputXGradient
+
+    ours = explain(resnet, images, "input_x_gradient")
+    theirs = InputXGradient(resnet).attribute(torch.as_tensor(images), target=torch.as_tensor(ours.target))
+    assert_close(ours.values, theirs.detach().numpy())
+
+
+def test_input_x_gradient_of_a_linear_model_sums_to_the_score():
+    # With no bias, f_t(x) = W[t]·x, so the attributions add up to the score exactly.
+    torch.manual_seed(0)
+    linear = nn.Linear(6, 3, bias=False).eval()
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+    exp = explain(linear, x, "input_x_gradient", target=2)
+    np.testing.assert_allclose(exp.values.sum(1), logits(linear, x)[:, 2], rtol=1e-5, atol=1e-6)
+
+
+def test_smoothgrad_without_noise_is_its_base_method(resnet, images):
+    base = explain(resnet, images, "saliency")
+    smooth = explain(resnet, images, "smoothgrad", nt_samples=3, stdev=0.0)
+    assert_close(smooth.values, base.values)
+
+
+def test_smoothgrad_averages_noisy_gradients(resnet, images):
+    # The same noise drawn by hand: the mean of |gradient| over the noisy copies.
+    x = torch.as_tensor(images)
+    target = torch.as_tensor(explain(resnet, images, "saliency").target)
+    flat = x.flatten(1)
+    sigma = (0.2 * (flat.max(1).values - flat.min(1).values)).view(-1, 1, 1, 1)
+    generator = torch.Generator().manual_seed(5)
+    want = torch.zeros_like(x)
+    for _ in range(4):
+        noisy = (x + sigma * torch.randn(x.shape, generator=generator)).requires_grad_(True)
+        score = resnet(noisy).gather(1, target[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, noisy)
+        want += grad.abs() / 4
+    got = explain(resnet, images, "smoothgrad", nt_samples=4, stdev=0.2, seed=5)
+    assert_close(got.values, want.numpy())
+    again = explain(resnet, images, "smoothgrad", nt_samples=4, stdev=0.2, seed=5)
+    np.testing.assert_array_equal(got.values, again.values)
+    other = explain(resnet, images, "smoothgrad", nt_samples=4, stdev=0.2, seed=6)
+    assert not np.array_equal(got.values, other.values)

@@ -277,3 +277,8 @@ def test_mlp_cam_error_leaves_no_hooks():
         explain(model, np.ones((2, 4), dtype=np.float32), "gradcam++")
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert all_hooks(model) == []
+
+
+def test_bad_smoothgrad_options(resnet, images):
+    raised(BadOption, r"nt_samples=0", explain, resnet, images, "smoothgrad", nt_samples=0)
+    raised(BadOption, r"stdev=-0.1", explain, resnet, images, "smoothgrad", stdev=-0.1)

@@ -32,6 +32,34 @@ def saliency(model, x, target, *, absolute: bool = True):
     return (grads.abs() if absolute else grads), {}
 
 
+@method("input_x_gradient", family="gradient", needs={"gradients"})
+def input_x_gradient(model, x, target):
+    """Input times its gradient (Shrikumar et al., 2016): a first-order share of the score."""
+    return x * input_gradients(model.module, x, target), {}
+
+
+@method("smoothgrad", family="gradient", needs={"gradients"})
+def smoothgrad(model, x, target, *, nt_samples: int = 25, stdev: float = 0.15, absolute: bool = True, seed: int = 0):
+    """SmoothGrad (Smilkov et al., 2017): saliency averaged over noisy copies of the input.
+
+    `stdev` is relative to each sample's value range, as in the paper; the noise comes
+    from a generator seeded with `seed`, so results repeat exactly.
+    """
+    if not isinstance(nt_samples, numbers.Integral) or nt_samples < 1:
+        raise BadOption(f"nt_samples={nt_samples!r}", "use a positive int, e.g. 25")
+    if stdev < 0:
+        raise BadOption(f"stdev={stdev!r}", "use a noise level >= 0, relative to the input's range")
+    flat = x.flatten(1)
+    sigma = (stdev * (flat.max(1).values - flat.min(1).values)).view((-1,) + (1,) * (x.dim() - 1))
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    total = torch.zeros_like(x)
+    for _ in range(int(nt_samples)):
+        noisy = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        grads = input_gradients(model.module, noisy, target)
+        total += grads.abs() if absolute else grads
+    return total / nt_samples, {}
+
+
 def path_nodes(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
     """Positions in [0, 1] along the straight path and their quadrature weights."""
     if rule == "gausslegendre":
