@@ -252,11 +252,11 @@ def test_model_left_unchanged(images, method):
 
 
 @pytest.mark.parametrize("call", [
-    dict(method="gradcam", layer="pool"),  # raised inside the layer hook
-    dict(method="gradcam++", layer="head"),  # raised inside the layer hook
-    dict(method="gradcam", layer="unused"),  # the layer is never called
-    dict(method="ig", rule="nope"),
-    dict(method="gradcam", target=9),
+    {"method": "gradcam", "layer": "pool"},  # raised inside the layer hook
+    {"method": "gradcam++", "layer": "head"},  # raised inside the layer hook
+    {"method": "gradcam", "layer": "unused"},  # the layer is never called
+    {"method": "ig", "rule": "nope"},
+    {"method": "gradcam", "target": 9},
 ])
 def test_model_left_unchanged_after_an_error(images, call):
     model = make_resnet()

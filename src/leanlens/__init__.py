@@ -11,7 +11,13 @@
 from leanlens import data
 from leanlens.audit import AuditResult, assess, audit, profile
 from leanlens.compress import finetune, prune, quantize
-from leanlens.errors import BadInput, BadOption, LeanlensError, MissingCapability, UnknownMethod
+from leanlens.errors import (
+    BadInput,
+    BadOption,
+    LeanlensError,
+    MissingCapability,
+    UnknownMethod,
+)
 from leanlens.explain import Explanation, explain, methods
 from leanlens.models import Model, wrap
 from leanlens.report import report

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from leanlens.errors import LeanlensError
@@ -23,8 +30,8 @@ def main() -> None:
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("leanlens-demo"), "--out", help="folder for the store and the report"),
-    quick: bool = typer.Option(False, "--quick", help="a smaller run (about a minute)"),
+    out: Annotated[Path, typer.Option("--out", help="folder for the store and the report")] = Path("leanlens-demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="a smaller run (about a minute)")] = False,
 ) -> None:
     """Run the whole loop on the built-in lesions set: train, prune, quantize, audit, report."""
     from leanlens.demo import run_demo

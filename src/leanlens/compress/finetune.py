@@ -43,7 +43,7 @@ def finetune(
     device = next(module.parameters()).device
     rng = np.random.default_rng(seed)
     per_epoch = int(np.ceil(len(data) / batch_size))
-    total = max(1, int(round(epochs * per_epoch)))
+    total = max(1, round(epochs * per_epoch))
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.15)
     order = np.empty(0, dtype=np.int64)

@@ -20,7 +20,7 @@ def fold_batchnorm(module: nn.Module) -> fx.GraphModule:
     """
     try:
         return fuse(module.eval(), inplace=False)
-    except Exception as error:  # symbolic tracing fails on data-dependent control flow
+    except Exception as error:  # noqa: BLE001 - fx tracing raises many types on data-dependent control flow
         raise BadInput(
             f"cannot trace {type(module).__name__} for export: {str(error).splitlines()[0][:160]}",
             "remove data-dependent Python control flow from forward()",

@@ -48,7 +48,12 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
 
 
 def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int) -> bytes:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Batches(CalibrationDataReader):

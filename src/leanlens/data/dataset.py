@@ -56,7 +56,7 @@ class Dataset:
         for label in np.unique(self.y):
             members = rng.permutation(np.flatnonzero(self.y == label))
             # A class with a single sample stays in train: it cannot be in both halves.
-            n_test = min(int(round(len(members) * test_fraction)), len(members) - 1)
+            n_test = min(round(len(members) * test_fraction), len(members) - 1)
             test.append(members[:n_test])
         test_idx = np.sort(np.concatenate(test))
         if len(test_idx) == 0:

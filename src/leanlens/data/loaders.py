@@ -31,7 +31,9 @@ def load(name: str, n: int | None = None, seed: int = 0) -> Dataset:
 
 def digits() -> Dataset:
     """scikit-learn's 8x8 handwritten digits as images (N, 1, 8, 8) scaled to [0, 1]."""
-    from sklearn.datasets import load_digits  # sklearn is slow to import; pay only when used
+    from sklearn.datasets import (
+        load_digits,  # sklearn is slow to import; pay only when used
+    )
 
     raw = load_digits()
     x = raw.images[:, None] / 16.0  # the pixel counts run from 0 to 16

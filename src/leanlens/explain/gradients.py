@@ -45,19 +45,25 @@ def smoothgrad(model, x, target, *, nt_samples: int = 25, stdev: float = 0.15, a
     `stdev` is relative to each sample's value range, as in the paper; the noise comes
     from a generator seeded with `seed`, so results repeat exactly.
     """
-    if not isinstance(nt_samples, numbers.Integral) or nt_samples < 1:
-        raise BadOption(f"nt_samples={nt_samples!r}", "use a positive int, e.g. 25")
+    nt_samples = positive_int("nt_samples", nt_samples, "use a positive int, e.g. 25")
     if stdev < 0:
         raise BadOption(f"stdev={stdev!r}", "use a noise level >= 0, relative to the input's range")
     flat = x.flatten(1)
     sigma = (stdev * (flat.max(1).values - flat.min(1).values)).view((-1,) + (1,) * (x.dim() - 1))
     generator = torch.Generator(device=x.device).manual_seed(seed)
     total = torch.zeros_like(x)
-    for _ in range(int(nt_samples)):
+    for _ in range(nt_samples):
         noisy = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         grads = input_gradients(model.module, noisy, target)
         total += grads.abs() if absolute else grads
     return total / nt_samples, {}
+
+
+def positive_int(name: str, value, hint: str) -> int:
+    """`value` as an int (NumPy ints too), or BadOption naming the option."""
+    if not isinstance(value, numbers.Integral) or value < 1:
+        raise BadOption(f"{name}={value!r}", hint)
+    return int(value)
 
 
 def path_nodes(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -102,11 +108,8 @@ def integrated_gradients(model, x, target, *, steps: int = 64, rule: str = "gaus
     """
     if rule not in RULES:
         raise BadOption(f"unknown IG rule {rule!r}", "use one of " + ", ".join(RULES))
-    if not isinstance(steps, numbers.Integral) or steps < 1:
-        raise BadOption(f"steps={steps!r}", "use a positive int, e.g. 64")
-    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise BadOption(f"batch_size={batch_size!r}", "use a positive int: model inputs per forward pass")
-    steps, batch_size = int(steps), int(batch_size)
+    steps = positive_int("steps", steps, "use a positive int, e.g. 64")
+    batch_size = positive_int("batch_size", batch_size, "use a positive int: model inputs per forward pass")
     base = make_baseline(x, baseline)
     alphas, weights = (torch.as_tensor(a, dtype=x.dtype, device=x.device) for a in path_nodes(steps, rule))
     n, shape = len(x), (-1,) + (1,) * (x.dim() - 1)

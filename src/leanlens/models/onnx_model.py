@@ -37,7 +37,7 @@ class OnnxModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(self.model_bytes, options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # ORT raises its own Fail/InvalidGraph types
+        except Exception as error:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
             message = str(error).splitlines()[0][:200]
             raise BadInput(f"ONNX Runtime cannot load this model: {message}", "export it again") from None
         self.input_name = self.session.get_inputs()[0].name

@@ -126,8 +126,8 @@ def _lineage(ax, points: list[Point]) -> None:
         if src is not None:
             ax.annotate("", xy=(p.latency_ms, p.accuracy_pct),
                         xytext=(src.latency_ms, src.accuracy_pct),
-                        arrowprops=dict(arrowstyle="->", color="#cbd5e1", lw=1,
-                                        shrinkA=6, shrinkB=6))
+                        arrowprops={"arrowstyle": "->", "color": "#cbd5e1", "lw": 1,
+                                        "shrinkA": 6, "shrinkB": 6})
 
 
 def tradeoff_png(points: list[Point]) -> bytes:
