@@ -218,9 +218,11 @@ def test_methods_table(resnet, images):
     assert {"ig", "gradcam", "gradcam++", "saliency"} <= set(table)
     assert table["ig"].needs == {"gradients"} and table["saliency"].needs == {"gradients"}
     assert table["gradcam"].needs == {"gradients", "layers"} == table["gradcam++"].needs
-    assert table["ig"].options == {"steps": 64, "rule": "gausslegendre", "baseline": 0.0, "batch_size": 128}
-    assert table["saliency"].options == {"absolute": True}
-    assert table["gradcam"].options == {"layer": None} == table["gradcam++"].options
+    assert table["ig"].options == {"steps": 64, "rule": "gausslegendre", "baseline": "zeros", "batch_size": 128,
+                                    "seed": 0, "create_graph": False}
+    assert table["saliency"].options == {"absolute": True, "batch_size": None, "create_graph": False}
+    assert table["gradcam"].options == {"layer": None, "batch_size": None, "create_graph": False}
+    assert table["gradcam"].options == table["gradcam++"].options
     assert table["ig"].family == "gradient" and table["gradcam++"].family == "cam"
     assert all(spec.summary for spec in table.values())
     # an explanation records the defaults it ran with

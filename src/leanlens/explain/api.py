@@ -1,19 +1,28 @@
-"""`explain()`: validate once, run a registered method, return an `Explanation`."""
+"""`explain()` and `attribute()`: validate once, run a registered method.
+
+`explain()` is the everyday entry point: NumPy out, an `Explanation` with the targets
+and predictions. `attribute()` returns the raw tensor on the model's device, and with
+`create_graph=True` a loss on it can be differentiated back to the weights.
+"""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
 
+from leanlens.errors import BadOption
 from leanlens.explain import cam, gradients  # noqa: F401  (register the methods)
-from leanlens.explain.checks import as_batch, bind_options, require, resolve_target
+from leanlens.explain.checks import as_batch, as_checked_tensor, bind_options, require
 from leanlens.explain.explanation import Explanation
 from leanlens.explain.registry import lookup
+from leanlens.explain.targets import Targets, class_scores
 from leanlens.models.torch_model import inference
 from leanlens.models.wrap import wrap
 
 
-def explain(model, x, method: str = "saliency", target=None, **options) -> Explanation:
+def explain(model, x, method: str = "saliency", target=None, *, autocast: bool = False, **options) -> Explanation:
     """Attribute each sample's target score to its input.
 
     Parameters
@@ -22,21 +31,63 @@ def explain(model, x, method: str = "saliency", target=None, **options) -> Expla
     x : a batch, (N, ...) NumPy array or tensor.
     method : a name from `ll.methods()`, e.g. "ig", "gradcam++".
     target : class to explain; None (the predicted class), an int, or one int a sample.
+    autocast : run the model under bfloat16/float16 autocast (GPU; CPU uses bfloat16).
+        Faster on tensor-core GPUs, at the cost of about three significant digits.
     **options : the method's keyword options (see `ll.methods()[method].options`).
     """
     model = wrap(model)
-    spec = lookup(method)
-    require(model, spec.needs, method)
     x = as_batch(x, model)
-    predictions = model.predict(x)
-    target = resolve_target(target, predictions)
-    options = bind_options(spec.fn, options, method)
-    with inference(model.module):
-        values, extra = spec.fn(model, model.to_tensor(x), torch.as_tensor(target, device=model.device), **options)
+    values, extra, targets, options = _run(model, x, method, target, autocast, options)
+    predictions = targets.scores.cpu().numpy() if model.framework == "torch" else model.predict(x)
     extra = {k: _numpy(v) for k, v in extra.items()}
     if "layer" in extra:  # which layer a CAM method chose is an option the user may want to reuse
         options["layer"] = extra.pop("layer")
-    return Explanation(values=_numpy(values), method=method, target=target, predictions=predictions, options=options, **extra)
+    return Explanation(values=_numpy(values), method=method, target=targets.indices(), predictions=predictions,
+                       options=options, **extra)
+
+
+def attribute(model, x, method: str = "saliency", target=None, *, autocast: bool = False, **options) -> torch.Tensor:
+    """The attributions as a tensor on the model's device (`explain()` without the NumPy).
+
+    With `create_graph=True` (gradient and CAM methods) the parameters stay trainable and
+    the result carries its graph: `loss(attribute(...)).backward()` reaches the weights.
+    """
+    model = wrap(model)
+    x = as_checked_tensor(x, model)
+    values, _, _, _ = _run(model, x, method, target, autocast, options)
+    return values
+
+
+def _run(model, x, method, target, autocast, options):
+    spec = lookup(method)
+    require(model, spec.needs, method)
+    options = bind_options(spec.fn, options, method)
+    if model.framework != "torch" and target is None:
+        # A twin only approximates the deployed graph: explain the class the real model predicts.
+        target = model.predict(np.asarray(x.detach().cpu()) if isinstance(x, torch.Tensor) else x).argmax(-1)
+    targets = Targets(target, len(x))
+    tensor = x if isinstance(x, torch.Tensor) else _to_tensor(model, x)
+    module = getattr(model, "module", None)
+    frozen = inference(module, freeze=not options.get("create_graph", False)) if module is not None else contextlib.nullcontext()
+    with frozen, _autocast(autocast, tensor.device):
+        values, extra = spec.fn(model, tensor, targets, **options)
+    if not targets.complete:  # a method that never scored the clean batch itself
+        targets.pick(class_scores(model, tensor))
+    return values.float() if values.is_floating_point() else values, extra, targets, options
+
+
+def _to_tensor(model, x: np.ndarray) -> torch.Tensor:
+    to_tensor = getattr(model, "to_tensor", None)
+    return to_tensor(x) if to_tensor is not None else torch.as_tensor(np.ascontiguousarray(x))
+
+
+def _autocast(enabled: bool, device: torch.device):
+    if not isinstance(enabled, bool):
+        raise BadOption(f"autocast={enabled!r}", "pass True or False")
+    if not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def _numpy(value):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from leanlens.errors import BadOption, MissingCapability
+from leanlens.explain.gradients import chunk_size
 from leanlens.explain.registry import method
 
 
@@ -36,15 +37,16 @@ def _spatial(output) -> bool:
     return isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1
 
 
-def layer_activations_and_gradients(model, x, target, layer: str):
+def layer_activations_and_gradients(model, x, targets, layer: str, create_graph: bool = False):
     """The layer's activations and the target score's gradient with respect to them."""
     captured = {}
 
     def hook(module, inputs, output):
         if not _spatial(output):
             raise MissingCapability(f"layer {layer!r} does not output a spatial (N, C, H, W) map", "pick a convolutional layer")
-        captured["act"] = output.detach().requires_grad_(True)
-        # A clone, so that an in-place op after the layer (ReLU(inplace=True)) leaves the leaf intact.
+        # Without create_graph the activation becomes a leaf: the backward pass stops here.
+        captured["act"] = output if create_graph else output.detach().requires_grad_(True)
+        # A clone, so that an in-place op after the layer (ReLU(inplace=True)) leaves it intact.
         return captured["act"].clone()
 
     handle = model.layer(layer).register_forward_hook(hook)
@@ -55,20 +57,38 @@ def layer_activations_and_gradients(model, x, target, layer: str):
     if "act" not in captured:
         raise BadOption(f"layer {layer!r} was not called in the forward pass", "name a layer the model uses")
     act = captured["act"]
-    (grads,) = torch.autograd.grad(scores.gather(1, target[:, None]).sum(), act)
-    return act.detach(), grads
+    target = targets.pick(scores)
+    (grads,) = torch.autograd.grad(scores.gather(1, target[:, None]).sum(), act, create_graph=create_graph)
+    return (act if create_graph else act.detach()), grads
 
 
 def _upsample(cam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(cam[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
 
 
-def _cam(model, x, target, layer, channel_weights):
+def _cam(model, x, targets, layer, channel_weights, batch_size, create_graph):
     layer = layer or last_spatial_layer(model, x)
-    act, grads = layer_activations_and_gradients(model, x, target, layer)
-    weights = channel_weights(act, grads)
-    cam = torch.relu((weights[:, :, None, None] * act).sum(1))
+    step = chunk_size(batch_size, len(x))
+    maps = [_layer_cam(model, x[i : i + step], _Rows(targets, i), layer, channel_weights, create_graph)
+            for i in range(0, len(x), step)]
+    cam = torch.cat(maps)
     return _upsample(cam, x), {"layer_values": cam, "layer": layer}
+
+
+class _Rows:
+    """The targets of a chunk that starts at row `start`."""
+
+    def __init__(self, targets, start: int):
+        self.targets, self.start = targets, start
+
+    def pick(self, scores):
+        return self.targets.pick(scores, self.start)
+
+
+def _layer_cam(model, x, targets, layer, channel_weights, create_graph):
+    act, grads = layer_activations_and_gradients(model, x, targets, layer, create_graph)
+    weights = channel_weights(act, grads)
+    return torch.relu((weights[:, :, None, None] * act).sum(1))
 
 
 def gradcam_weights(act, grads):
@@ -88,12 +108,13 @@ def gradcam_plusplus_weights(act, grads):
 
 
 @method("gradcam", family="cam", needs={"gradients", "layers"})
-def gradcam(model, x, target, *, layer: str | None = None):
+def gradcam(model, x, targets, *, layer: str | None = None, batch_size: int | None = None, create_graph: bool = False):
     """Grad-CAM (Selvaraju et al., 2017): activations weighted by mean gradients, ReLU."""
-    return _cam(model, x, target, layer, gradcam_weights)
+    return _cam(model, x, targets, layer, gradcam_weights, batch_size, create_graph)
 
 
 @method("gradcam++", family="cam", needs={"gradients", "layers"})
-def gradcam_plusplus(model, x, target, *, layer: str | None = None):
+def gradcam_plusplus(model, x, targets, *, layer: str | None = None, batch_size: int | None = None,
+                     create_graph: bool = False):
     """Grad-CAM++ (Chattopadhyay et al., 2018): positive gradients weighted per pixel."""
-    return _cam(model, x, target, layer, gradcam_plusplus_weights)
+    return _cam(model, x, targets, layer, gradcam_plusplus_weights, batch_size, create_graph)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
 from leanlens.errors import BadInput, BadOption, MissingCapability, closest
 
@@ -46,27 +47,26 @@ def as_batch(x, model) -> np.ndarray:
     return x
 
 
-def resolve_target(target, predictions: np.ndarray) -> np.ndarray:
-    """One class index a sample; None means the predicted class."""
-    n, classes = predictions.shape[0], predictions.shape[-1]
-    if target is None:
-        return predictions.argmax(axis=-1).astype(np.int64)
-    if hasattr(target, "detach"):
-        target = target.detach().cpu().numpy()
-    t = np.asarray(target)
-    if not np.issubdtype(t.dtype, np.integer):
-        raise BadInput(f"target must be class indices, got dtype {t.dtype}", "pass an int or a sequence of ints")
-    if t.ndim == 0:
-        t = np.full(n, int(t))
-    if t.shape != (n,):
-        raise BadInput(f"target has {t.size} entries for {n} samples", "pass one int, or one a sample")
-    out_of_range = (t < 0) | (t >= classes)
-    if out_of_range.any():
-        raise BadInput(
-            f"target {int(t[out_of_range][0])} is out of range for a model with {classes} classes",
-            f"use 0..{classes - 1}",
-        )
-    return t.astype(np.int64)
+def as_checked_tensor(x, model) -> torch.Tensor:
+    """`x` as a float32 tensor on the model's device, checked like `as_batch`.
+
+    A tensor stays a tensor (no round trip through NumPy), so `attribute()` can be
+    called inside a training loop on GPU data.
+    """
+    if not isinstance(x, torch.Tensor):
+        return _to_device(torch.as_tensor(as_batch(x, model)), model)
+    if x.is_complex():
+        raise BadInput(f"x has dtype {x.dtype}, not real numbers", "pass a real-valued tensor")
+    as_batch(np.empty(x.shape[:1] + (1,) * (x.dim() - 1), dtype=np.float32), model)  # rank and emptiness
+    bad = ~torch.isfinite(x.detach().reshape(len(x), -1)).all(dim=1)
+    if bad.any():
+        raise BadInput(f"x has NaN or inf in sample {int(bad.int().argmax())}", "clean or impute the input first")
+    return _to_device(x.detach().float(), model)
+
+
+def _to_device(x: torch.Tensor, model) -> torch.Tensor:
+    device = getattr(model, "device", None)
+    return x.to(device) if device is not None else x
 
 
 def bind_options(fn: Callable, options: Mapping[str, Any], method: str) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""Gradient attributions: saliency and Integrated Gradients, batched on the model's device."""
+"""Gradient attributions: saliency, input × gradient, SmoothGrad and Integrated Gradients.
+
+Every method runs on the model's device in chunks of `batch_size` model inputs, and
+with `create_graph=True` returns attributions a loss can be differentiated through.
+"""
 
 from __future__ import annotations
 
@@ -8,62 +12,87 @@ import numpy as np
 import torch
 
 from leanlens.errors import BadOption
-from leanlens.explain.registry import method
+from leanlens.explain.baselines import make_baseline
+from leanlens.explain.registry import lookup, method
+from leanlens.explain.targets import Targets
 
 RULES = ("gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right")
-
-
-def target_scores(module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The score of each sample's target class, one a sample."""
-    return module(x).gather(1, target[:, None])[:, 0]
-
-
-def input_gradients(module, x: torch.Tensor, target: torch.Tensor, create_graph: bool = False):
-    x = x.detach().requires_grad_(True)
-    scores = target_scores(module, x, target)
-    (grads,) = torch.autograd.grad(scores.sum(), x, create_graph=create_graph)
-    return grads
-
-
-@method("saliency", family="gradient", needs={"gradients"})
-def saliency(model, x, target, *, absolute: bool = True):
-    """Input gradient of the target score (Simonyan et al., 2014)."""
-    grads = input_gradients(model.module, x, target)
-    return (grads.abs() if absolute else grads), {}
-
-
-@method("input_x_gradient", family="gradient", needs={"gradients"})
-def input_x_gradient(model, x, target):
-    """Input times its gradient (Shrikumar et al., 2016): a first-order share of the score."""
-    return x * input_gradients(model.module, x, target), {}
-
-
-@method("smoothgrad", family="gradient", needs={"gradients"})
-def smoothgrad(model, x, target, *, nt_samples: int = 25, stdev: float = 0.15, absolute: bool = True, seed: int = 0):
-    """SmoothGrad (Smilkov et al., 2017): saliency averaged over noisy copies of the input.
-
-    `stdev` is relative to each sample's value range, as in the paper; the noise comes
-    from a generator seeded with `seed`, so results repeat exactly.
-    """
-    nt_samples = positive_int("nt_samples", nt_samples, "use a positive int, e.g. 25")
-    if stdev < 0:
-        raise BadOption(f"stdev={stdev!r}", "use a noise level >= 0, relative to the input's range")
-    flat = x.flatten(1)
-    sigma = (stdev * (flat.max(1).values - flat.min(1).values)).view((-1,) + (1,) * (x.dim() - 1))
-    generator = torch.Generator(device=x.device).manual_seed(seed)
-    total = torch.zeros_like(x)
-    for _ in range(nt_samples):
-        noisy = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        grads = input_gradients(model.module, noisy, target)
-        total += grads.abs() if absolute else grads
-    return total / nt_samples, {}
+SMOOTHABLE = ("saliency", "input_x_gradient", "ig")
 
 
 def positive_int(name: str, value, hint: str) -> int:
     """`value` as an int (NumPy ints too), or BadOption naming the option."""
-    if not isinstance(value, numbers.Integral) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise BadOption(f"{name}={value!r}", hint)
     return int(value)
+
+
+def chunk_size(batch_size, n: int) -> int:
+    """Model inputs per pass: `batch_size`, or everything at once when it is None."""
+    if batch_size is None:
+        return max(n, 1)
+    return positive_int("batch_size", batch_size, "use a positive int (model inputs per pass) or None")
+
+
+def picked_scores(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The score of each sample's target class, one a sample."""
+    return scores.gather(1, target[:, None])[:, 0]
+
+
+def input_gradients(module, x: torch.Tensor, pick, create_graph: bool = False) -> torch.Tensor:
+    """Gradient of each sample's target score; `pick(scores)` names the targets."""
+    x = x.detach().requires_grad_(True)
+    scores = module(x)
+    (grads,) = torch.autograd.grad(picked_scores(scores, pick(scores)).sum(), x, create_graph=create_graph)
+    return grads
+
+
+def batch_gradients(model, x, targets: Targets, batch_size, create_graph) -> torch.Tensor:
+    """Input gradients of the clean batch, chunk by chunk, resolving targets on the way."""
+    step = chunk_size(batch_size, len(x))
+    return torch.cat([
+        input_gradients(model.module, x[i : i + step], lambda s, i=i: targets.pick(s, i), create_graph)
+        for i in range(0, len(x), step)
+    ])
+
+
+@method("saliency", family="gradient", needs={"gradients"})
+def saliency(model, x, targets, *, absolute: bool = True, batch_size: int | None = None, create_graph: bool = False):
+    """Input gradient of the target score (Simonyan et al., 2014)."""
+    grads = batch_gradients(model, x, targets, batch_size, create_graph)
+    return (grads.abs() if absolute else grads), {}
+
+
+@method("input_x_gradient", family="gradient", needs={"gradients"})
+def input_x_gradient(model, x, targets, *, batch_size: int | None = None, create_graph: bool = False):
+    """Input times its gradient (Shrikumar et al., 2016): a first-order share of the score."""
+    return x * batch_gradients(model, x, targets, batch_size, create_graph), {}
+
+
+@method("smoothgrad", family="gradient", needs={"gradients"})
+def smoothgrad(model, x, targets, *, base: str = "saliency", nt_samples: int = 25, stdev: float = 0.15,
+               seed: int = 0, batch_size: int | None = 128, create_graph: bool = False):
+    """SmoothGrad (Smilkov et al., 2017): a gradient method averaged over noisy copies of the input.
+
+    `stdev` is relative to each sample's value range, as in the paper. All noisy copies
+    go through `base` as one batch (chunked by `batch_size`); the noise comes from a
+    generator seeded with `seed`, so results repeat exactly.
+    """
+    if base not in SMOOTHABLE:
+        raise BadOption(f"smoothgrad cannot smooth {base!r}", "use one of " + ", ".join(SMOOTHABLE))
+    nt_samples = positive_int("nt_samples", nt_samples, "use a positive int, e.g. 25")
+    if not isinstance(stdev, numbers.Real) or stdev < 0:
+        raise BadOption(f"stdev={stdev!r}", "use a noise level >= 0, relative to the input's range")
+    with torch.no_grad():
+        picked = targets.pick(model.module(x))
+    flat = x.flatten(1)
+    sigma = (stdev * (flat.max(1).values - flat.min(1).values)).view((-1,) + (1,) * (x.dim() - 1))
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    noise = torch.stack([torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) for _ in range(nt_samples)])
+    noisy = (x + sigma * noise).flatten(0, 1)  # copy k of sample i at row k * N + i
+    repeated = Targets(picked.repeat(nt_samples).cpu().numpy(), len(noisy))
+    values, _ = lookup(base).fn(model, noisy, repeated, batch_size=batch_size, create_graph=create_graph)
+    return values.view((nt_samples,) + x.shape).mean(0), {}
 
 
 def path_nodes(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -85,43 +114,33 @@ def path_nodes(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
     return np.linspace(0, 1, steps), weights
 
 
-def make_baseline(x: torch.Tensor, baseline) -> torch.Tensor:
-    if np.ndim(baseline) == 0:  # a Python or NumPy number
-        return torch.full_like(x, float(baseline))
-    base = torch.as_tensor(np.asarray(baseline), dtype=x.dtype, device=x.device)
-    if base.shape == x.shape[1:]:
-        base = base.expand_as(x)
-    if base.shape != x.shape:
-        raise BadOption(
-            f"baseline has shape {tuple(base.shape)}, the input {tuple(x.shape)}",
-            "pass a number, one sample's shape, or the batch's shape",
-        )
-    return base
-
-
 @method("ig", family="gradient", needs={"gradients"})
-def integrated_gradients(model, x, target, *, steps: int = 64, rule: str = "gausslegendre", baseline=0.0, batch_size: int = 128):
+def integrated_gradients(model, x, targets, *, steps: int = 64, rule: str = "gausslegendre", baseline="zeros",
+                         batch_size: int | None = 128, seed: int = 0, create_graph: bool = False):
     """Integrated Gradients (Sundararajan et al., 2017): path integral of input gradients.
 
     All (sample, step) points go through the model in chunks of `batch_size`, so memory
-    is bounded whatever `steps` is. Returns the completeness error as `delta`.
+    is bounded whatever `steps` is. `baseline` is a number, an array, or 'zeros', 'mean',
+    'blur' or 'uniform' (seeded by `seed`). Returns the completeness error as `delta`.
     """
     if rule not in RULES:
         raise BadOption(f"unknown IG rule {rule!r}", "use one of " + ", ".join(RULES))
     steps = positive_int("steps", steps, "use a positive int, e.g. 64")
-    batch_size = positive_int("batch_size", batch_size, "use a positive int: model inputs per forward pass")
-    base = make_baseline(x, baseline)
+    step = chunk_size(batch_size, len(x) * steps)
+    base = make_baseline(x, baseline, seed)
+    with torch.no_grad():  # the endpoints: targets, and the gap that completeness is checked against
+        ends = model.module(torch.cat([x, base]))
+        target = targets.pick(ends[: len(x)])
+        gap = picked_scores(ends[: len(x)], target) - picked_scores(ends[len(x) :], target)
     alphas, weights = (torch.as_tensor(a, dtype=x.dtype, device=x.device) for a in path_nodes(steps, rule))
-    n, shape = len(x), (-1,) + (1,) * (x.dim() - 1)
+    shape = (-1,) + (1,) * (x.dim() - 1)
     summed = torch.zeros_like(x)
-    for start in range(0, n * steps, batch_size):
-        flat = torch.arange(start, min(start + batch_size, n * steps), device=x.device)
-        sample, step = flat // steps, flat % steps
-        points = base[sample] + alphas[step].view(shape) * (x[sample] - base[sample])
-        grads = input_gradients(model.module, points, target[sample])
-        summed.index_add_(0, sample, grads * weights[step].view(shape))
+    for start in range(0, len(x) * steps, step):
+        flat = torch.arange(start, min(start + step, len(x) * steps), device=x.device)
+        sample, k = flat // steps, flat % steps
+        points = base[sample] + alphas[k].view(shape) * (x[sample] - base[sample])
+        grads = input_gradients(model.module, points, lambda _, s=sample: target[s], create_graph)
+        summed = summed.index_add(0, sample, grads * weights[k].view(shape))
     values = (x - base) * summed
-    with torch.no_grad():
-        gap = target_scores(model.module, x, target) - target_scores(model.module, base, target)
-    delta = values.flatten(1).sum(1) - gap
+    delta = values.detach().flatten(1).sum(1) - gap.float()
     return values, {"delta": delta}

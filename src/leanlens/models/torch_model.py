@@ -69,17 +69,18 @@ class TorchModel:
 
 
 @contextlib.contextmanager
-def inference(module: nn.Module) -> Iterator[nn.Module]:
+def inference(module: nn.Module, freeze: bool = True) -> Iterator[nn.Module]:
     """Eval mode and frozen parameters for the duration of the block, restored even on error.
 
     Freezing the parameters means a backward pass stops at the input (or at a hooked
-    layer) instead of computing weight gradients nobody asked for.
+    layer) instead of computing weight gradients nobody asked for. `freeze=False` keeps
+    them trainable, for attributions that a loss will be differentiated through.
     """
     was_training = module.training
     grad_flags = [(p, p.requires_grad) for p in module.parameters()]
     module.eval()
     for p, _ in grad_flags:
-        p.requires_grad_(False)
+        p.requires_grad_(p.requires_grad and not freeze)
     try:
         yield module
     finally:
