@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from leanlens.errors import BadInput, BadOption
@@ -72,7 +72,7 @@ def _context(store: Store, method: str, title: str) -> dict:
     return {
         "title": title,
         "store_path": str(Path(store.path).resolve()),
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "method": method,
         "header_top": top,
         "header_sub": sub,

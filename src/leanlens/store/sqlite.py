@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
@@ -117,7 +117,7 @@ class Store:
         """Store a new version with its explanations, all or nothing."""
         version = Version(
             name=_check_name(name, "version name"),
-            created=datetime.now(timezone.utc).isoformat(),
+            created=datetime.now(UTC).isoformat(),
             fingerprint=_check_name(fingerprint, "fingerprint"),
             metrics=clean_metrics(metrics),
             parent=None if parent is None else _check_name(parent, "parent"),
