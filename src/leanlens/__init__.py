@@ -18,7 +18,7 @@ from leanlens.errors import (
     MissingCapability,
     UnknownMethod,
 )
-from leanlens.explain import Explanation, explain, methods
+from leanlens.explain import Explanation, attribute, explain, methods
 from leanlens.models import Model, wrap
 from leanlens.report import report
 from leanlens.store import Store

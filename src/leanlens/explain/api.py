@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from leanlens.errors import BadOption
-from leanlens.explain import cam, gradients  # noqa: F401  (register the methods)
+from leanlens.explain import cam, gradients, occlusion  # noqa: F401  (register the methods)
 from leanlens.explain.checks import as_batch, as_checked_tensor, bind_options, require
 from leanlens.explain.explanation import Explanation
 from leanlens.explain.registry import lookup
