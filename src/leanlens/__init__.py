@@ -27,6 +27,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuditResult", "BadInput", "BadOption", "Explanation", "LeanlensError", "MissingCapability", "Model",
-    "Store", "UnknownMethod", "assess", "audit", "data", "explain", "finetune", "methods", "profile",
+    "Store", "UnknownMethod", "assess", "attribute", "audit", "data", "explain", "finetune", "methods", "profile",
     "prune", "quantize", "report", "wrap",
 ]

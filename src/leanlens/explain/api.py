@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from leanlens.errors import BadOption
-from leanlens.explain import cam, gradients, occlusion  # noqa: F401  (register the methods)
+from leanlens.explain import cam, gradients, lime, occlusion, shapley  # noqa: F401  (register the methods)
 from leanlens.explain.checks import as_batch, as_checked_tensor, bind_options, require
 from leanlens.explain.explanation import Explanation
 from leanlens.explain.registry import lookup
@@ -69,11 +69,14 @@ def _run(model, x, method, target, autocast, options):
     tensor = x if isinstance(x, torch.Tensor) else _to_tensor(model, x)
     module = getattr(model, "module", None)
     frozen = inference(module, freeze=not options.get("create_graph", False)) if module is not None else contextlib.nullcontext()
-    with frozen, _autocast(autocast, tensor.device):
+    # enable_grad: gradient methods must work even when called inside a torch.no_grad() block.
+    with frozen, torch.enable_grad(), _autocast(autocast, tensor.device):
         values, extra = spec.fn(model, tensor, targets, **options)
     if not targets.complete:  # a method that never scored the clean batch itself
         targets.pick(class_scores(model, tensor))
-    return values.float() if values.is_floating_point() else values, extra, targets, options
+    if values.dtype in (torch.float16, torch.bfloat16):  # autocast's output, back to full precision
+        values = values.float()
+    return values, extra, targets, options
 
 
 def _to_tensor(model, x: np.ndarray) -> torch.Tensor:

@@ -62,7 +62,7 @@ def blur(x: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
         raise BadOption(f"the 'blur' baseline needs images (N, C, H, W), got {x.dim()} axes",
                         "use 'zeros', 'mean' or 'uniform' for this input")
     sigma = sigma if sigma is not None else max(x.shape[-2:]) / 10
-    radius = max(1, int(3 * sigma))
+    radius = max(1, int(3 * sigma + 0.5))  # three sigmas, rounded as scipy.ndimage does
     taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
     kernel = kernel / kernel.sum()

@@ -61,12 +61,15 @@ def as_checked_tensor(x, model) -> torch.Tensor:
     bad = ~torch.isfinite(x.detach().reshape(len(x), -1)).all(dim=1)
     if bad.any():
         raise BadInput(f"x has NaN or inf in sample {int(bad.int().argmax())}", "clean or impute the input first")
-    return _to_device(x.detach().float(), model)
+    return _to_device(x.detach(), model)
 
 
 def _to_device(x: torch.Tensor, model) -> torch.Tensor:
-    device = getattr(model, "device", None)
-    return x.to(device) if device is not None else x
+    """On the model's device, in its parameters' float type (float32 unless it was cast)."""
+    module = getattr(model, "module", None)
+    params = [p for p in module.parameters() if p.is_floating_point()][:1] if module is not None else []
+    dtype = params[0].dtype if params else torch.float32
+    return x.to(device=getattr(model, "device", x.device), dtype=dtype)
 
 
 def bind_options(fn: Callable, options: Mapping[str, Any], method: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ class Explanation:
     options: Mapping[str, Any] = field(default_factory=dict)
     delta: np.ndarray | None = None
     layer_values: np.ndarray | None = None
+    score: np.ndarray | None = None  # one number a sample, e.g. LIME's fit R²
 
     def __len__(self) -> int:
         return len(self.values)
@@ -43,6 +44,8 @@ class Explanation:
             arrays["delta"] = self.delta
         if self.layer_values is not None:
             arrays["layer_values"] = self.layer_values
+        if self.score is not None:
+            arrays["score"] = self.score
         header = json.dumps({"method": self.method, "options": _jsonable(self.options)})
         path = Path(path)
         if path.suffix != ".npz":  # NumPy would add it silently; return the file really written

@@ -1,0 +1,116 @@
+"""Features for perturbation methods: which input elements are switched on and off together.
+
+A feature is a set of input elements of one sample: each element on its own (the
+default), a k×k superpixel over the last two axes shared across channels, or the ids
+of a user `feature_mask`. A coalition is a boolean vector over the features; the
+model sees the input where a feature is on and the baseline where it is off.
+
+Methods over features return one value a feature, spread to the input's shape: every
+element of a feature carries that feature's whole attribution (as Captum does), so a
+map sums to the feature total only when each feature is one element.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from leanlens.errors import BadOption
+from leanlens.explain.baselines import make_baseline
+from leanlens.explain.gradients import chunk_size, picked_scores, positive_int
+from leanlens.explain.targets import class_scores
+
+
+def feature_mask(x: torch.Tensor, mask=None, superpixel=None) -> torch.Tensor:
+    """Feature ids 0..d-1, one per element of a sample: a LongTensor of shape `x.shape[1:]`.
+
+    `mask` may also have a shape that broadcasts to one sample's, e.g. (H, W) for
+    (C, H, W) inputs; its ids are relabelled to 0..d-1 in increasing order.
+    """
+    sample = tuple(x.shape[1:])
+    if mask is not None and superpixel is not None:
+        raise BadOption("feature_mask and superpixel are both set", "pass one of them")
+    if superpixel is not None:
+        k = positive_int("superpixel", superpixel, "use a cell side in elements, e.g. 8")
+        if len(sample) < 2:
+            raise BadOption(f"superpixel needs samples with two spatial axes, got samples of shape {sample}",
+                            "pass a feature_mask, or neither to make every element a feature")
+        h, w = sample[-2:]
+        cells = (torch.arange(h) // k)[:, None] * (-(-w // k)) + (torch.arange(w) // k)[None, :]
+        return cells.expand(sample).to(x.device)
+    if mask is None:
+        return torch.arange(int(np.prod(sample)), device=x.device).view(sample)
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if not np.issubdtype(m.dtype, np.integer):
+        raise BadOption(f"feature_mask has dtype {m.dtype}", "pass integer feature ids, one per input element")
+    if m.ndim == len(sample) + 1 and m.shape[0] == 1:  # one sample with its batch axis
+        m = m[0]
+    if m.ndim > len(sample) or any(a not in (1, b) for a, b in zip(m.shape[::-1], sample[::-1])):
+        raise BadOption(f"feature_mask has shape {m.shape} for inputs of shape {tuple(x.shape)}",
+                        f"pass one id per element of a sample, shape {sample}, or a shape that broadcasts to it")
+    _, ids = np.unique(m, return_inverse=True)
+    return torch.as_tensor(ids.reshape(m.shape), dtype=torch.long, device=x.device).expand(sample)
+
+
+def masked_inputs(x: torch.Tensor, baseline: torch.Tensor, ids: torch.Tensor, coalitions: torch.Tensor,
+                  rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Inputs for every (sample, coalition): `x` where the feature is on, else `baseline`.
+
+    `coalitions` is a boolean (M, d) matrix; row `i * M + m` of the result is sample i
+    under coalition m. `rows` selects some of those rows (a chunk) instead of all N * M.
+    """
+    m = len(coalitions)
+    if rows is None:
+        rows = torch.arange(len(x) * m, device=x.device)
+    sample, coalition = rows // m, rows % m
+    keep = coalitions[coalition][:, ids]  # (rows, *sample shape)
+    return torch.where(keep, x[sample], baseline[sample])
+
+
+@dataclass
+class Game:
+    """A batch as a cooperative game: each sample's target score as a function of a coalition."""
+
+    model: object
+    x: torch.Tensor
+    baseline: torch.Tensor
+    ids: torch.Tensor
+    d: int
+    target: torch.Tensor
+    full: torch.Tensor  # f(x) for the target, (N,) float64
+    empty: torch.Tensor  # f(baseline), (N,) float64
+    step: int | None
+
+    def scores(self, coalitions: torch.Tensor) -> torch.Tensor:
+        """Target scores of every sample under every coalition, (N, M) float64, in chunks of `step`."""
+        n, m = len(self.x), len(coalitions)
+        coalitions = coalitions.to(self.x.device)
+        out = torch.empty(n * m, dtype=torch.float64, device=self.x.device)
+        step = self.step or max(n * m, 1)
+        for start in range(0, n * m, step):
+            rows = torch.arange(start, min(start + step, n * m), device=self.x.device)
+            scores = class_scores(self.model, masked_inputs(self.x, self.baseline, self.ids, coalitions, rows))
+            out[start : start + len(rows)] = picked_scores(scores, self.target[rows // m]).double()
+        return out.view(n, m)
+
+    def spread(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-feature values (N, d) as a float32 map of the input's shape."""
+        return values.to(self.x.device, torch.float32)[:, self.ids]
+
+
+def game(model, x, targets, *, feature_mask_=None, superpixel=None, baseline="zeros", seed: int = 0,
+         batch_size=1024) -> Game:
+    """Features, baseline, targets and the two end scores: one forward pass on x and baseline."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise BadOption(f"seed={seed!r}", "use an int >= 0")
+    ids = feature_mask(x, feature_mask_, superpixel)
+    base = make_baseline(x, baseline, seed)
+    step = None if batch_size is None else chunk_size(batch_size, 1)
+    ends = class_scores(model, torch.cat([x, base]), step)
+    target = targets.pick(ends[: len(x)])
+    full = picked_scores(ends[: len(x)], target).double()
+    empty = picked_scores(ends[len(x) :], target).double()
+    return Game(model, x, base, ids, int(ids.max()) + 1, target, full, empty, step)

@@ -1,0 +1,209 @@
+"""Exact Shapley values and Kernel SHAP against a brute force, closed forms and the shap package."""
+
+import itertools
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from explain_support import SIZE
+from torch import nn
+
+from leanlens.errors import BadOption
+from leanlens.explain import explain
+from leanlens.explain.features import feature_mask, masked_inputs
+from leanlens.explain.shapley import kernel_coalitions
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+D = 10
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(D, 32), nn.Tanh(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3)).eval()
+
+
+@pytest.fixture(scope="module")
+def tabular():
+    return torch.randn(8, D, generator=torch.Generator().manual_seed(1)).numpy()
+
+
+def target_scores(model, rows, target):
+    with torch.no_grad():
+        return model(torch.as_tensor(np.asarray(rows, dtype=np.float32))).double().numpy()[:, target]
+
+
+def brute_force_shapley(model, x, baseline, target):
+    """Shapley values by the subset formula, with every subset's score computed directly."""
+    n, d = x.shape
+    out = np.zeros((n, d))
+    for i in range(n):
+        bits = np.array([[(m >> j) & 1 for j in range(d)] for m in range(2**d)], dtype=bool)
+        value = target_scores(model, np.where(bits, x[i], baseline[i]), target)  # value[m], m a bitmask
+        for j in range(d):
+            for m in range(2**d):
+                if not (m >> j) & 1:
+                    s = m.bit_count()
+                    weight = math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d)
+                    out[i, j] += weight * (value[m | (1 << j)] - value[m])
+    return out
+
+
+@pytest.fixture(scope="module")
+def exact(mlp, tabular):
+    return brute_force_shapley(mlp, tabular, np.zeros_like(tabular), 1)
+
+
+# exact Shapley -------------------------------------------------------------------------
+
+def test_shapley_matches_brute_force(mlp, tabular, exact):
+    exp = explain(mlp, tabular, "shapley", target=1)
+    assert exp.values.shape == tabular.shape
+    scale = np.abs(exact).max()
+    assert scale > 0.05
+    np.testing.assert_allclose(exp.values, exact, rtol=0, atol=1e-6 * scale)  # float32 output of float64 sums
+
+
+def test_shapley_efficiency_and_delta(mlp, tabular):
+    baseline = np.linspace(-1, 1, D, dtype=np.float32)
+    exp = explain(mlp, tabular, "shapley", target=2, baseline=baseline)
+    gap = target_scores(mlp, tabular, 2) - target_scores(mlp, baseline[None], 2)
+    np.testing.assert_allclose(exp.values.astype(np.float64).sum(1), gap, rtol=0, atol=1e-5)
+    assert np.abs(exp.delta).max() < 1e-5
+
+
+def test_shapley_of_a_linear_model_is_w_times_x_minus_baseline():
+    torch.manual_seed(3)
+    lin = nn.Linear(6, 2)
+    x = torch.randn(4, 6).numpy()
+    baseline = np.full(6, 0.5, dtype=np.float32)
+    exp = explain(lin, x, "shapley", target=1, baseline=baseline)
+    want = lin.weight[1].detach().numpy() * (x - baseline)
+    np.testing.assert_allclose(exp.values, want, rtol=1e-5, atol=1e-6)
+
+
+def test_shapley_refuses_too_many_features(mlp):
+    x = np.zeros((1, 20), dtype=np.float32)
+    with pytest.raises(BadOption, match="superpixel"):
+        explain(nn.Linear(20, 2), x, "shapley")
+
+
+def test_shapley_superpixels_match_an_equivalent_feature_mask(resnet, images):
+    cells = explain(resnet, images[:2], "shapley", target=0, superpixel=16)
+    grid = np.repeat(np.repeat(np.array([[5, 9], [11, 40]]), 16, 0), 16, 1)  # ids relabelled to 0..3
+    masked = explain(resnet, images[:2], "shapley", target=0, feature_mask=grid)
+    np.testing.assert_allclose(cells.values, masked.values, rtol=1e-6, atol=1e-7)
+    v = cells.values[:, 0]
+    assert np.all(v[:, :16, :16] == v[:, :1, :1]) and not np.allclose(v[:, 0, 0], v[:, 0, 16])
+    corners = v[:, ::16, ::16].reshape(2, 4).astype(np.float64)  # one value a cell, efficiency over cells
+    gap = target_scores(resnet, images[:2], 0) - target_scores(resnet, np.zeros_like(images[:2]), 0)
+    np.testing.assert_allclose(corners.sum(1), gap, rtol=1e-4, atol=1e-5)
+
+
+# features --------------------------------------------------------------------------------
+
+def test_feature_mask_forms():
+    x = torch.zeros(2, 3, 5, 6)
+    assert feature_mask(x).shape == (3, 5, 6) and int(feature_mask(x).max()) == 89
+    cells = feature_mask(x, superpixel=4)
+    assert cells.shape == (3, 5, 6) and int(cells.max()) == 3 and torch.equal(cells[0], cells[2])
+    assert cells[0, 4, 5] == 3 and cells[0, 3, 3] == 0
+    plane = feature_mask(x, np.arange(30).reshape(5, 6) * 2)
+    assert plane.shape == (3, 5, 6) and int(plane.max()) == 29 and torch.equal(plane[1], plane[0])
+    with pytest.raises(BadOption, match=r"feature_mask has shape \(4, 6\) for inputs of shape \(2, 3, 5, 6\)"):
+        feature_mask(x, np.zeros((4, 6), dtype=int))
+    with pytest.raises(BadOption, match="dtype float"):
+        feature_mask(x, np.zeros((5, 6)))
+    with pytest.raises(BadOption, match="both"):
+        feature_mask(x, np.zeros((5, 6), dtype=int), superpixel=2)
+    with pytest.raises(BadOption, match="two spatial axes"):
+        feature_mask(torch.zeros(2, 7), superpixel=2)
+
+
+def test_masked_inputs():
+    x, base = torch.arange(6.0).view(2, 3), -torch.ones(2, 3)
+    ids = torch.tensor([0, 1, 1])
+    z = torch.tensor([[True, False], [False, True]])
+    got = masked_inputs(x, base, ids, z)
+    assert torch.equal(got, torch.tensor([[0.0, -1, -1], [-1, 1, 2], [3, -1, -1], [-1, 4, 5]]))
+
+
+# Kernel SHAP ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("samples", [256, 512])
+def test_kernelshap_no_worse_than_shap(mlp, tabular, exact, samples):
+    shap = pytest.importorskip("shap")
+    ours, theirs = [], []
+    for seed in range(3):
+        exp = explain(mlp, tabular, "kernelshap", target=1, samples=samples, seed=seed)
+        ours.append(np.abs(exp.values - exact).mean())
+        np.random.seed(seed)
+        explainer = shap.KernelExplainer(lambda a: target_scores(mlp, a, 1), np.zeros((1, D)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = explainer.shap_values(tabular.astype(np.float64), nsamples=samples, silent=True, l1_reg=False)
+        theirs.append(np.abs(values - exact).mean())
+    assert 0 < np.mean(ours) <= np.mean(theirs), (ours, theirs)
+
+
+def test_kernelshap_with_every_coalition_is_exact(mlp, tabular, exact):
+    exp = explain(mlp, tabular, "kernelshap", target=1, samples=2**D)
+    np.testing.assert_allclose(exp.values, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
+
+
+def test_kernelshap_efficiency_and_determinism(mlp, tabular):
+    a = explain(mlp, tabular, "kernelshap", target=1, samples=100, seed=5)
+    b = explain(mlp, tabular, "kernelshap", target=1, samples=100, seed=5)
+    c = explain(mlp, tabular, "kernelshap", target=1, samples=100, seed=6)
+    np.testing.assert_array_equal(a.values, b.values)
+    assert np.abs(a.values - c.values).max() > 1e-4
+    gap = target_scores(mlp, tabular, 1) - target_scores(mlp, np.zeros((1, D)), 1)
+    np.testing.assert_allclose(a.values.astype(np.float64).sum(1), gap, rtol=0, atol=1e-5)
+    assert a.delta.shape == (len(tabular),) and np.abs(a.delta).max() < 1e-5
+
+
+def test_kernel_coalitions_budget_and_weights():
+    z, w = kernel_coalitions(12, 300, torch.Generator().manual_seed(0))
+    assert len(z) <= 300 and len(np.unique(z.numpy(), axis=0)) == len(z)  # distinct
+    size = z.sum(1).numpy()
+    assert 0 < size.min() and size.max() < 12
+    for s in range(1, 12):  # each size carries its full kernel mass (d-1) / (s (d-s))
+        np.testing.assert_allclose(w[size == s].sum().item(), 11 / (s * (12 - s)), rtol=1e-12)
+    assert torch.equal(torch.sort(z.sum(1)).values, torch.sort((~z).sum(1)).values)  # complements drawn too
+
+
+def test_kernelshap_superpixels_on_images(resnet, images):
+    exp = explain(resnet, images[:2], "kernelshap", target=1, superpixel=8, samples=200)
+    v = exp.values[:, 0]
+    assert exp.values.shape == images[:2].shape and np.all(v[:, :8, :8] == v[:, :1, :1])
+    gap = target_scores(resnet, images[:2], 1) - target_scores(resnet, np.zeros_like(images[:2]), 1)
+    np.testing.assert_allclose(v[:, ::8, ::8].reshape(2, -1).astype(np.float64).sum(1), gap, rtol=1e-4, atol=1e-5)
+    assert SIZE // 8 == 4
+
+
+def test_kernelshap_options_are_checked(mlp, tabular):
+    with pytest.raises(BadOption, match="samples"):
+        explain(mlp, tabular, "kernelshap", samples=0)
+    with pytest.raises(BadOption, match="seed"):
+        explain(mlp, tabular, "kernelshap", seed=-1)
+
+
+def test_brute_force_helper_is_itself_right():
+    """The reference agrees with the permutation definition on a tiny game."""
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)).eval()
+    x = torch.randn(1, 4).numpy()
+    by_orders = np.zeros(4)
+    for order in itertools.permutations(range(4)):
+        z = np.zeros(4, dtype=np.float32)
+        before = target_scores(net, z[None], 0)[0]
+        for j in order:
+            z[j] = x[0, j]
+            after = target_scores(net, z[None], 0)[0]
+            by_orders[j] += (after - before) / 24
+            before = after
+    # float32 scores differ by ~1e-8 between a batched and a one-row forward
+    np.testing.assert_allclose(brute_force_shapley(net, x, np.zeros_like(x), 0)[0], by_orders, rtol=0, atol=1e-7)
