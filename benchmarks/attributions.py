@@ -2,31 +2,27 @@
 
     .venv/bin/python benchmarks/attributions.py
 
-Prints a Markdown table of medians and ratios (no test depends on these timings).
+Prints a Markdown table of medians and ratios (no test depends on these timings). Each row's
+contenders run in turns, so drift in the machine's speed touches them alike.
 """
 
 from __future__ import annotations
 
+import math
 import platform
-import time
 
-import numpy as np
 import torch
-from captum.attr import IntegratedGradients, LayerGradCam
+from captum.attr import (
+    IntegratedGradients,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from timing import interleaved_ms
 
 import leanlens as ll
 from leanlens.models import SmallResNet
-
-
-def median_ms(fn, repeats: int = 7, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
 
 
 def ig_floor(model, x, target, steps, chunk):
@@ -39,34 +35,54 @@ def ig_floor(model, x, target, steps, chunk):
         torch.autograd.grad(score, p)
 
 
+def no_grad(fn):
+    def run():
+        with torch.no_grad():
+            return fn()
+    return run
+
+
 def main() -> None:
     torch.manual_seed(0)
     model = SmallResNet(width=32).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     x_np = ll.data.load("lesions", n=32, seed=0).x
+    x8, x32 = torch.as_tensor(x_np[:8]), torch.as_tensor(x_np)
+    target8, target32 = model(x8).argmax(1), model(x32).argmax(1)
     rows = []
 
-    x8, steps = torch.as_tensor(x_np[:8]), 50
-    target8 = torch.as_tensor(model(x8).argmax(1))
-    ours = median_ms(lambda: ll.explain(model, x_np[:8], "ig", target=target8.numpy(), steps=steps, batch_size=128))
-    captum = median_ms(lambda: IntegratedGradients(model).attribute(x8, target=target8, n_steps=steps, internal_batch_size=128))
-    floor = median_ms(lambda: ig_floor(model, x8, target8, steps, 128))
-    rows.append(("IG, 50 steps, 8×1×64×64", ours, captum, floor, "fwd+bwd floor"))
+    def row(work, ours, captum, reference=None, reference_name="—"):
+        contenders = {"ours": ours, "captum": captum} | ({"reference": reference} if reference else {})
+        ms = interleaved_ms(contenders)
+        rows.append((work, ms["ours"], ms["captum"], ms.get("reference", math.nan), reference_name))
 
-    x32 = torch.as_tensor(x_np)
-    target32 = model(x32).argmax(1)
-    with torch.no_grad():
-        forward = median_ms(lambda: model(x32))
-    ours = median_ms(lambda: ll.explain(model, x_np, "gradcam++", target=target32.numpy(), layer="stage3.relu2"))
-    captum = median_ms(lambda: LayerGradCam(model, model.stage3.relu2).attribute(x32, target=target32))
-    rows.append(("Grad-CAM++ (captum: Grad-CAM), 32×1×64×64", ours, captum, forward, "plain forward"))
+    row("IG, 50 steps, 8×1×64×64",
+        lambda: ll.explain(model, x_np[:8], "ig", target=target8.numpy(), steps=50, batch_size=128),
+        lambda: IntegratedGradients(model).attribute(x8, target=target8, n_steps=50, internal_batch_size=128),
+        lambda: ig_floor(model, x8, target8, 50, 128), "fwd+bwd floor")
+    row("Grad-CAM++ (captum: Grad-CAM), 32×1×64×64",
+        lambda: ll.explain(model, x_np, "gradcam++", target=target32.numpy(), layer="stage3.relu2"),
+        lambda: LayerGradCam(model, model.stage3.relu2).attribute(x32, target=target32),
+        no_grad(lambda: model(x32)), "plain forward")
+    images = x8.repeat(15 * 15 + 1, 1, 1, 1)  # every window of every sample, and the clean batch
+    row("occlusion 8×8 window, stride 4, 8×1×64×64",
+        lambda: ll.explain(model, x_np[:8], "occlusion", target=target8.numpy(), window=8, stride=4, batch_size=256),
+        lambda: Occlusion(model).attribute(x8, sliding_window_shapes=(1, 8, 8), strides=(1, 4, 4), target=target8,
+                                           perturbations_per_eval=256),
+        no_grad(lambda: [model(images[i : i + 256]) for i in range(0, len(images), 256)]), "forwards alone")
+    sigma = float(0.15 * (x8.max() - x8.min()))
+    row("SmoothGrad 25 samples, 8×1×64×64",
+        lambda: ll.explain(model, x_np[:8], "smoothgrad", target=target8.numpy(), nt_samples=25, batch_size=200),
+        lambda: NoiseTunnel(Saliency(model)).attribute(x8, nt_type="smoothgrad", nt_samples=25, stdevs=sigma,
+                                                        target=target8, nt_samples_batch_size=25))
 
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads\n")
     print("| work | leanlens ms | Captum ms | reference ms | reference | Captum / leanlens | leanlens / reference |")
     print("|---|---|---|---|---|---|---|")
     for work, ours, captum, ref, ref_name in rows:
-        print(f"| {work} | {ours:.1f} | {captum:.1f} | {ref:.1f} | {ref_name} | {captum / ours:.2f} | {ours / ref:.2f} |")
+        vs_ref = "—" if math.isnan(ref) else f"{ours / ref:.2f}"
+        print(f"| {work} | {ours:.1f} | {captum:.1f} | {ref:.1f} | {ref_name} | {captum / ours:.2f} | {vs_ref} |")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Median wall time of a callable, synchronising the GPU when there is one."""
+"""Median wall times, synchronising the GPU when there is one."""
 
 from __future__ import annotations
 
@@ -8,16 +8,33 @@ import numpy as np
 import torch
 
 
-def median_ms(fn, repeats: int = 7, warmup: int = 2) -> float:
-    def timed():
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+def timed(fn) -> float:
+    """Seconds one call of `fn` takes, GPU work included."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
+
+def median_ms(fn, repeats: int = 7, warmup: int = 2) -> float:
     for _ in range(warmup):
-        timed()
-    return float(np.median([timed() for _ in range(repeats)]) * 1e3)
+        timed(fn)
+    return float(np.median([timed(fn) for _ in range(repeats)]) * 1e3)
+
+
+def interleaved_ms(contenders: dict, repeats: int = 9, warmup: int = 2) -> dict[str, float]:
+    """Median ms of each callable, run in turns (a, b, c, a, b, c, ...).
+
+    On a shared machine whose speed drifts over minutes, turns keep the ratios honest:
+    each contender sees the same mix of fast and slow moments.
+    """
+    times = {name: [] for name in contenders}
+    for round_ in range(warmup + repeats):
+        for name, fn in contenders.items():
+            elapsed = timed(fn)
+            if round_ >= warmup:
+                times[name].append(elapsed)
+    return {name: float(np.median(t) * 1e3) for name, t in times.items()}

@@ -88,7 +88,7 @@ class _Rows:
 def _layer_cam(model, x, targets, layer, channel_weights, create_graph):
     act, grads = layer_activations_and_gradients(model, x, targets, layer, create_graph)
     weights = channel_weights(act, grads)
-    return torch.relu((weights[:, :, None, None] * act).sum(1))
+    return torch.relu(torch.einsum("nc,nchw->nhw", weights, act))
 
 
 def gradcam_weights(act, grads):
@@ -98,13 +98,13 @@ def gradcam_weights(act, grads):
 def gradcam_plusplus_weights(act, grads):
     """Pixel-weighted gradients (Chattopadhyay et al., 2018), with the exponential-score closed form.
 
-    With S = exp(score), the second and third derivatives are powers of the first, so
-    alpha = g² / (2 g² + Σ_ij A · g³) needs only the gradient g.
+    With S = exp(score), the second and third derivatives are powers of the first g, so
+    alpha = g² / (2 g² + Σ_ij A · g³). Only positive g count (alpha · ReLU(g)), and there
+    alpha · g = g / (2 + Σ_ij A · g): one division a pixel instead of six passes.
     """
-    g2, g3 = grads.pow(2), grads.pow(3)
-    denominator = 2 * g2 + act.sum(dim=(2, 3), keepdim=True) * g3
-    alpha = torch.where(denominator != 0, g2 / denominator.where(denominator != 0, torch.ones_like(denominator)), 0.0)
-    return (alpha * torch.relu(grads)).sum(dim=(2, 3))
+    denominator = 2 + act.sum(dim=(2, 3), keepdim=True) * grads
+    usable = (grads > 0) & (denominator != 0)  # elsewhere alpha · ReLU(g) is 0 by definition
+    return torch.where(usable, grads / torch.where(usable, denominator, 1.0), 0.0).sum(dim=(2, 3))
 
 
 @method("gradcam", family="cam", needs={"gradients", "layers"})
