@@ -9,6 +9,7 @@ from explain_support import SIZE, assert_close, logits, make_images, smooth_base
 from torch import nn
 
 from leanlens.explain import explain
+from leanlens.explain.cam import gradcam_plusplus_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -246,10 +247,10 @@ def test_input_x_gradient_of_a_linear_model_sums_to_the_score():
     np.testing.assert_allclose(exp.values.sum(1), logits(linear, x)[:, 2], rtol=1e-5, atol=1e-6)
 
 
-def test_smoothgrad_without_noise_is_its_base_method(resnet, images):
-    base = explain(resnet, images, "saliency")
-    smooth = explain(resnet, images, "smoothgrad", nt_samples=3, stdev=0.0)
-    assert_close(smooth.values, base.values)
+@pytest.mark.parametrize("base", ["saliency", "input_x_gradient", "ig"])
+def test_smoothgrad_without_noise_is_its_base_method(resnet, images, base, one_thread):
+    smooth = explain(resnet, images[:2], "smoothgrad", base=base, nt_samples=2, stdev=0.0)
+    assert_close(smooth.values, explain(resnet, images[:2], base).values)
 
 
 def test_smoothgrad_averages_noisy_gradients(resnet, images):
@@ -271,3 +272,12 @@ def test_smoothgrad_averages_noisy_gradients(resnet, images):
     np.testing.assert_array_equal(got.values, again.values)
     other = explain(resnet, images, "smoothgrad", nt_samples=4, stdev=0.2, seed=6)
     assert not np.array_equal(got.values, other.values)
+
+
+def test_gradcam_plusplus_weights_where_the_denominator_vanishes():
+    # Before its ReLU a layer's activations can sum to S = -2; then g = 1 makes 2 g² + S g³ = 0,
+    # and alpha is 0 there by definition. By hand: pixel 2 has alpha = 0.25 / (0.5 - 0.25) = 1,
+    # so its share is 1 × ReLU(0.5); pixel 3's gradient is negative and counts for nothing.
+    act = torch.tensor([-1.0, -1.0, 0.0]).view(1, 1, 3, 1)
+    grads = torch.tensor([1.0, 0.5, -1.0]).view(1, 1, 3, 1)
+    assert gradcam_plusplus_weights(act, grads).item() == pytest.approx(0.5)

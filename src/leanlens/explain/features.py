@@ -101,12 +101,12 @@ class Game:
         return values.to(self.x.device, torch.float32)[:, self.ids]
 
 
-def game(model, x, targets, *, feature_mask_=None, superpixel=None, baseline="zeros", seed: int = 0,
+def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", seed: int = 0,
          batch_size=1024) -> Game:
     """Features, baseline, targets and the two end scores: one forward pass on x and baseline."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise BadOption(f"seed={seed!r}", "use an int >= 0")
-    ids = feature_mask(x, feature_mask_, superpixel)
+    ids = feature_mask(x, mask, superpixel)
     base = make_baseline(x, baseline, seed)
     step = None if batch_size is None else chunk_size(batch_size, 1)
     ends = class_scores(model, torch.cat([x, base]), step)

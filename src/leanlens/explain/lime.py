@@ -66,7 +66,7 @@ def lime(model, x, targets, *, samples: int = 1000, feature_mask=None, superpixe
         raise BadOption(f"kernel_width={kernel_width!r}", "use a positive number, e.g. 0.25")
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha >= 0:
         raise BadOption(f"alpha={alpha!r}", "use a ridge penalty >= 0, e.g. 1e-6")
-    g = game(model, x, targets, feature_mask_=feature_mask, superpixel=superpixel, baseline=baseline,
+    g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
              seed=seed, batch_size=batch_size)
     z = lime_coalitions(g.d, samples, torch.Generator().manual_seed(seed))
     y = torch.cat([g.full[:, None], g.scores(z[1:])], dim=1)  # the all-on coalition is x

@@ -53,7 +53,7 @@ def shapley(model, x, targets, *, feature_mask=None, superpixel=None, baseline="
     Costs 2^d - 2 model evaluations a sample beyond x and the baseline. Each element of
     a feature carries the feature's value; `delta` is the efficiency gap (~0).
     """
-    g = game(model, x, targets, feature_mask_=feature_mask, superpixel=superpixel, baseline=baseline,
+    g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
              seed=seed, batch_size=batch_size)
     if g.d > MAX_EXACT:
         raise BadOption(f"exact shapley over {g.d} features needs 2^{g.d} model evaluations a sample",
@@ -159,7 +159,7 @@ def kernelshap(model, x, targets, *, samples: int | None = None, feature_mask=No
     `samples` coalitions a sample (default 2d + 2048, at most 2^d - 2) besides x and the
     baseline; every sample shares them. Efficiency holds exactly; `delta` reports it.
     """
-    g = game(model, x, targets, feature_mask_=feature_mask, superpixel=superpixel, baseline=baseline,
+    g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
              seed=seed, batch_size=batch_size)
     d, gap = g.d, g.full - g.empty
     if d == 1:
