@@ -37,8 +37,10 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
     """
     model = wrap(model)
     x = as_batch(x, model)
+    deployed = _deployed_scores(model, x)
+    target = deployed.argmax(-1) if target is None and deployed is not None else target
     values, extra, targets, options = _run(model, x, method, target, autocast, options)
-    predictions = targets.scores.cpu().numpy() if model.framework == "torch" else model.predict(x)
+    predictions = targets.scores.cpu().numpy() if deployed is None else deployed
     extra = {k: _numpy(v) for k, v in extra.items()}
     if "layer" in extra:  # which layer a CAM method chose is an option the user may want to reuse
         options["layer"] = extra.pop("layer")
@@ -54,17 +56,24 @@ def attribute(model, x, method: str = "saliency", target=None, *, autocast: bool
     """
     model = wrap(model)
     x = as_checked_tensor(x, model)
+    deployed = _deployed_scores(model, x)
+    target = deployed.argmax(-1) if target is None and deployed is not None else target
     values, _, _, _ = _run(model, x, method, target, autocast, options)
     return values
+
+
+def _deployed_scores(model, x) -> np.ndarray | None:
+    """The real model's scores when it is not a torch module (an ONNX graph, whose twin
+    only approximates it): its predicted class is the one to explain. None for torch."""
+    if model.framework == "torch":
+        return None
+    return model.predict(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)
 
 
 def _run(model, x, method, target, autocast, options):
     spec = lookup(method)
     require(model, spec.needs, method)
     options = bind_options(spec.fn, options, method)
-    if model.framework != "torch" and target is None:
-        # A twin only approximates the deployed graph: explain the class the real model predicts.
-        target = model.predict(np.asarray(x.detach().cpu()) if isinstance(x, torch.Tensor) else x).argmax(-1)
     targets = Targets(target, len(x))
     tensor = x if isinstance(x, torch.Tensor) else _to_tensor(model, x)
     module = getattr(model, "module", None)
