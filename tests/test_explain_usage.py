@@ -81,7 +81,7 @@ def test_target_out_of_range(images):
 
 
 def test_target_wrong_length_or_dtype(identity3):
-    raised(BadInput, r"3 entries for 4 samples", explain, identity3, X3, target=[0, 1, 2])
+    raised(BadInput, r"shape \(3,\) for 4 samples", explain, identity3, X3, target=[0, 1, 2])
     raised(BadInput, r"class indices", explain, identity3, X3, target=1.0)
 
 

@@ -12,10 +12,10 @@ import contextlib
 import numpy as np
 import torch
 
-from leanlens.errors import BadOption
 from leanlens.explain import cam, gradients, lime, occlusion, shapley  # noqa: F401  (register the methods)
 from leanlens.explain.checks import as_batch, as_checked_tensor, bind_options, require
 from leanlens.explain.explanation import Explanation
+from leanlens.explain.options import flag
 from leanlens.explain.registry import lookup
 from leanlens.explain.targets import Targets, class_scores
 from leanlens.models.torch_model import inference
@@ -74,12 +74,17 @@ def _run(model, x, method, target, autocast, options):
     spec = lookup(method)
     require(model, spec.needs, method)
     options = bind_options(spec.fn, options, method)
+    if "create_graph" in options:
+        flag("create_graph", options["create_graph"])
     targets = Targets(target, len(x))
     tensor = x if isinstance(x, torch.Tensor) else _to_tensor(model, x)
     module = getattr(model, "module", None)
     frozen = inference(module, freeze=not options.get("create_graph", False)) if module is not None else contextlib.nullcontext()
-    # enable_grad: gradient methods must work even when called inside a torch.no_grad() block.
-    with frozen, torch.enable_grad(), _autocast(autocast, tensor.device):
+    # Gradient methods must work inside torch.no_grad() and torch.inference_mode() blocks too
+    # (Lightning validates in the latter); a tensor made in inference mode is copied out of it.
+    with torch.inference_mode(False), frozen, torch.enable_grad(), _autocast(autocast, tensor.device):
+        if tensor.is_inference():
+            tensor = tensor.clone()
         values, extra = spec.fn(model, tensor, targets, **options)
     if not targets.complete:  # a method that never scored the clean batch itself
         targets.pick(class_scores(model, tensor))
@@ -94,9 +99,7 @@ def _to_tensor(model, x: np.ndarray) -> torch.Tensor:
 
 
 def _autocast(enabled: bool, device: torch.device):
-    if not isinstance(enabled, bool):
-        raise BadOption(f"autocast={enabled!r}", "pass True or False")
-    if not enabled:
+    if not flag("autocast", enabled):
         return contextlib.nullcontext()
     dtype = torch.float16 if device.type == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
     return torch.autocast(device.type, dtype=dtype)

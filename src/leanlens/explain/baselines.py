@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from leanlens.errors import BadOption
+from leanlens.explain.options import generator
 
 NAMED = ("zeros", "mean", "blur", "uniform")
 
@@ -22,9 +23,15 @@ def make_baseline(x: torch.Tensor, baseline, seed: int = 0) -> torch.Tensor:
         return _named(x, baseline, seed)
     if isinstance(baseline, torch.Tensor):
         baseline = baseline.detach().cpu().numpy()
-    if np.ndim(baseline) == 0:  # a Python or NumPy number
-        return torch.full_like(x, float(baseline))
-    base = torch.as_tensor(np.asarray(baseline), dtype=x.dtype, device=x.device)
+    values = np.asarray(baseline)
+    if values.dtype == bool or not np.issubdtype(values.dtype, np.number):
+        raise BadOption(f"baseline of type {type(baseline).__name__} ({values.dtype})",
+                        "pass a number, an array, or one of " + ", ".join(NAMED))
+    if not np.isfinite(values).all():
+        raise BadOption("baseline has NaN or inf", "pass finite values")
+    if values.ndim == 0:  # a Python or NumPy number
+        return torch.full_like(x, float(values))
+    base = torch.as_tensor(values, dtype=x.dtype, device=x.device)
     if base.shape == x.shape[1:]:
         base = base.expand_as(x)
     if base.shape != x.shape:
@@ -47,8 +54,8 @@ def _named(x: torch.Tensor, name: str, seed: int) -> torch.Tensor:
         flat = x.flatten(1)
         shape = (-1,) + (1,) * (x.dim() - 1)
         low, high = flat.min(1).values.view(shape), flat.max(1).values.view(shape)
-        generator = torch.Generator(device=x.device).manual_seed(seed)
-        return low + (high - low) * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = torch.rand(x.shape, generator=generator(seed, x.device), device=x.device, dtype=x.dtype)
+        return low + (high - low) * noise
     raise BadOption(f"unknown baseline {name!r}", "use a number, an array, or one of " + ", ".join(NAMED))
 
 

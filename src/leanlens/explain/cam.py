@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from leanlens.errors import BadOption, MissingCapability
-from leanlens.explain.gradients import chunk_size
+from leanlens.explain.options import chunk_size
 from leanlens.explain.registry import method
 
 
@@ -67,6 +67,8 @@ def _upsample(cam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def _cam(model, x, targets, layer, channel_weights, batch_size, create_graph):
+    if layer is not None and not isinstance(layer, str):
+        raise BadOption(f"layer={layer!r}", "name the layer as a string, e.g. 'layer4', or pass None for the last spatial one")
     layer = layer or last_spatial_layer(model, x)
     step = chunk_size(batch_size, len(x))
     maps = [_layer_cam(model, x[i : i + step], _Rows(targets, i), layer, channel_weights, create_graph)

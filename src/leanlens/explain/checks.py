@@ -66,10 +66,7 @@ def as_checked_tensor(x, model) -> torch.Tensor:
 
 def _to_device(x: torch.Tensor, model) -> torch.Tensor:
     """On the model's device, in its parameters' float type (float32 unless it was cast)."""
-    module = getattr(model, "module", None)
-    params = [p for p in module.parameters() if p.is_floating_point()][:1] if module is not None else []
-    dtype = params[0].dtype if params else torch.float32
-    return x.to(device=getattr(model, "device", x.device), dtype=dtype)
+    return x.to(device=getattr(model, "device", x.device), dtype=getattr(model, "dtype", torch.float32))
 
 
 def bind_options(fn: Callable, options: Mapping[str, Any], method: str) -> dict[str, Any]:

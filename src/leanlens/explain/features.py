@@ -12,7 +12,6 @@ map sums to the feature total only when each feature is one element.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +19,8 @@ import torch
 
 from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
-from leanlens.explain.gradients import chunk_size, picked_scores, positive_int
+from leanlens.explain.gradients import picked_scores
+from leanlens.explain.options import chunk_size, generator, positive_int
 from leanlens.explain.targets import class_scores
 
 
@@ -104,8 +104,7 @@ class Game:
 def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", seed: int = 0,
          batch_size=1024) -> Game:
     """Features, baseline, targets and the two end scores: one forward pass on x and baseline."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise BadOption(f"seed={seed!r}", "use an int >= 0")
+    generator(seed)  # checked before any model evaluation
     ids = feature_mask(x, mask, superpixel)
     base = make_baseline(x, baseline, seed)
     step = None if batch_size is None else chunk_size(batch_size, 1)

@@ -6,32 +6,17 @@ with `create_graph=True` returns attributions a loss can be differentiated throu
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 
 from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
+from leanlens.explain.options import chunk_size, flag, generator, positive_int, real
 from leanlens.explain.registry import lookup, method
 from leanlens.explain.targets import Targets
 
 RULES = ("gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right")
 SMOOTHABLE = ("saliency", "input_x_gradient", "ig")
-
-
-def positive_int(name: str, value, hint: str) -> int:
-    """`value` as an int (NumPy ints too), or BadOption naming the option."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise BadOption(f"{name}={value!r}", hint)
-    return int(value)
-
-
-def chunk_size(batch_size, n: int) -> int:
-    """Model inputs per pass: `batch_size`, or everything at once when it is None."""
-    if batch_size is None:
-        return max(n, 1)
-    return positive_int("batch_size", batch_size, "use a positive int (model inputs per pass) or None")
 
 
 def picked_scores(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -60,7 +45,7 @@ def batch_gradients(model, x, targets: Targets, batch_size, create_graph) -> tor
 def saliency(model, x, targets, *, absolute: bool = True, batch_size: int | None = None, create_graph: bool = False):
     """Input gradient of the target score (Simonyan et al., 2014)."""
     grads = batch_gradients(model, x, targets, batch_size, create_graph)
-    return (grads.abs() if absolute else grads), {}
+    return (grads.abs() if flag("absolute", absolute) else grads), {}
 
 
 @method("input_x_gradient", family="gradient", needs={"gradients"})
@@ -81,14 +66,14 @@ def smoothgrad(model, x, targets, *, base: str = "saliency", nt_samples: int = 2
     if base not in SMOOTHABLE:
         raise BadOption(f"smoothgrad cannot smooth {base!r}", "use one of " + ", ".join(SMOOTHABLE))
     nt_samples = positive_int("nt_samples", nt_samples, "use a positive int, e.g. 25")
-    if not isinstance(stdev, numbers.Real) or stdev < 0:
-        raise BadOption(f"stdev={stdev!r}", "use a noise level >= 0, relative to the input's range")
+    stdev = real("stdev", stdev, "use a noise level >= 0, relative to the input's range", low=0)
+    noise_source = generator(seed, x.device)
     with torch.no_grad():
         picked = targets.pick(model.module(x))
     flat = x.flatten(1)
     sigma = (stdev * (flat.max(1).values - flat.min(1).values)).view((-1,) + (1,) * (x.dim() - 1))
-    generator = torch.Generator(device=x.device).manual_seed(seed)
-    noise = torch.stack([torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) for _ in range(nt_samples)])
+    noise = torch.stack([torch.randn(x.shape, generator=noise_source, device=x.device, dtype=x.dtype)
+                         for _ in range(nt_samples)])
     noisy = (x + sigma * noise).flatten(0, 1)  # copy k of sample i at row k * N + i
     repeated = Targets(picked.repeat(nt_samples).cpu().numpy(), len(noisy))
     values, _ = lookup(base).fn(model, noisy, repeated, batch_size=batch_size, create_graph=create_graph)

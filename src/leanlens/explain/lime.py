@@ -11,13 +11,10 @@ one coefficient a feature; its weighted R² is returned as `score`.
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
-from leanlens.errors import BadOption
 from leanlens.explain.features import game
-from leanlens.explain.gradients import positive_int
+from leanlens.explain.options import generator, positive_int, real
 from leanlens.explain.registry import method
 
 
@@ -44,7 +41,8 @@ def weighted_ridge(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, alpha: flo
     centred = z - w @ z
     yc = y - y @ w[:, None]  # (N, M)
     a = centred.T @ (w[:, None] * centred) + alpha * torch.eye(z.shape[1], dtype=torch.float64, device=y.device)
-    coef = torch.linalg.solve(a, (centred * w[:, None]).T @ yc.T).T  # (N, d)
+    # pinv: with alpha = 0 and few samples the system can be singular; take the least-norm fit.
+    coef = (torch.linalg.pinv(a, hermitian=True) @ ((centred * w[:, None]).T @ yc.T)).T  # (N, d)
     residual = yc - coef @ centred.T
     total = (yc**2) @ w
     unexplained = (residual**2) @ w
@@ -62,13 +60,11 @@ def lime(model, x, targets, *, samples: int = 1000, feature_mask=None, superpixe
     feature carries the feature's coefficient; `score` is each fit's weighted R².
     """
     samples = positive_int("samples", samples, "use a positive int, e.g. 1000")
-    if isinstance(kernel_width, bool) or not isinstance(kernel_width, numbers.Real) or not kernel_width > 0:
-        raise BadOption(f"kernel_width={kernel_width!r}", "use a positive number, e.g. 0.25")
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha >= 0:
-        raise BadOption(f"alpha={alpha!r}", "use a ridge penalty >= 0, e.g. 1e-6")
+    kernel_width = real("kernel_width", kernel_width, "use a positive number, e.g. 0.25", low=0, strict=True)
+    alpha = real("alpha", alpha, "use a finite ridge penalty >= 0, e.g. 1e-6", low=0)
     g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
              seed=seed, batch_size=batch_size)
-    z = lime_coalitions(g.d, samples, torch.Generator().manual_seed(seed))
+    z = lime_coalitions(g.d, samples, generator(seed))
     y = torch.cat([g.full[:, None], g.scores(z[1:])], dim=1)  # the all-on coalition is x
-    coef, r2 = weighted_ridge(z, lime_weights(z, kernel_width), y, float(alpha))
+    coef, r2 = weighted_ridge(z, lime_weights(z, kernel_width), y, alpha)
     return g.spread(coef), {"score": r2.float()}

@@ -14,7 +14,8 @@ import torch
 
 from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
-from leanlens.explain.gradients import chunk_size, picked_scores, positive_int
+from leanlens.explain.gradients import picked_scores
+from leanlens.explain.options import chunk_size, positive_int
 from leanlens.explain.registry import method
 from leanlens.explain.targets import class_scores
 

@@ -19,7 +19,7 @@ import torch
 
 from leanlens.errors import BadOption
 from leanlens.explain.features import game
-from leanlens.explain.gradients import positive_int
+from leanlens.explain.options import generator, positive_int
 from leanlens.explain.registry import method
 
 MAX_EXACT = 16  # 2^16 coalitions a sample
@@ -165,9 +165,10 @@ def kernelshap(model, x, targets, *, samples: int | None = None, feature_mask=No
     if d == 1:
         return g.spread(gap[:, None]), {"delta": torch.zeros_like(gap).float()}
     inner = 2**d - 2 if d < 62 else math.inf
-    budget = min(2 * d + 2048, inner) if samples is None else positive_int("samples", samples, "use a positive int, e.g. 2048")
-    generator = torch.Generator().manual_seed(seed)
-    z, w = kernel_coalitions(d, int(min(budget, inner)), generator)
+    if samples is not None and positive_int("samples", samples, "use an int >= 2, e.g. 2048") < 2:
+        raise BadOption(f"samples={samples!r} leaves no coalition to regress on", "use an int >= 2, e.g. 2048")
+    budget = min(2 * d + 2048, inner) if samples is None else samples
+    z, w = kernel_coalitions(d, int(min(budget, inner)), generator(seed))
     y = g.scores(z) - g.empty[:, None]
     phi = constrained_wls(z, w, y, gap)
     delta = phi.sum(1) - gap

@@ -60,7 +60,7 @@ def _check_requested(target, n: int) -> np.ndarray | None:
     if t.ndim == 0:
         t = np.full(n, int(t))
     if t.shape != (n,):
-        raise BadInput(f"target has {t.size} entries for {n} samples", "pass one int, or one a sample")
+        raise BadInput(f"target has shape {t.shape} for {n} samples", f"pass one int, or a flat sequence of {n} ints")
     if (t < 0).any():
         raise BadInput(f"target {int(t[t < 0][0])} is negative", "use class indices from 0")
     return t.astype(np.int64)

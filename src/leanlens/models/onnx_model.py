@@ -55,11 +55,25 @@ class OnnxModel:
 
     # The twin answers the questions that need a torch module.
     def __getattr__(self, name):
-        if name in ("device", "input_rank", "to_tensor", "layer") and self.__dict__.get("twin"):
+        if name in ("device", "dtype", "to_tensor", "layer") and self.__dict__.get("twin"):
             return getattr(self.twin, name)
         raise AttributeError(name)
 
+    @property
+    def input_rank(self) -> int:
+        return len(self.session.get_inputs()[0].shape)
+
+    def _check_shape(self, x: np.ndarray) -> None:
+        """The batch against the graph's declared input (named axes are free), before ORT sees it."""
+        declared = self.session.get_inputs()[0].shape
+        fixed = [(axis, size) for axis, size in enumerate(declared[1:], 1) if isinstance(size, int)]
+        if x.ndim != len(declared) or any(x.shape[axis] != size for axis, size in fixed):
+            shape = tuple(size if isinstance(size, int) else "N" if axis == 0 else "?" for axis, size in enumerate(declared))
+            raise BadInput(f"x has shape {tuple(x.shape)} but the ONNX model takes {shape}".replace("'", ""),
+                           "pass a batch of the model's input shape")
+
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        self._check_shape(np.asarray(x))
         outputs = []
         for start in range(0, len(x), batch_size):
             chunk = np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32)

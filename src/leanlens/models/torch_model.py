@@ -46,8 +46,14 @@ class TorchModel:
                 return 2
         return None
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' float type: inputs are cast to it (float32 unless the module was cast)."""
+        first = next((p for p in self.module.parameters() if p.is_floating_point()), None)
+        return first.dtype if first is not None else torch.float32
+
     def to_tensor(self, x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=self.device)
+        return torch.as_tensor(np.ascontiguousarray(x), dtype=self.dtype, device=self.device)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         outputs = []

@@ -1,0 +1,75 @@
+"""Edges a demanding user reaches: other dtypes, inference mode, and option values of the wrong kind."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import leanlens as ll
+from leanlens.compress.onnx_export import to_onnx
+from leanlens.errors import BadInput, BadOption
+from leanlens.models import OnnxModel
+
+X = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+
+
+def mlp(dtype=torch.float32):
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).to(dtype).eval()
+
+
+@pytest.mark.parametrize("method, options", [("saliency", {}), ("occlusion", {}), ("kernelshap", {"samples": 40})])
+def test_a_float64_model_is_explained_in_float64(method, options):
+    model = mlp(torch.float64)
+    exp = ll.explain(model, X, method, **options)
+    assert exp.predictions.dtype == np.float32
+    np.testing.assert_allclose(exp.predictions, model(torch.as_tensor(X, dtype=torch.float64)).detach().numpy(), rtol=1e-6)
+    same = ll.attribute(model, torch.as_tensor(X, dtype=torch.float64), method, **options)
+    assert same.dtype == torch.float64 or method == "kernelshap"  # Shapley maps are float32 by design
+    np.testing.assert_allclose(exp.values, same.numpy(), rtol=1e-6)
+
+
+def test_gradient_methods_work_inside_inference_mode():
+    model = mlp()
+    outside = ll.attribute(model, torch.as_tensor(X), "ig", steps=8)
+    with torch.inference_mode():
+        inside = ll.attribute(model, torch.as_tensor(X), "ig", steps=8)
+    torch.testing.assert_close(inside, outside)
+
+
+@pytest.mark.parametrize("method, options, message", [
+    ("smoothgrad", {"seed": 1.5}, "seed=1.5"),
+    ("ig", {"baseline": "uniform", "seed": "a"}, "seed='a'"),
+    ("saliency", {"create_graph": "no"}, "create_graph='no'"),
+    ("saliency", {"absolute": 1}, "absolute=1"),
+    ("smoothgrad", {"stdev": float("nan")}, "stdev=nan"),
+    ("smoothgrad", {"stdev": True}, "stdev=True"),
+    ("kernelshap", {"samples": 1}, "samples=1"),
+    ("lime", {"alpha": float("inf")}, "alpha=inf"),
+    ("ig", {"baseline": None}, "baseline of type NoneType"),
+    ("ig", {"baseline": np.array(["a"] * 6)}, "baseline of type ndarray"),
+    ("occlusion", {"baseline": float("nan")}, "baseline has NaN"),
+])
+def test_option_values_of_the_wrong_kind_are_refused(method, options, message):
+    with pytest.raises(BadOption, match=message.replace("(", r"\(").replace(".", r"\.")):
+        ll.explain(mlp(), X, method, **options)
+
+
+def test_cam_layer_must_be_a_name(resnet, images):
+    with pytest.raises(BadOption, match="layer=3"):
+        ll.explain(resnet, images, "gradcam", layer=3)
+
+
+def test_lime_without_ridge_on_few_samples_still_fits():
+    exp = ll.explain(mlp(), X, "lime", alpha=0, samples=3)
+    assert np.isfinite(exp.values).all() and np.isfinite(exp.score).all()
+
+
+def test_an_onnx_model_refuses_a_batch_of_the_wrong_shape(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(to_onnx(mlp(), torch.as_tensor(X[:1])))
+    model = OnnxModel(path)
+    with pytest.raises(BadInput, match=r"x has shape \(5, 4\) but the ONNX model takes \(N, 6\)"):
+        ll.explain(model, X[:, :4], "occlusion")
+    with pytest.raises(BadInput, match="axes"):
+        ll.explain(model, X[:, :, None], "occlusion")
