@@ -73,3 +73,13 @@ def test_an_onnx_model_refuses_a_batch_of_the_wrong_shape(tmp_path):
         ll.explain(model, X[:, :4], "occlusion")
     with pytest.raises(BadInput, match="axes"):
         ll.explain(model, X[:, :, None], "occlusion")
+
+
+def test_mixed_train_and_eval_modes_and_frozen_layers_come_back_as_they_were():
+    model = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.5), nn.Linear(8, 3)).eval()
+    model[1].train()  # a user's mix: dropout left in train mode under an eval root
+    model[0].weight.requires_grad_(False)
+    first = ll.explain(model, X, "saliency").values
+    assert np.array_equal(first, ll.explain(model, X, "saliency").values)  # dropout was off
+    assert [m.training for m in model.modules()] == [False, False, True, False]
+    assert [p.requires_grad for p in model.parameters()] == [False, True, True, True]

@@ -82,17 +82,21 @@ def inference(module: nn.Module, freeze: bool = True) -> Iterator[nn.Module]:
     layer) instead of computing weight gradients nobody asked for. `freeze=False` keeps
     them trainable, for attributions that a loss will be differentiated through.
     """
-    was_training = module.training
-    grad_flags = [(p, p.requires_grad) for p in module.parameters()]
-    module.eval()
-    for p, _ in grad_flags:
-        p.requires_grad_(p.requires_grad and not freeze)
+    # Remember exactly which modules were training: a root in eval mode may hold a child a user
+    # put in train mode, and both must come back as they were.
+    training = [m for m in module.modules() if m.training]
+    frozen = [p for p in module.parameters() if p.requires_grad] if freeze else []
+    for m in training:
+        m.training = False
+    for p in frozen:
+        p.requires_grad_(False)
     try:
         yield module
     finally:
-        for p, flag in grad_flags:
-            p.requires_grad_(flag)
-        module.train(was_training)
+        for p in frozen:
+            p.requires_grad_(True)
+        for m in training:
+            m.training = True
 
 
 def count_parameters(module: nn.Module) -> int:
