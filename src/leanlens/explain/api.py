@@ -37,9 +37,7 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
     """
     model = wrap(model)
     x = as_batch(x, model)
-    deployed = _deployed_scores(model, x)
-    target = deployed.argmax(-1) if target is None and deployed is not None else target
-    values, extra, targets, options = _run(model, x, method, target, autocast, options)
+    values, extra, targets, options, deployed = _run(model, x, method, target, autocast, options)
     predictions = targets.scores.cpu().numpy() if deployed is None else deployed
     extra = {k: _numpy(v) for k, v in extra.items()}
     if "layer" in extra:  # which layer a CAM method chose is an option the user may want to reuse
@@ -56,10 +54,7 @@ def attribute(model, x, method: str = "saliency", target=None, *, autocast: bool
     """
     model = wrap(model)
     x = as_checked_tensor(x, model)
-    deployed = _deployed_scores(model, x)
-    target = deployed.argmax(-1) if target is None and deployed is not None else target
-    values, _, _, _ = _run(model, x, method, target, autocast, options)
-    return values
+    return _run(model, x, method, target, autocast, options)[0]
 
 
 def _deployed_scores(model, x) -> np.ndarray | None:
@@ -71,12 +66,15 @@ def _deployed_scores(model, x) -> np.ndarray | None:
 
 
 def _run(model, x, method, target, autocast, options):
+    """Check, run the method; the values, its extras, the targets, the bound options, and the
+    deployed model's scores when gradients came from a stand-in (None for torch models)."""
     spec = lookup(method)
     require(model, spec.needs, method)
     options = bind_options(spec.fn, options, method)
     if "create_graph" in options:
         flag("create_graph", options["create_graph"])
-    targets = Targets(target, len(x))
+    deployed = _deployed_scores(model, x)
+    targets = Targets(deployed.argmax(-1) if target is None and deployed is not None else target, len(x))
     tensor = x if isinstance(x, torch.Tensor) else _to_tensor(model, x)
     module = getattr(model, "module", None)
     frozen = inference(module, freeze=not options.get("create_graph", False)) if module is not None else contextlib.nullcontext()
@@ -90,7 +88,7 @@ def _run(model, x, method, target, autocast, options):
         targets.pick(class_scores(model, tensor))
     if values.dtype in (torch.float16, torch.bfloat16):  # autocast's output, back to full precision
         values = values.float()
-    return values, extra, targets, options
+    return values, extra, targets, options, deployed
 
 
 def _to_tensor(model, x: np.ndarray) -> torch.Tensor:
