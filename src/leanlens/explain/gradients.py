@@ -13,7 +13,7 @@ from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
 from leanlens.explain.options import chunk_size, flag, generator, positive_int, real
 from leanlens.explain.registry import lookup, method
-from leanlens.explain.targets import Targets
+from leanlens.explain.targets import Targets, class_scores
 
 RULES = ("gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right")
 SMOOTHABLE = ("saliency", "input_x_gradient", "ig")
@@ -68,8 +68,7 @@ def smoothgrad(model, x, targets, *, base: str = "saliency", nt_samples: int = 2
     nt_samples = positive_int("nt_samples", nt_samples, "use a positive int, e.g. 25")
     stdev = real("stdev", stdev, "use a noise level >= 0, relative to the input's range", low=0)
     noise_source = generator(seed, x.device)
-    with torch.no_grad():
-        picked = targets.pick(model.module(x))
+    picked = targets.pick(class_scores(model, x, chunk_size(batch_size, len(x))))
     flat = x.flatten(1)
     sigma = (stdev * (flat.max(1).values - flat.min(1).values)).view((-1,) + (1,) * (x.dim() - 1))
     noise = torch.stack([torch.randn(x.shape, generator=noise_source, device=x.device, dtype=x.dtype)
