@@ -41,3 +41,15 @@ def test_cli_reports_a_user_error_in_one_line(tmp_path):
     )
     assert run.returncode != 0
     assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_methods_lists_every_registered_method_with_its_options():
+    import leanlens as ll
+
+    run = subprocess.run([sys.executable, "-m", "leanlens", "methods"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = run.stdout.splitlines()
+    for name, spec in ll.methods().items():  # each on a row of its own, with its family
+        assert any(row.startswith(f"│ {name} ") and f"│ {spec.family} " in row for row in rows), name
+    assert "window=None" in run.stdout and "steps=64" in run.stdout

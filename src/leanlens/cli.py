@@ -47,6 +47,20 @@ def demo(
     console.print(f"store:  {result.store}")
 
 
+@app.command()
+def methods() -> None:
+    """List the attribution methods: family, what each needs from a model, and its options."""
+    from leanlens.explain import methods as registered
+
+    table = Table(title="attribution methods (ll.explain(model, x, method, **options))")
+    for header in ("method", "family", "needs", "options (defaults)", "what it is"):
+        table.add_column(header, overflow="fold")
+    for name, spec in registered().items():
+        options = ", ".join(f"{key}={value!r}" for key, value in spec.options.items())
+        table.add_row(name, spec.family, ", ".join(sorted(spec.needs)) or "—", options or "—", spec.summary)
+    console.print(table)
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
