@@ -48,7 +48,7 @@ def as_batch(x, model) -> np.ndarray:
 
 
 def as_checked_tensor(x, model) -> torch.Tensor:
-    """`x` as a float32 tensor on the model's device, checked like `as_batch`.
+    """`x` as a tensor on the model's device and in its float type, checked like `as_batch`.
 
     A tensor stays a tensor (no round trip through NumPy), so `attribute()` can be
     called inside a training loop on GPU data.
