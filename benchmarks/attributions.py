@@ -61,6 +61,10 @@ def main() -> None:
         lambda: ll.explain(model, x_np[:8], "ig", target=target8.numpy(), steps=50, batch_size=128),
         lambda: IntegratedGradients(model).attribute(x8, target=target8, n_steps=50, internal_batch_size=128),
         lambda: ig_floor(model, x8, target8, 50, 128), "fwd+bwd floor")
+    row("IG, 50 steps, 8×1×64×64, fold_bn=True",
+        lambda: ll.explain(model, x_np[:8], "ig", target=target8.numpy(), steps=50, batch_size=128, fold_bn=True),
+        lambda: IntegratedGradients(model).attribute(x8, target=target8, n_steps=50, internal_batch_size=128),
+        lambda: ig_floor(model, x8, target8, 50, 128), "fwd+bwd floor")
     row("Grad-CAM++ (captum: Grad-CAM), 32×1×64×64",
         lambda: ll.explain(model, x_np, "gradcam++", target=target32.numpy(), layer="stage3.relu2"),
         lambda: LayerGradCam(model, model.stage3.relu2).attribute(x32, target=target32),

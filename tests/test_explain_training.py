@@ -81,3 +81,45 @@ def test_autocast_runs_in_bfloat16_close_to_float32(resnet, images, one_thread):
     np.testing.assert_allclose(fast, exact, atol=0.05 * np.abs(exact).max())
     with pytest.raises(BadOption, match="autocast='yes'"):
         ll.explain(resnet, images, "gradcam", autocast="yes")
+
+
+@pytest.mark.parametrize("method, options", [("ig", {"steps": 16}), ("saliency", {}), ("smoothgrad", {"nt_samples": 2})])
+def test_fold_bn_computes_the_same_attributions_from_a_copy(method, options, one_thread):
+    model = make_resnet()
+    images = make_images(3)
+    plain = ll.explain(model, images, method, **options)
+    folded = ll.explain(model, images, method, fold_bn=True, **options)
+    np.testing.assert_allclose(folded.values, plain.values, rtol=1e-4, atol=1e-5 * np.abs(plain.values).max())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the user's model kept its norms
+
+
+def test_fold_bn_follows_changed_weights_and_refuses_create_graph(resnet, images):
+    from leanlens.explain.folding import gradient_module
+
+    model = make_resnet()
+    first = gradient_module(model)
+    assert gradient_module(model) is first  # kept while the weights stay the same
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in first.modules())
+    with torch.no_grad():
+        model.stage3.bn2.running_mean += 0.5  # an in-place change, as an optimizer or a BN update makes
+    assert gradient_module(model) is not first
+    x = torch.as_tensor(images)
+    torch.testing.assert_close(gradient_module(model)(x), model(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(BadOption, match="fold_bn=True with create_graph=True"):
+        ll.attribute(model, x, "saliency", fold_bn=True, create_graph=True)
+
+
+def test_fold_bn_on_an_untraceable_model_falls_back_to_the_model():
+    class Branchy(nn.Module):  # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.head = nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Linear(2, 2)
+
+        def forward(self, x):
+            h = self.bn(self.conv(x)).mean(dim=(2, 3))
+            return self.head(h) if h.sum() > 0 else -self.head(h)
+
+    model = Branchy().eval()
+    x = make_images(2)[:, :, :8, :8]
+    np.testing.assert_allclose(ll.explain(model, x, "ig", steps=8, fold_bn=True).values,
+                               ll.explain(model, x, "ig", steps=8).values, rtol=1e-6)

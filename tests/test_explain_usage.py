@@ -219,8 +219,8 @@ def test_methods_table(resnet, images):
     assert table["ig"].needs == {"gradients"} and table["saliency"].needs == {"gradients"}
     assert table["gradcam"].needs == {"gradients", "layers"} == table["gradcam++"].needs
     assert table["ig"].options == {"steps": 64, "rule": "gausslegendre", "baseline": "zeros", "batch_size": 128,
-                                    "seed": 0, "create_graph": False}
-    assert table["saliency"].options == {"absolute": True, "batch_size": None, "create_graph": False}
+                                    "seed": 0, "create_graph": False, "fold_bn": False}
+    assert table["saliency"].options == {"absolute": True, "batch_size": None, "create_graph": False, "fold_bn": False}
     assert table["gradcam"].options == {"layer": None, "batch_size": None, "create_graph": False}
     assert table["gradcam"].options == table["gradcam++"].options
     assert table["ig"].family == "gradient" and table["gradcam++"].family == "cam"

@@ -11,6 +11,7 @@ import torch
 
 from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
+from leanlens.explain.folding import gradient_module
 from leanlens.explain.options import chunk_size, flag, generator, positive_int, real
 from leanlens.explain.registry import lookup, method
 from leanlens.explain.targets import Targets, class_scores
@@ -32,31 +33,42 @@ def input_gradients(module, x: torch.Tensor, pick, create_graph: bool = False) -
     return grads
 
 
-def batch_gradients(model, x, targets: Targets, batch_size, create_graph) -> torch.Tensor:
+def differentiated(model, create_graph, fold_bn):
+    """The module to take input gradients through: with `fold_bn`, a copy whose batch norms are
+    folded into their convolutions (the same function, fewer passes), except when the
+    attributions must be differentiated back to the user's own weights."""
+    if flag("fold_bn", fold_bn) and create_graph:
+        raise BadOption("fold_bn=True with create_graph=True", "a folded copy has no graph to your weights: drop fold_bn")
+    return gradient_module(model.module) if fold_bn else model.module
+
+
+def batch_gradients(model, x, targets: Targets, batch_size, create_graph, fold_bn=False) -> torch.Tensor:
     """Input gradients of the clean batch, chunk by chunk, resolving targets on the way."""
-    step = chunk_size(batch_size, len(x))
+    step, module = chunk_size(batch_size, len(x)), differentiated(model, create_graph, fold_bn)
     return torch.cat([
-        input_gradients(model.module, x[i : i + step], lambda s, i=i: targets.pick(s, i), create_graph)
+        input_gradients(module, x[i : i + step], lambda s, i=i: targets.pick(s, i), create_graph)
         for i in range(0, len(x), step)
     ])
 
 
 @method("saliency", family="gradient", needs={"gradients"})
-def saliency(model, x, targets, *, absolute: bool = True, batch_size: int | None = None, create_graph: bool = False):
+def saliency(model, x, targets, *, absolute: bool = True, batch_size: int | None = None, create_graph: bool = False,
+             fold_bn: bool = False):
     """Input gradient of the target score (Simonyan et al., 2014)."""
-    grads = batch_gradients(model, x, targets, batch_size, create_graph)
+    grads = batch_gradients(model, x, targets, batch_size, create_graph, fold_bn)
     return (grads.abs() if flag("absolute", absolute) else grads), {}
 
 
 @method("input_x_gradient", family="gradient", needs={"gradients"})
-def input_x_gradient(model, x, targets, *, batch_size: int | None = None, create_graph: bool = False):
+def input_x_gradient(model, x, targets, *, batch_size: int | None = None, create_graph: bool = False,
+                     fold_bn: bool = False):
     """Input times its gradient (Shrikumar et al., 2016): a first-order share of the score."""
-    return x * batch_gradients(model, x, targets, batch_size, create_graph), {}
+    return x * batch_gradients(model, x, targets, batch_size, create_graph, fold_bn), {}
 
 
 @method("smoothgrad", family="gradient", needs={"gradients"})
 def smoothgrad(model, x, targets, *, base: str = "saliency", nt_samples: int = 25, stdev: float = 0.15,
-               seed: int = 0, batch_size: int | None = 128, create_graph: bool = False):
+               seed: int = 0, batch_size: int | None = 128, create_graph: bool = False, fold_bn: bool = False):
     """SmoothGrad (Smilkov et al., 2017): a gradient method averaged over noisy copies of the input.
 
     `stdev` is relative to each sample's value range, as in the paper. All noisy copies
@@ -75,7 +87,8 @@ def smoothgrad(model, x, targets, *, base: str = "saliency", nt_samples: int = 2
                          for _ in range(nt_samples)])
     noisy = (x + sigma * noise).flatten(0, 1)  # copy k of sample i at row k * N + i
     repeated = Targets(picked.repeat(nt_samples).cpu().numpy(), len(noisy))
-    values, _ = lookup(base).fn(model, noisy, repeated, batch_size=batch_size, create_graph=create_graph)
+    values, _ = lookup(base).fn(model, noisy, repeated, batch_size=batch_size, create_graph=create_graph,
+                                fold_bn=fold_bn)
     return values.view((nt_samples,) + x.shape).mean(0), {}
 
 
@@ -100,20 +113,24 @@ def path_nodes(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
 
 @method("ig", family="gradient", needs={"gradients"})
 def integrated_gradients(model, x, targets, *, steps: int = 64, rule: str = "gausslegendre", baseline="zeros",
-                         batch_size: int | None = 128, seed: int = 0, create_graph: bool = False):
+                         batch_size: int | None = 128, seed: int = 0, create_graph: bool = False,
+                         fold_bn: bool = False):
     """Integrated Gradients (Sundararajan et al., 2017): path integral of input gradients.
 
     All (sample, step) points go through the model in chunks of `batch_size`, so memory
     is bounded whatever `steps` is. `baseline` is a number, an array, or 'zeros', 'mean',
     'blur' or 'uniform' (seeded by `seed`). Returns the completeness error as `delta`.
+    `fold_bn=True` runs a copy with batch norms folded into the convolutions: about 1.25×
+    faster on a ResNet, equal up to float rounding (which can flip a ReLU sitting at 0).
     """
     if rule not in RULES:
         raise BadOption(f"unknown IG rule {rule!r}", "use one of " + ", ".join(RULES))
     steps = positive_int("steps", steps, "use a positive int, e.g. 64")
     step = chunk_size(batch_size, len(x) * steps)
     base = make_baseline(x, baseline, seed)
+    module = differentiated(model, create_graph, fold_bn)
     with torch.no_grad():  # the endpoints: targets, and the gap that completeness is checked against
-        ends = model.module(torch.cat([x, base]))
+        ends = module(torch.cat([x, base]))
         target = targets.pick(ends[: len(x)])
         gap = picked_scores(ends[: len(x)], target) - picked_scores(ends[len(x) :], target)
     alphas, weights = (torch.as_tensor(a, dtype=x.dtype, device=x.device) for a in path_nodes(steps, rule))
@@ -123,7 +140,7 @@ def integrated_gradients(model, x, targets, *, steps: int = 64, rule: str = "gau
         flat = torch.arange(start, min(start + step, len(x) * steps), device=x.device)
         sample, k = flat // steps, flat % steps
         points = base[sample] + alphas[k].view(shape) * (x[sample] - base[sample])
-        grads = input_gradients(model.module, points, lambda _, s=sample: target[s], create_graph)
+        grads = input_gradients(module, points, lambda _, s=sample: target[s], create_graph)
         summed = summed.index_add(0, sample, grads * weights[k].view(shape))
     values = (x - base) * summed
     delta = values.detach().flatten(1).sum(1) - gap.float()
