@@ -69,6 +69,10 @@ def main() -> None:
         lambda: ll.explain(model, x_np, "gradcam++", target=target32.numpy(), layer="stage3.relu2"),
         lambda: LayerGradCam(model, model.stage3.relu2).attribute(x32, target=target32),
         no_grad(lambda: model(x32)), "plain forward", repeats=41)  # cheap: more rounds, a steadier ratio
+    row("Grad-CAM++, fold_bn=True (captum: Grad-CAM), 32×1×64×64",
+        lambda: ll.explain(model, x_np, "gradcam++", target=target32.numpy(), layer="stage3.relu2", fold_bn=True),
+        lambda: LayerGradCam(model, model.stage3.relu2).attribute(x32, target=target32),
+        no_grad(lambda: model(x32)), "plain forward", repeats=41)
     images = x8.repeat(15 * 15 + 1, 1, 1, 1)  # every window of every sample, and the clean batch
     row("occlusion 8×8 window, stride 4, 8×1×64×64",
         lambda: ll.explain(model, x_np[:8], "occlusion", target=target8.numpy(), window=8, stride=4, batch_size=256),

@@ -123,3 +123,11 @@ def test_fold_bn_on_an_untraceable_model_falls_back_to_the_model():
     x = make_images(2)[:, :, :8, :8]
     np.testing.assert_allclose(ll.explain(model, x, "ig", steps=8, fold_bn=True).values,
                                ll.explain(model, x, "ig", steps=8).values, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+@pytest.mark.parametrize("layer", [None, "stage3", "stage3.conv2"])  # a ReLU, a block, a conv whose BN folds
+def test_fold_bn_cam_maps_equal_the_models_own(method, layer, resnet, images, one_thread):
+    plain = ll.explain(resnet, images, method, layer=layer)
+    folded = ll.explain(resnet, images, method, layer=layer, fold_bn=True)
+    np.testing.assert_allclose(folded.values, plain.values, rtol=1e-4, atol=1e-5 * np.abs(plain.values).max())

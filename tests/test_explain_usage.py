@@ -221,7 +221,7 @@ def test_methods_table(resnet, images):
     assert table["ig"].options == {"steps": 64, "rule": "gausslegendre", "baseline": "zeros", "batch_size": 128,
                                     "seed": 0, "create_graph": False, "fold_bn": False}
     assert table["saliency"].options == {"absolute": True, "batch_size": None, "create_graph": False, "fold_bn": False}
-    assert table["gradcam"].options == {"layer": None, "batch_size": None, "create_graph": False}
+    assert table["gradcam"].options == {"layer": None, "batch_size": None, "create_graph": False, "fold_bn": False}
     assert table["gradcam"].options == table["gradcam++"].options
     assert table["ig"].family == "gradient" and table["gradcam++"].family == "cam"
     assert all(spec.summary for spec in table.values())

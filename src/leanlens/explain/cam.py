@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from leanlens.errors import BadOption, MissingCapability
+from leanlens.explain.gradients import differentiated
 from leanlens.explain.options import chunk_size
 from leanlens.explain.registry import method
+
+# Layers whose output the folded copy changes (a conv's or linear's includes the norm after it).
+FOLDED_AWAY = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
 
 def last_spatial_layer(model, x: torch.Tensor) -> str:
@@ -37,8 +42,12 @@ def _spatial(output) -> bool:
     return isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1
 
 
-def layer_activations_and_gradients(model, x, targets, layer: str, create_graph: bool = False):
-    """The layer's activations and the target score's gradient with respect to them."""
+def layer_activations_and_gradients(model, x, targets, layer: str, create_graph: bool = False, module=None):
+    """The layer's activations and the target score's gradient with respect to them.
+
+    `module` is the network to run (default: the model's own; `_cam` may pass a BN-folded copy).
+    """
+    module = model.module if module is None else module
     captured = {}
 
     def hook(module, inputs, output):
@@ -49,9 +58,10 @@ def layer_activations_and_gradients(model, x, targets, layer: str, create_graph:
         # A clone, so that an in-place op after the layer (ReLU(inplace=True)) leaves it intact.
         return captured["act"].clone()
 
-    handle = model.layer(layer).register_forward_hook(hook)
+    hooked = model.layer(layer) if module is model.module else dict(module.named_modules())[layer]
+    handle = hooked.register_forward_hook(hook)
     try:
-        scores = model.module(x)
+        scores = module(x)
     finally:
         handle.remove()
     if "act" not in captured:
@@ -66,12 +76,13 @@ def _upsample(cam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(cam[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
 
 
-def _cam(model, x, targets, layer, channel_weights, batch_size, create_graph):
+def _cam(model, x, targets, layer, channel_weights, batch_size, create_graph, fold_bn):
     if layer is not None and not isinstance(layer, str):
         raise BadOption(f"layer={layer!r}", "name the layer as a string, e.g. 'layer4', or pass None for the last spatial one")
     layer = layer or last_spatial_layer(model, x)
+    module = _network(model, layer, create_graph, fold_bn)
     step = chunk_size(batch_size, len(x))
-    maps = [_layer_cam(model, x[i : i + step], _Rows(targets, i), layer, channel_weights, create_graph)
+    maps = [_layer_cam(model, x[i : i + step], _Rows(targets, i), layer, channel_weights, create_graph, module)
             for i in range(0, len(x), step)]
     cam = torch.cat(maps)
     return _upsample(cam, x), {"layer_values": cam, "layer": layer}
@@ -87,8 +98,20 @@ class _Rows:
         return self.targets.pick(scores, self.start)
 
 
-def _layer_cam(model, x, targets, layer, channel_weights, create_graph):
-    act, grads = layer_activations_and_gradients(model, x, targets, layer, create_graph)
+def _network(model, layer: str, create_graph: bool, fold_bn: bool):
+    """The module to run: the BN-folded copy when asked for and when the layer means the same
+    there. A conv or linear layer does not (in the copy its output has the norm in it), and a
+    block that the trace inlined is never called; both run on the model itself."""
+    network = differentiated(model, create_graph, fold_bn)  # checks the pair of options
+    if network is model.module or isinstance(model.layer(layer), FOLDED_AWAY):
+        return model.module
+    # The traced copy calls leaf modules only (a block's forward is inlined): hook only those.
+    called = {node.target for node in network.graph.nodes if node.op == "call_module"}
+    return network if layer in called else model.module
+
+
+def _layer_cam(model, x, targets, layer, channel_weights, create_graph, module):
+    act, grads = layer_activations_and_gradients(model, x, targets, layer, create_graph, module)
     weights = channel_weights(act, grads)
     return torch.relu(torch.einsum("nc,nchw->nhw", weights, act))
 
@@ -111,13 +134,14 @@ def gradcam_plusplus_weights(act, grads):
 
 
 @method("gradcam", family="cam", needs={"gradients", "layers"})
-def gradcam(model, x, targets, *, layer: str | None = None, batch_size: int | None = None, create_graph: bool = False):
+def gradcam(model, x, targets, *, layer: str | None = None, batch_size: int | None = None, create_graph: bool = False,
+            fold_bn: bool = False):
     """Grad-CAM (Selvaraju et al., 2017): activations weighted by mean gradients, ReLU."""
-    return _cam(model, x, targets, layer, gradcam_weights, batch_size, create_graph)
+    return _cam(model, x, targets, layer, gradcam_weights, batch_size, create_graph, fold_bn)
 
 
 @method("gradcam++", family="cam", needs={"gradients", "layers"})
 def gradcam_plusplus(model, x, targets, *, layer: str | None = None, batch_size: int | None = None,
-                     create_graph: bool = False):
+                     create_graph: bool = False, fold_bn: bool = False):
     """Grad-CAM++ (Chattopadhyay et al., 2018): positive gradients weighted per pixel."""
-    return _cam(model, x, targets, layer, gradcam_plusplus_weights, batch_size, create_graph)
+    return _cam(model, x, targets, layer, gradcam_plusplus_weights, batch_size, create_graph, fold_bn)
