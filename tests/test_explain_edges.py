@@ -83,3 +83,19 @@ def test_mixed_train_and_eval_modes_and_frozen_layers_come_back_as_they_were():
     assert np.array_equal(first, ll.explain(model, X, "saliency").values)  # dropout was off
     assert [m.training for m in model.modules()] == [False, False, True, False]
     assert [p.requires_grad for p in model.parameters()] == [False, True, True, True]
+
+
+def test_an_onnx_models_own_predictions_choose_the_targets_its_twin_explains(tmp_path):
+    from leanlens.models import TorchModel
+
+    deployed, stand_in = mlp(), mlp()
+    with torch.no_grad():
+        stand_in[2].bias += torch.tensor([0.0, 0.0, 50.0])  # the stand-in alone would always pick class 2
+    path = tmp_path / "deployed.onnx"
+    path.write_bytes(to_onnx(deployed, torch.as_tensor(X[:1])))
+    model = OnnxModel(path, twin=TorchModel(stand_in))
+    exp = ll.explain(model, X, "saliency")
+    want = deployed(torch.as_tensor(X)).detach().numpy()
+    np.testing.assert_allclose(exp.predictions, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(exp.target, want.argmax(1))
+    assert (exp.target != 2).any()
