@@ -14,6 +14,7 @@ from leanlens.errors import BadOption, MissingCapability
 from leanlens.explain.gradients import differentiated
 from leanlens.explain.options import chunk_size
 from leanlens.explain.registry import method
+from leanlens.explain.targets import picked_scores
 
 # Layers whose output the folded copy changes (a conv's or linear's includes the norm after it).
 FOLDED_AWAY = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
@@ -42,12 +43,12 @@ def _spatial(output) -> bool:
     return isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1
 
 
-def layer_activations_and_gradients(model, x, targets, layer: str, create_graph: bool = False, module=None):
+def layer_activations_and_gradients(module, x, pick, layer: str, create_graph: bool = False):
     """The layer's activations and the target score's gradient with respect to them.
 
-    `module` is the network to run (default: the model's own; `_cam` may pass a BN-folded copy).
+    `module` is the network to run (the model's own, or its BN-folded copy); `pick(scores)`
+    names the targets, as in `input_gradients`.
     """
-    module = model.module if module is None else module
     captured = {}
 
     def hook(module, inputs, output):
@@ -58,8 +59,7 @@ def layer_activations_and_gradients(model, x, targets, layer: str, create_graph:
         # A clone, so that an in-place op after the layer (ReLU(inplace=True)) leaves it intact.
         return captured["act"].clone()
 
-    hooked = model.layer(layer) if module is model.module else dict(module.named_modules())[layer]
-    handle = hooked.register_forward_hook(hook)
+    handle = dict(module.named_modules())[layer].register_forward_hook(hook)
     try:
         scores = module(x)
     finally:
@@ -67,8 +67,7 @@ def layer_activations_and_gradients(model, x, targets, layer: str, create_graph:
     if "act" not in captured:
         raise BadOption(f"layer {layer!r} was not called in the forward pass", "name a layer the model uses")
     act = captured["act"]
-    target = targets.pick(scores)
-    (grads,) = torch.autograd.grad(scores.gather(1, target[:, None]).sum(), act, create_graph=create_graph)
+    (grads,) = torch.autograd.grad(picked_scores(scores, pick(scores)).sum(), act, create_graph=create_graph)
     return (act if create_graph else act.detach()), grads
 
 
@@ -80,38 +79,29 @@ def _cam(model, x, targets, layer, channel_weights, batch_size, create_graph, fo
     if layer is not None and not isinstance(layer, str):
         raise BadOption(f"layer={layer!r}", "name the layer as a string, e.g. 'layer4', or pass None for the last spatial one")
     layer = layer or last_spatial_layer(model, x)
-    module = _network(model, layer, create_graph, fold_bn)
+    hooked = model.layer(layer)  # an unknown name fails here, with the closest names as the hint
+    module = _network(model, layer, hooked, create_graph, fold_bn)
     step = chunk_size(batch_size, len(x))
-    maps = [_layer_cam(model, x[i : i + step], _Rows(targets, i), layer, channel_weights, create_graph, module)
+    maps = [_layer_cam(module, x[i : i + step], lambda s, i=i: targets.pick(s, i), layer, channel_weights, create_graph)
             for i in range(0, len(x), step)]
     cam = torch.cat(maps)
     return _upsample(cam, x), {"layer_values": cam, "layer": layer}
 
 
-class _Rows:
-    """The targets of a chunk that starts at row `start`."""
-
-    def __init__(self, targets, start: int):
-        self.targets, self.start = targets, start
-
-    def pick(self, scores):
-        return self.targets.pick(scores, self.start)
-
-
-def _network(model, layer: str, create_graph: bool, fold_bn: bool):
+def _network(model, layer: str, hooked, create_graph: bool, fold_bn: bool):
     """The module to run: the BN-folded copy when asked for and when the layer means the same
     there. A conv or linear layer does not (in the copy its output has the norm in it), and a
     block that the trace inlined is never called; both run on the model itself."""
     network = differentiated(model, create_graph, fold_bn)  # checks the pair of options
-    if network is model.module or isinstance(model.layer(layer), FOLDED_AWAY):
+    if network is model.module or isinstance(hooked, FOLDED_AWAY):
         return model.module
     # The traced copy calls leaf modules only (a block's forward is inlined): hook only those.
     called = {node.target for node in network.graph.nodes if node.op == "call_module"}
     return network if layer in called else model.module
 
 
-def _layer_cam(model, x, targets, layer, channel_weights, create_graph, module):
-    act, grads = layer_activations_and_gradients(model, x, targets, layer, create_graph, module)
+def _layer_cam(module, x, pick, layer, channel_weights, create_graph):
+    act, grads = layer_activations_and_gradients(module, x, pick, layer, create_graph)
     weights = channel_weights(act, grads)
     return torch.relu(torch.einsum("nc,nchw->nhw", weights, act))
 

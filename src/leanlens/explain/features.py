@@ -19,9 +19,8 @@ import torch
 
 from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
-from leanlens.explain.gradients import picked_scores
 from leanlens.explain.options import chunk_size, generator, positive_int
-from leanlens.explain.targets import class_scores
+from leanlens.explain.targets import class_scores, picked_scores
 
 
 def feature_mask(x: torch.Tensor, mask=None, superpixel=None) -> torch.Tensor:

@@ -14,15 +14,10 @@ from leanlens.explain.baselines import make_baseline
 from leanlens.explain.folding import gradient_module
 from leanlens.explain.options import chunk_size, flag, generator, positive_int, real
 from leanlens.explain.registry import lookup, method
-from leanlens.explain.targets import Targets, class_scores
+from leanlens.explain.targets import Targets, class_scores, picked_scores
 
 RULES = ("gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right")
 SMOOTHABLE = ("saliency", "input_x_gradient", "ig")
-
-
-def picked_scores(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The score of each sample's target class, one a sample."""
-    return scores.gather(1, target[:, None])[:, 0]
 
 
 def input_gradients(module, x: torch.Tensor, pick, create_graph: bool = False) -> torch.Tensor:

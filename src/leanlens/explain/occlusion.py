@@ -14,10 +14,9 @@ import torch
 
 from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
-from leanlens.explain.gradients import picked_scores
 from leanlens.explain.options import chunk_size, positive_int
 from leanlens.explain.registry import method
-from leanlens.explain.targets import class_scores
+from leanlens.explain.targets import class_scores, picked_scores
 
 SHAPE_HINT = ("an int (a square window over all channels for images, e.g. 8), "
               "or a tuple with one size for each axis of a sample")

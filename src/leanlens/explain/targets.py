@@ -79,6 +79,11 @@ def _resolve(requested: np.ndarray | None, scores: torch.Tensor) -> torch.Tensor
     return torch.as_tensor(requested, device=scores.device)
 
 
+def picked_scores(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The score of each sample's target class, one a sample."""
+    return scores.gather(1, target[:, None])[:, 0]
+
+
 def class_scores(model, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """The model's scores for a batch, without gradients, on `x`'s device.
 
