@@ -81,14 +81,14 @@ class Game:
     target: torch.Tensor
     full: torch.Tensor  # f(x) for the target, (N,) float64
     empty: torch.Tensor  # f(baseline), (N,) float64
-    step: int | None
+    batch_size: int | None  # model inputs per pass; None: all at once
 
     def scores(self, coalitions: torch.Tensor) -> torch.Tensor:
-        """Target scores of every sample under every coalition, (N, M) float64, in chunks of `step`."""
+        """Target scores of every sample under every coalition, (N, M) float64, `batch_size` inputs a pass."""
         n, m = len(self.x), len(coalitions)
         coalitions = coalitions.to(self.x.device)
         out = torch.empty(n * m, dtype=torch.float64, device=self.x.device)
-        step = self.step or max(n * m, 1)
+        step = chunk_size(self.batch_size, n * m)
         for start in range(0, n * m, step):
             rows = torch.arange(start, min(start + step, n * m), device=self.x.device)
             scores = class_scores(self.model, masked_inputs(self.x, self.baseline, self.ids, coalitions, rows))
@@ -106,9 +106,8 @@ def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", see
     generator(seed)  # checked before any model evaluation
     ids = feature_mask(x, mask, superpixel)
     base = make_baseline(x, baseline, seed)
-    step = None if batch_size is None else chunk_size(batch_size, 1)
-    ends = class_scores(model, torch.cat([x, base]), step)
+    ends = class_scores(model, torch.cat([x, base]), chunk_size(batch_size, 2 * len(x)))
     target = targets.pick(ends[: len(x)])
     full = picked_scores(ends[: len(x)], target).double()
     empty = picked_scores(ends[len(x) :], target).double()
-    return Game(model, x, base, ids, int(ids.max()) + 1, target, full, empty, step)
+    return Game(model, x, base, ids, int(ids.max()) + 1, target, full, empty, batch_size)
