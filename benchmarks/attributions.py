@@ -19,20 +19,10 @@ from captum.attr import (
     Occlusion,
     Saliency,
 )
-from timing import interleaved_ms
+from timing import ig_floor, interleaved_ms
 
 import leanlens as ll
 from leanlens.models import SmallResNet
-
-
-def ig_floor(model, x, target, steps, chunk):
-    """One forward+backward to the input over all (sample, step) points, in the same chunks."""
-    points = x.repeat_interleave(steps, 0)
-    targets = target.repeat_interleave(steps, 0)
-    for start in range(0, len(points), chunk):
-        p = points[start : start + chunk].clone().requires_grad_(True)
-        score = model(p).gather(1, targets[start : start + chunk, None]).sum()
-        torch.autograd.grad(score, p)
 
 
 def no_grad(fn):

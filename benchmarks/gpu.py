@@ -10,22 +10,11 @@ from __future__ import annotations
 import torch
 from captum.attr import IntegratedGradients, LayerGradCam
 from resnet50 import resnet50  # beside this script, which Python puts first on sys.path
-from timing import median_ms
+from timing import ig_floor, median_ms
 
 import leanlens as ll
 
 N, STEPS, CHUNK = 8, 50, 100
-
-
-def ig_floor(model, x, target, channels_last=False, bf16=False):
-    """One forward+backward to the input over all (sample, step) points, in the same chunks."""
-    points, targets = x.repeat_interleave(STEPS, 0), target.repeat_interleave(STEPS, 0)
-    for start in range(0, len(points), CHUNK):
-        p = points[start : start + CHUNK]
-        p = (p.contiguous(memory_format=torch.channels_last) if channels_last else p.clone()).requires_grad_(True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            score = model(p).gather(1, targets[start : start + CHUNK, None]).sum()
-        torch.autograd.grad(score, p)
 
 
 def relative_delta(delta, gap):
@@ -62,12 +51,12 @@ def main() -> None:
         rows.append((f"IG 50 steps, leanlens{' autocast=True (bf16)' if autocast else ' (fp32/TF32 convs)'}", ms, relative_delta(delta, gap)))
     for p in model.parameters():
         p.requires_grad_(False)
-    rows.append(("floor: fwd+bwd over 400 points, NCHW", median_ms(lambda: ig_floor(model, x, target)), None))
-    rows.append(("floor: fwd+bwd over 400 points, NCHW, bf16 autocast", median_ms(lambda: ig_floor(model, x, target, bf16=True)), None))
+    rows.append(("floor: fwd+bwd over 400 points, NCHW", median_ms(lambda: ig_floor(model, x, target, STEPS, CHUNK)), None))
+    rows.append(("floor: fwd+bwd over 400 points, NCHW, bf16 autocast", median_ms(lambda: ig_floor(model, x, target, STEPS, CHUNK, bf16=True)), None))
     model.to(memory_format=torch.channels_last)  # weights NHWC too, as H100 users often keep them
-    rows.append(("floor: fwd+bwd over 400 points, NHWC model and input", median_ms(lambda: ig_floor(model, x, target, True)), None))
+    rows.append(("floor: fwd+bwd over 400 points, NHWC model and input", median_ms(lambda: ig_floor(model, x, target, STEPS, CHUNK, channels_last=True)), None))
     rows.append(("floor: fwd+bwd over 400 points, NHWC, bf16 autocast",
-                 median_ms(lambda: ig_floor(model, x, target, True, True)), None))
+                 median_ms(lambda: ig_floor(model, x, target, STEPS, CHUNK, channels_last=True, bf16=True)), None))
     rows.append(("IG 50 steps, Captum, NHWC model", median_ms(lambda: captum_ig()), None))
     rows.append(("IG 50 steps, leanlens, NHWC model", median_ms(lambda: ours_ig()), None))
     rows.append(("IG 50 steps, Captum, NHWC model, autocast", median_ms(lambda: captum_ig(True)), None))

@@ -1,4 +1,4 @@
-"""Median wall times, synchronising the GPU when there is one."""
+"""Median wall times, synchronising the GPU when there is one, and the IG floor they are read against."""
 
 from __future__ import annotations
 
@@ -38,3 +38,14 @@ def interleaved_ms(contenders: dict, repeats: int = 9, warmup: int = 2) -> dict[
             if round_ >= warmup:
                 times[name].append(elapsed)
     return {name: float(np.median(t) * 1e3) for name, t in times.items()}
+
+
+def ig_floor(model, x, target, steps: int, chunk: int, channels_last: bool = False, bf16: bool = False) -> None:
+    """One forward+backward to the input over all (sample, step) points, in the same chunks as IG."""
+    points, targets = x.repeat_interleave(steps, 0), target.repeat_interleave(steps, 0)
+    for start in range(0, len(points), chunk):
+        p = points[start : start + chunk]
+        p = (p.contiguous(memory_format=torch.channels_last) if channels_last else p.clone()).requires_grad_(True)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            score = model(p).gather(1, targets[start : start + chunk, None]).sum()
+        torch.autograd.grad(score, p)
