@@ -1,7 +1,8 @@
 """Time leanlens' attributions against Captum and against the floor, in one run.
 
-    .venv/bin/python benchmarks/attributions.py
+    .venv/bin/python benchmarks/attributions.py [WORDS...]
 
+With words, only the rows whose name contains one of them run (e.g. `grad-cam`).
 Prints a Markdown table of medians and ratios (no test depends on these timings). Each row's
 contenders run in turns, so drift in the machine's speed touches them alike.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 import platform
+import sys
 
 import torch
 from captum.attr import (
@@ -41,8 +43,11 @@ def main() -> None:
     x8, x32 = torch.as_tensor(x_np[:8]), torch.as_tensor(x_np)
     target8, target32 = model(x8).argmax(1), model(x32).argmax(1)
     rows = []
+    only = [word.lower() for word in sys.argv[1:]]
 
     def row(work, ours, captum, reference=None, reference_name="—", repeats=9):
+        if only and not any(word in work.lower() for word in only):
+            return
         contenders = {"ours": ours, "captum": captum} | ({"reference": reference} if reference else {})
         ms = interleaved_ms(contenders, repeats)
         rows.append((work, ms["ours"], ms["captum"], ms.get("reference", math.nan), reference_name))

@@ -6,6 +6,8 @@ made a leaf, so no gradient flows below it and none is computed for the weights.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,20 +50,27 @@ def layer_activations_and_gradients(module, x, pick, layer: str, create_graph: b
 
     `module` is the network to run (the model's own, or its BN-folded copy); `pick(scores)`
     names the targets, as in `input_gradients`.
+
+    Without create_graph nothing below the layer needs a graph: the forward runs without
+    one up to the layer, whose activation becomes a leaf, and records one from there on.
+    The backward pass then stops at the layer.
     """
     captured = {}
 
     def hook(module, inputs, output):
         if not _spatial(output):
             raise MissingCapability(f"layer {layer!r} does not output a spatial (N, C, H, W) map", "pick a convolutional layer")
-        # Without create_graph the activation becomes a leaf: the backward pass stops here.
-        captured["act"] = output if create_graph else output.detach().requires_grad_(True)
+        if not create_graph:
+            torch.set_grad_enabled(True)  # undone when the no_grad block around the forward exits
+            output = output.detach().requires_grad_(True)
+        captured["act"] = output
         # A clone, so that an in-place op after the layer (ReLU(inplace=True)) leaves it intact.
-        return captured["act"].clone()
+        return output.clone()
 
-    handle = dict(module.named_modules())[layer].register_forward_hook(hook)
+    handle = module.get_submodule(layer).register_forward_hook(hook)
     try:
-        scores = module(x)
+        with contextlib.nullcontext() if create_graph else torch.no_grad():
+            scores = module(x)
     finally:
         handle.remove()
     if "act" not in captured:
@@ -103,7 +112,8 @@ def _network(model, layer: str, hooked, create_graph: bool, fold_bn: bool):
 def _layer_cam(module, x, pick, layer, channel_weights, create_graph):
     act, grads = layer_activations_and_gradients(module, x, pick, layer, create_graph)
     weights = channel_weights(act, grads)
-    return torch.relu(torch.einsum("nc,nchw->nhw", weights, act))
+    # (N, 1, C) @ (N, C, HW): a batched matmul reads the activations once, in place.
+    return torch.relu(torch.matmul(weights[:, None], act.flatten(2))).view(act.shape[0], *act.shape[2:])
 
 
 def gradcam_weights(act, grads):
@@ -118,9 +128,16 @@ def gradcam_plusplus_weights(act, grads):
     alpha · g = g / (2 + Σ_ij A · g). Where the denominator is 0, alpha is 0 by definition:
     the 0/0 and g/0 that division leaves there become 0. (Masks and `where` cost six
     times more than this on CPU: boolean tensors are slow there.)
+
+    Unless a loss will be differentiated through them, the steps run in place: each fresh
+    map-sized buffer costs page faults that, on CPU, outweigh the arithmetic.
     """
-    ratio = grads.clamp_min(0) / (act.sum(dim=(2, 3), keepdim=True) * grads + 2)
-    return ratio.nan_to_num(0.0, 0.0, 0.0).sum(dim=(2, 3))
+    totals = act.sum(dim=(2, 3), keepdim=True)
+    if grads.requires_grad or act.requires_grad:
+        ratio = (grads.clamp_min(0) / (totals * grads + 2)).nan_to_num(0.0, 0.0, 0.0)
+    else:
+        ratio = grads.clamp_min(0).div_((totals * grads).add_(2)).nan_to_num_(0.0, 0.0, 0.0)
+    return ratio.sum(dim=(2, 3))
 
 
 @method("gradcam", family="cam", needs={"gradients", "layers"})
