@@ -18,6 +18,7 @@ from timing import ig_floor, median_ms
 
 import leanlens as ll
 from leanlens.explain.folding import gradient_module
+from leanlens.models.torch_model import inference
 
 
 def relative_delta(delta, gap) -> float:
@@ -61,8 +62,9 @@ def main() -> None:
             row(f"IG, leanlens{', fold_bn=True' if fold_bn else ''}, {precision}",
                 lambda a=autocast, f=fold_bn: ours_ig(a, f), relative_delta(delta, gap))
         for network, name in ((model, "model"), (folded, "BN-folded copy")):
-            frozen_floor(row, network, f"floor: fwd+bwd over every point, {name}, {precision}",
-                         lambda net=network, a=autocast: ig_floor(net, x, target, steps, chunk, bf16=a))
+            with inference(network):  # parameters frozen, as leanlens runs: no weight gradients in the floor
+                row(f"floor: fwd+bwd over every point, {name}, {precision}",
+                    lambda net=network, a=autocast: ig_floor(net, x, target, steps, chunk, bf16=a))
 
     batch = torch.randn(8 * n, 3, side, side, device=device)
     with torch.no_grad():
@@ -80,18 +82,6 @@ def _arguments():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on CPU, one repeat: check that every row runs")
     return parser.parse_args()
-
-
-def frozen_floor(row, network, work, fn) -> None:
-    """The floor is timed with the parameters frozen, as leanlens runs: no weight gradients."""
-    trainable = [p for p in network.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
-        row(work, fn)
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
 
 
 def _print(model, rows, reference: float, n: int, steps: int, side: int) -> None:
