@@ -44,7 +44,7 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     calibration = data.x[:calibration_samples]
     fp32_onnx = to_onnx(folded, torch.as_tensor(calibration[:1]))
     int8_onnx = _quantize_static(fp32_onnx, calibration, batch_size)
-    return OnnxModel(int8_onnx, twin=TorchModel(int8_twin(folded, int8_onnx)))
+    return OnnxModel(int8_onnx, twin=TorchModel(int8_twin(folded, int8_onnx)), fp32=OnnxModel(fp32_onnx))
 
 
 def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int) -> bytes:

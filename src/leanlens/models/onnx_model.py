@@ -18,11 +18,14 @@ class OnnxModel:
     module that computes the same function (for int8, the same integer weights and
     activation scales, simulated in float). Gradient and CAM methods then run on the
     twin, while `predict`, latency and size are those of the ONNX model itself.
+
+    A quantized model also keeps `fp32`: the same architecture in float32 on ONNX Runtime,
+    the best float path its speed-up is read against.
     """
 
     framework = "onnx"
 
-    def __init__(self, source: str | os.PathLike | bytes, twin=None):
+    def __init__(self, source: str | os.PathLike | bytes, twin=None, fp32: OnnxModel | None = None):
         import onnxruntime as ort
 
         if isinstance(source, (str, os.PathLike)):
@@ -42,6 +45,7 @@ class OnnxModel:
             raise BadInput(f"ONNX Runtime cannot load this model: {message}", "export it again") from None
         self.input_name = self.session.get_inputs()[0].name
         self.twin = twin
+        self.fp32 = fp32
         self.module = twin.module if twin is not None else None
 
     @property
