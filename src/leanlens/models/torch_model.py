@@ -124,7 +124,8 @@ class TorchModel:
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 raise
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-            raise BadInput(f"the model cannot take a batch of shape {tuple(x.shape)} ({x.dim()} axes): {first}",
+            batch = "(" + ", ".join(["N", *map(str, shape)]) + ")"  # a chunk's length would mislead
+            raise BadInput(f"the model cannot take a batch of shape {batch} ({x.dim()} axes): {first}",
                            "pass a batch (N, ...) of the shape the model was built for; one sample needs a batch axis: x[None]") from None
         self._fitting_shapes.add(shape)
         return scores
