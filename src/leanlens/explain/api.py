@@ -27,7 +27,7 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
 
     Parameters
     ----------
-    model : a torch module, an .onnx path or a leanlens Model.
+    model : a torch module, an .onnx path, a function of a NumPy batch, or a leanlens Model.
     x : a batch, (N, ...) NumPy array or tensor.
     method : a name from `ll.methods()`, e.g. "ig", "gradcam++".
     target : class to explain; None (the predicted class), an int, or one int a sample.

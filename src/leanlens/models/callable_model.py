@@ -27,6 +27,7 @@ class CallableModel:
         return f"CallableModel({getattr(self.fn, '__qualname__', type(self.fn).__name__)})"
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class scores (N, classes), not labels: `predict(x).argmax(1)` gives the classes."""
         if len(x) == 0:
             raise BadInput("predict() got an empty batch", "pass at least one sample")
         return np.concatenate([self._scores(x[start : start + batch_size]) for start in range(0, len(x), batch_size)])

@@ -90,8 +90,8 @@ class OnnxModel:
         """The batch against the graph's declared input (named axes are free), before ORT sees it."""
         declared = self.session.get_inputs()[0].shape
         if x.ndim != len(declared):
-            raise BadInput(f"x has {x.ndim} axes {tuple(x.shape)} but the ONNX model takes {len(declared)}",
-                           "add a batch axis: x[None]" if x.ndim == len(declared) - 1 else "pass a batch of the model's input shape")
+            hint = "add a batch axis: x[None]" if x.ndim == len(declared) - 1 else "pass a batch of the model's input shape"
+            raise BadInput(f"x has {x.ndim} axes {tuple(x.shape)} but the ONNX model takes {len(declared)}", hint)
         fixed = [(axis, size) for axis, size in enumerate(declared[1:], 1) if isinstance(size, int)]
         if any(x.shape[axis] != size for axis, size in fixed):
             shape = tuple(size if isinstance(size, int) else "N" if axis == 0 else "?" for axis, size in enumerate(declared))
@@ -99,6 +99,7 @@ class OnnxModel:
                            "pass a batch of the model's input shape")
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class scores (N, classes), not labels: `predict(x).argmax(1)` gives the classes."""
         self._check_shape(np.asarray(x))
         outputs = []
         for start in range(0, len(x), batch_size):
@@ -134,5 +135,5 @@ def read_onnx(path: Path) -> bytes:
     except Exception as error:  # noqa: BLE001 - a data file missing, or onnx refusing a path outside the folder
         message = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise BadInput(f"cannot read the external data of {path.name}: {message}",
-                         "keep the data files in the model's folder, under the names the model gives") from None
+                       "keep the data files in the model's folder, under the names the model gives") from None
     return graph.SerializeToString()

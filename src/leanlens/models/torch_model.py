@@ -57,6 +57,7 @@ class TorchModel:
         return torch.as_tensor(np.ascontiguousarray(x), dtype=self.dtype, device=self.device)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class scores (N, classes), not labels: `predict(x).argmax(1)` gives the classes."""
         outputs = []
         with inference(self.module), torch.inference_mode():
             for start in range(0, len(x), batch_size):
@@ -123,12 +124,17 @@ class TorchModel:
         except SHAPE_ERRORS as error:
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 raise
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-            batch = "(" + ", ".join(["N", *map(str, shape)]) + ")"  # a chunk's length would mislead
-            raise BadInput(f"the model cannot take a batch of shape {batch} ({x.dim()} axes): {first}",
-                           "pass a batch (N, ...) of the shape the model was built for; one sample needs a batch axis: x[None]") from None
+            raise _not_fitting(error, shape) from None
         self._fitting_shapes.add(shape)
         return scores
+
+
+def _not_fitting(error: Exception, shape: tuple[int, ...]) -> BadInput:
+    """One line for a batch the module refused: its shape (N, not a chunk's length) and torch's reason."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    batch = "(" + ", ".join(["N", *map(str, shape)]) + ")"
+    return BadInput(f"the model cannot take a batch of shape {batch} ({len(shape) + 1} axes): {reason}",
+                    "pass a batch (N, ...) of the shape the model was built for; one sample needs a batch axis: x[None]")
 
 
 @contextlib.contextmanager
