@@ -71,7 +71,7 @@ def test_unknown_method_suggests_the_near_name(resnet, images):
 
 
 def test_input_without_batch_axis(resnet, images):
-    err = raised(BadInput, r"cannot take a batch of shape \(1, 32, 32\) \(3 axes\): expected 4D input", explain, resnet, images[0],
+    err = raised(BadInput, r"cannot take a batch of shape \(N, 32, 32\) \(3 axes\): expected 4D input", explain, resnet, images[0],
                  "saliency")
     assert "x[None]" in str(err)
 
