@@ -42,8 +42,10 @@ def test_gradient_methods_work_inside_inference_mode():
     ("ig", {"baseline": "uniform", "seed": "a"}, "seed='a'"),
     ("saliency", {"create_graph": "no"}, "create_graph='no'"),
     ("saliency", {"absolute": 1}, "absolute=1"),
-    ("smoothgrad", {"stdev": float("nan")}, "stdev=nan"),
-    ("smoothgrad", {"stdev": True}, "stdev=True"),
+    ("smoothgrad", {"noise_level": float("nan")}, "noise_level=nan"),
+    ("smoothgrad", {"noise_level": True}, "noise_level=True"),
+    ("smoothgrad", {"stdevs": -1.0}, "stdevs=-1.0"),
+    ("smoothgrad", {"stdevs": 0.1, "noise_level": 0.2}, "both noise_level and stdevs"),
     ("kernelshap", {"samples": 1}, "samples=1"),
     ("lime", {"alpha": float("inf")}, "alpha=inf"),
     ("ig", {"baseline": None}, "baseline of type NoneType"),
@@ -99,3 +101,14 @@ def test_an_onnx_models_own_predictions_choose_the_targets_its_twin_explains(tmp
     np.testing.assert_allclose(exp.predictions, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(exp.target, want.argmax(1))
     assert (exp.target != 2).any()
+
+
+def test_smoothgrad_stdevs_is_absolute_and_noise_level_a_fraction_of_the_range():
+    x = X[:1]
+    value_range = float(x.max() - x.min())
+    absolute = ll.explain(mlp(), x, "smoothgrad", stdevs=0.3, nt_samples=8).values
+    relative = ll.explain(mlp(), x, "smoothgrad", noise_level=0.3 / value_range, nt_samples=8).values
+    np.testing.assert_allclose(absolute, relative, rtol=1e-5)  # the same noise, the same sigma
+    default = ll.explain(mlp(), x, "smoothgrad", nt_samples=8).values
+    np.testing.assert_array_equal(default, ll.explain(mlp(), x, "smoothgrad", noise_level=0.15, nt_samples=8).values)
+    assert not np.allclose(default, absolute)

@@ -71,7 +71,8 @@ def test_unknown_method_suggests_the_near_name(resnet, images):
 
 
 def test_input_without_batch_axis(resnet, images):
-    err = raised(BadInput, r"3 axes .* takes 4", explain, resnet, images[0], "saliency")
+    err = raised(BadInput, r"cannot take a batch of shape \(N, 32, 32\) \(3 axes\): expected 4D input", explain, resnet, images[0],
+                 "saliency")
     assert "x[None]" in str(err)
 
 
@@ -283,4 +284,4 @@ def test_mlp_cam_error_leaves_no_hooks():
 
 def test_bad_smoothgrad_options(resnet, images):
     raised(BadOption, r"nt_samples=0", explain, resnet, images, "smoothgrad", nt_samples=0)
-    raised(BadOption, r"stdev=-0.1", explain, resnet, images, "smoothgrad", stdev=-0.1)
+    raised(BadOption, r"noise_level=-0.1", explain, resnet, images, "smoothgrad", noise_level=-0.1)

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from leanlens.explain import cam, gradients, lime, occlusion, shapley  # noqa: F401  (register the methods)
-from leanlens.explain.checks import as_batch, as_checked_tensor, bind_options, require
+from leanlens.explain.checks import as_batch, as_checked_tensor, as_tensor, bind_options, require
 from leanlens.explain.explanation import Explanation
 from leanlens.explain.options import flag
 from leanlens.explain.registry import lookup
-from leanlens.explain.targets import Targets, class_scores
-from leanlens.models.torch_model import inference
+from leanlens.explain.targets import Targets, class_scores, runs_own_forward
+from leanlens.models.base import GRADIENTS
 from leanlens.models.wrap import wrap
 
 
@@ -27,7 +27,7 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
 
     Parameters
     ----------
-    model : a torch module, an .onnx path or a leanlens Model.
+    model : a torch module, an .onnx path, a function of a NumPy batch, or a leanlens Model.
     x : a batch, (N, ...) NumPy array or tensor.
     method : a name from `ll.methods()`, e.g. "ig", "gradcam++".
     target : class to explain; None (the predicted class), an int, or one int a sample.
@@ -58,29 +58,28 @@ def attribute(model, x, method: str = "saliency", target=None, *, autocast: bool
 
 
 def _deployed_scores(model, x) -> np.ndarray | None:
-    """The real model's scores when it is not a torch module (an ONNX graph, whose twin
-    only approximates it): its predicted class is the one to explain. None for torch."""
-    if model.framework == "torch":
+    """The real model's scores when gradients come from a stand-in (an ONNX graph's twin) or
+    there are none (a black box): its predicted class is the one to explain. None when the
+    model's own forward will score the batch anyway."""
+    if runs_own_forward(model):
         return None
     return model.predict(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)
 
 
 def _run(model, x, method, target, autocast, options):
     """Check, run the method; the values, its extras, the targets, the bound options, and the
-    deployed model's scores when gradients came from a stand-in (None for torch models)."""
+    deployed model's scores when the method's own forward is not the deployed model's."""
     spec = lookup(method)
     require(model, spec.needs, method)
     options = bind_options(spec.fn, options, method)
-    if "create_graph" in options:
-        flag("create_graph", options["create_graph"])
+    create_graph = flag("create_graph", options["create_graph"]) if "create_graph" in options else False
     deployed = _deployed_scores(model, x)
     targets = Targets(deployed.argmax(-1) if target is None and deployed is not None else target, len(x))
-    tensor = x if isinstance(x, torch.Tensor) else _to_tensor(model, x)
-    module = getattr(model, "module", None)
-    frozen = inference(module, freeze=not options.get("create_graph", False)) if module is not None else contextlib.nullcontext()
+    tensor = x if isinstance(x, torch.Tensor) else as_tensor(model, x)
     # Gradient methods must work inside torch.no_grad() and torch.inference_mode() blocks too
     # (Lightning validates in the latter); a tensor made in inference mode is copied out of it.
-    with torch.inference_mode(False), frozen, torch.enable_grad(), _autocast(autocast, tensor.device):
+    with torch.inference_mode(False), _session(model, create_graph), torch.enable_grad(), \
+            _autocast(autocast, tensor.device):
         if tensor.is_inference():
             tensor = tensor.clone()
         values, extra = spec.fn(model, tensor, targets, **options)
@@ -91,9 +90,11 @@ def _run(model, x, method, target, autocast, options):
     return values, extra, targets, options, deployed
 
 
-def _to_tensor(model, x: np.ndarray) -> torch.Tensor:
-    to_tensor = getattr(model, "to_tensor", None)
-    return to_tensor(x) if to_tensor is not None else torch.as_tensor(np.ascontiguousarray(x))
+def _session(model, create_graph: bool):
+    """The model in eval mode, weights frozen unless a loss will reach them (gradient models only)."""
+    if GRADIENTS not in model.capabilities:
+        return contextlib.nullcontext()
+    return model.inference(freeze=not create_graph)
 
 
 def _autocast(enabled: bool, device: torch.device):

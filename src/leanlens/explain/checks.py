@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from leanlens.errors import BadInput, BadOption, MissingCapability, closest
+from leanlens.models.base import GRADIENTS
 
 _NEED_HINTS = {
     "gradients": "use a black-box method such as 'occlusion', or pass a PyTorch model",
@@ -28,19 +29,18 @@ def require(model, needs: frozenset[str], method: str) -> None:
 
 
 def as_batch(x, model) -> np.ndarray:
-    """A float32 NumPy batch with the rank the model expects and finite values."""
+    """A real NumPy batch (N, ...) of finite values: float64 stays float64, anything else
+    becomes float32. Whether its shape fits the model, the model's first forward tells."""
     if hasattr(x, "detach"):  # a torch tensor
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
+    if np.iscomplexobj(x):
+        raise BadInput(f"x has dtype {x.dtype}, not real numbers", "pass the real part (x.real) or its magnitude (abs(x))")
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise BadInput(f"x has dtype {x.dtype}, not numbers", "pass a numeric array")
-    x = x.astype(np.float32, copy=False)
-    rank = getattr(model, "input_rank", None)
-    if rank is not None and x.ndim != rank:
-        hint = "add a batch axis: x[None]" if x.ndim == rank - 1 else f"pass a batch of shape (N, ...) with {rank} axes"
-        raise BadInput(f"x has {x.ndim} axes {tuple(x.shape)} but the model takes {rank}", hint)
-    if x.ndim < 2 or len(x) == 0:
-        raise BadInput(f"x has shape {tuple(x.shape)}; expected a non-empty batch (N, ...)", "add a batch axis: x[None]")
+    # A float64 model must see float64 inputs: a Unix time in float32 is off by up to a minute.
+    x = x.astype(np.float64 if x.dtype == np.float64 else np.float32, copy=False)
+    _check_batch_shape(tuple(x.shape))
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if bad.any():
         raise BadInput(f"x has NaN or inf in sample {int(np.argmax(bad))}", "clean or impute the input first")
@@ -54,19 +54,27 @@ def as_checked_tensor(x, model) -> torch.Tensor:
     called inside a training loop on GPU data.
     """
     if not isinstance(x, torch.Tensor):
-        return _to_device(torch.as_tensor(as_batch(x, model)), model)
+        return as_tensor(model, as_batch(x, model))
     if x.is_complex():
-        raise BadInput(f"x has dtype {x.dtype}, not real numbers", "pass a real-valued tensor")
-    as_batch(np.empty(x.shape[:1] + (1,) * (x.dim() - 1), dtype=np.float32), model)  # rank and emptiness
+        raise BadInput(f"x has dtype {x.dtype}, not real numbers", "pass the real part (x.real) or its magnitude (x.abs())")
+    _check_batch_shape(tuple(x.shape))
     bad = ~torch.isfinite(x.detach().reshape(len(x), -1)).all(dim=1)
     if bad.any():
         raise BadInput(f"x has NaN or inf in sample {int(bad.int().argmax())}", "clean or impute the input first")
-    return _to_device(x.detach(), model)
+    return as_tensor(model, x.detach())
 
 
-def _to_device(x: torch.Tensor, model) -> torch.Tensor:
-    """On the model's device, in its parameters' float type (float32 unless it was cast)."""
-    return x.to(device=getattr(model, "device", x.device), dtype=getattr(model, "dtype", torch.float32))
+def _check_batch_shape(shape: tuple[int, ...]) -> None:
+    if len(shape) < 2 or shape[0] == 0:
+        raise BadInput(f"x has shape {shape}; expected a non-empty batch (N, ...)", "add a batch axis: x[None]")
+
+
+def as_tensor(model, x) -> torch.Tensor:
+    """A batch as the tensor methods work on: the model's device and float type where it has
+    them (a differentiable model); otherwise the batch's own float type, on the CPU."""
+    if GRADIENTS in model.capabilities:
+        return model.to_tensor(x)
+    return torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
 
 
 def bind_options(fn: Callable, options: Mapping[str, Any], method: str) -> dict[str, Any]:

@@ -55,15 +55,50 @@ class Explanation:
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike) -> Explanation:
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as error:
-            raise BadInput(f"cannot read explanation file {str(path)!r}: {error}", "save it with to_npz()") from None
-        if "header" not in arrays or "values" not in arrays:
-            raise BadInput(f"{str(path)!r} is not a leanlens explanation", "save it with to_npz()")
-        header = json.loads(arrays.pop("header").tobytes().decode())
+        """Load a file written by `to_npz()`; anything else is one BadInput line, never unpickled."""
+        arrays = _read_arrays(path)
+        header = _read_header(arrays.pop("header", None), path)
+        missing = sorted({"values", "target", "predictions"} - set(arrays))
+        unknown = sorted(set(arrays) - set(ARRAY_FIELDS))
+        if missing or unknown:
+            what = f"no {', '.join(missing)} array" if missing else f"unknown arrays {', '.join(unknown)}"
+            raise BadInput(f"{str(path)!r} is not a leanlens explanation: {what}", HINT)
         return cls(method=header["method"], options=header["options"], **arrays)
+
+
+HINT = "load only files written by Explanation.to_npz()"
+ARRAY_FIELDS = ("values", "target", "predictions", "delta", "layer_values", "score")
+
+
+def _read_arrays(path) -> dict[str, np.ndarray]:
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array, not an .npz archive")
+        with archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except FileNotFoundError:
+        raise BadInput(f"no explanation file at {str(path)!r}", "check the path") from None
+    except Exception as error:  # noqa: BLE001 - NumPy, zipfile and zlib each raise their own kinds
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise BadInput(f"cannot read explanation file {str(path)!r}: {reason}", HINT) from None
+    text = [k for k, v in arrays.items() if not (np.issubdtype(v.dtype, np.number) or v.dtype == bool)]
+    if text:
+        raise BadInput(f"{str(path)!r} is not a leanlens explanation: {text[0]!r} holds {arrays[text[0]].dtype}, "
+                       "not numbers", HINT)
+    return arrays
+
+
+def _read_header(raw, path) -> dict:
+    """The JSON header: a method name and an options mapping."""
+    try:
+        header = json.loads(raw.tobytes().decode()) if raw is not None and raw.dtype == np.uint8 else None
+    except ValueError:  # not UTF-8, or not JSON
+        header = None
+    if not isinstance(header, dict) or not isinstance(header.get("method"), str) \
+            or not isinstance(header.get("options"), dict):
+        raise BadInput(f"{str(path)!r} is not a leanlens explanation: no JSON header with a method and options", HINT)
+    return header
 
 
 def _jsonable(options: Mapping[str, Any]) -> dict:

@@ -11,7 +11,6 @@ import torch
 
 from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
-from leanlens.explain.folding import gradient_module
 from leanlens.explain.options import chunk_size, flag, generator, positive_int, real
 from leanlens.explain.registry import lookup, method
 from leanlens.explain.targets import Targets, class_scores, picked_scores
@@ -20,28 +19,20 @@ RULES = ("gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left",
 SMOOTHABLE = ("saliency", "input_x_gradient", "ig")
 
 
-def input_gradients(module, x: torch.Tensor, pick, create_graph: bool = False) -> torch.Tensor:
-    """Gradient of each sample's target score; `pick(scores)` names the targets."""
-    x = x.detach().requires_grad_(True)
-    scores = module(x)
-    (grads,) = torch.autograd.grad(picked_scores(scores, pick(scores)).sum(), x, create_graph=create_graph)
-    return grads
-
-
-def differentiated(model, create_graph, fold_bn):
-    """The module to take input gradients through: with `fold_bn`, a copy whose batch norms are
-    folded into their convolutions (the same function, fewer passes), except when the
+def checked_fold(create_graph, fold_bn) -> bool:
+    """`fold_bn` (a BN-folded copy: the same function, fewer passes), refused where the
     attributions must be differentiated back to the user's own weights."""
     if flag("fold_bn", fold_bn) and create_graph:
         raise BadOption("fold_bn=True with create_graph=True", "a folded copy has no graph to your weights: drop fold_bn")
-    return gradient_module(model.module) if fold_bn else model.module
+    return fold_bn
 
 
 def batch_gradients(model, x, targets: Targets, batch_size, create_graph, fold_bn=False) -> torch.Tensor:
     """Input gradients of the clean batch, chunk by chunk, resolving targets on the way."""
-    step, module = chunk_size(batch_size, len(x)), differentiated(model, create_graph, fold_bn)
+    step, fold_bn = chunk_size(batch_size, len(x)), checked_fold(create_graph, fold_bn)
     return torch.cat([
-        input_gradients(module, x[i : i + step], lambda s, i=i: targets.pick(s, i), create_graph)
+        model.input_gradients(x[i : i + step], lambda s, i=i: targets.pick(s, i), create_graph=create_graph,
+                              fold_bn=fold_bn)
         for i in range(0, len(x), step)
     ])
 
@@ -61,23 +52,26 @@ def input_x_gradient(model, x, targets, *, batch_size: int | None = None, create
     return x * batch_gradients(model, x, targets, batch_size, create_graph, fold_bn), {}
 
 
+NOISE_LEVEL = 0.15  # Smilkov et al. found 10-20 % of the input's range best
+
+
 @method("smoothgrad", family="gradient", needs={"gradients"})
-def smoothgrad(model, x, targets, *, base: str = "saliency", nt_samples: int = 25, stdev: float = 0.15,
-               seed: int = 0, batch_size: int | None = 128, create_graph: bool = False, fold_bn: bool = False):
+def smoothgrad(model, x, targets, *, base: str = "saliency", nt_samples: int = 25, noise_level: float | None = None,
+               stdevs: float | None = None, seed: int = 0, batch_size: int | None = 128, create_graph: bool = False,
+               fold_bn: bool = False):
     """SmoothGrad (Smilkov et al., 2017): a gradient method averaged over noisy copies of the input.
 
-    `stdev` is relative to each sample's value range, as in the paper. All noisy copies
-    go through `base` as one batch (chunked by `batch_size`); the noise comes from a
-    generator seeded with `seed`, so results repeat exactly.
+    The noise's standard deviation is `noise_level` times each sample's value range (as in
+    the paper; 0.15 when neither is given), or `stdevs`, one absolute value for every sample
+    (Captum's NoiseTunnel `stdevs`). All noisy copies go through `base` as one batch (chunked
+    by `batch_size`); the noise comes from a generator seeded with `seed`, so results repeat.
     """
     if base not in SMOOTHABLE:
         raise BadOption(f"smoothgrad cannot smooth {base!r}", "use one of " + ", ".join(SMOOTHABLE))
     nt_samples = positive_int("nt_samples", nt_samples, "use a positive int, e.g. 25")
-    stdev = real("stdev", stdev, "use a noise level >= 0, relative to the input's range", low=0)
+    sigma = _noise_sigma(x, noise_level, stdevs)
     noise_source = generator(seed, x.device)
     picked = targets.pick(class_scores(model, x, chunk_size(batch_size, len(x))))
-    flat = x.flatten(1)
-    sigma = (stdev * (flat.max(1).values - flat.min(1).values)).view((-1,) + (1,) * (x.dim() - 1))
     noise = torch.stack([torch.randn(x.shape, generator=noise_source, device=x.device, dtype=x.dtype)
                          for _ in range(nt_samples)])
     noisy = (x + sigma * noise).flatten(0, 1)  # copy k of sample i at row k * N + i
@@ -85,6 +79,19 @@ def smoothgrad(model, x, targets, *, base: str = "saliency", nt_samples: int = 2
     values, _ = lookup(base).fn(model, noisy, repeated, batch_size=batch_size, create_graph=create_graph,
                                 fold_bn=fold_bn)
     return values.view((nt_samples,) + x.shape).mean(0), {}
+
+
+def _noise_sigma(x: torch.Tensor, noise_level, stdevs) -> torch.Tensor | float:
+    """The noise's standard deviation: absolute (`stdevs`) or relative to each sample's range."""
+    if noise_level is not None and stdevs is not None:
+        raise BadOption("smoothgrad got both noise_level and stdevs",
+                        "pass noise_level (a fraction of each sample's range) or stdevs (absolute), not both")
+    if stdevs is not None:
+        return real("stdevs", stdevs, "use an absolute standard deviation >= 0, as in Captum's NoiseTunnel", low=0)
+    level = real("noise_level", NOISE_LEVEL if noise_level is None else noise_level,
+                 "use a fraction >= 0 of each sample's value range, e.g. 0.15", low=0)
+    flat = x.flatten(1)
+    return (level * (flat.max(1).values - flat.min(1).values)).view((-1,) + (1,) * (x.dim() - 1))
 
 
 def path_nodes(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -123,9 +130,9 @@ def integrated_gradients(model, x, targets, *, steps: int = 64, rule: str = "gau
     steps = positive_int("steps", steps, "use a positive int, e.g. 64")
     step = chunk_size(batch_size, len(x) * steps)
     base = make_baseline(x, baseline, seed)
-    module = differentiated(model, create_graph, fold_bn)
+    fold_bn = checked_fold(create_graph, fold_bn)
     with torch.no_grad():  # the endpoints: targets, and the gap that completeness is checked against
-        ends = module(torch.cat([x, base]))
+        ends = model.scores(torch.cat([x, base]), fold_bn=fold_bn)
         target = targets.pick(ends[: len(x)])
         gap = picked_scores(ends[: len(x)], target) - picked_scores(ends[len(x) :], target)
     alphas, weights = (torch.as_tensor(a, dtype=x.dtype, device=x.device) for a in path_nodes(steps, rule))
@@ -135,7 +142,8 @@ def integrated_gradients(model, x, targets, *, steps: int = 64, rule: str = "gau
         flat = torch.arange(start, min(start + step, len(x) * steps), device=x.device)
         sample, k = flat // steps, flat % steps
         points = base[sample] + alphas[k].view(shape) * (x[sample] - base[sample])
-        grads = input_gradients(module, points, lambda _, s=sample: target[s], create_graph)
+        grads = model.input_gradients(points, lambda _, s=sample: target[s], create_graph=create_graph,
+                                      fold_bn=fold_bn)
         summed = summed.index_add(0, sample, grads * weights[k].view(shape))
     values = (x - base) * summed
     delta = values.detach().flatten(1).sum(1) - gap.float()

@@ -84,15 +84,22 @@ def picked_scores(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return scores.gather(1, target[:, None])[:, 0]
 
 
-def class_scores(model, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """The model's scores for a batch, without gradients, on `x`'s device.
+def runs_own_forward(model) -> bool:
+    """Whether the model's differentiable forward is the deployed model itself (a torch module),
+    so its tensors can stay on the device; otherwise scores come from `predict()`."""
+    return GRADIENTS in model.capabilities and not model.stand_in
 
-    A PyTorch model runs its module directly; any other model goes through `predict()`,
-    so black-box methods see the real deployed model (an ONNX int8 graph, not its twin).
+
+def class_scores(model, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """The model's scores for a batch, without gradients, on `x`'s device (float32, or float64
+    for a float64 model).
+
+    Black-box methods see the real deployed model: a model whose gradients come from a
+    stand-in (an ONNX int8 graph's twin) is scored by `predict()`.
     """
     step = batch_size or len(x) or 1
-    if model.framework == "torch" and GRADIENTS in model.capabilities:
-        with torch.no_grad():
-            return torch.cat([model.module(x[i : i + step]) for i in range(0, len(x), step)]).float()
+    if runs_own_forward(model):
+        scores = torch.cat([model.scores(x[i : i + step]) for i in range(0, len(x), step)])
+        return scores.to(torch.promote_types(scores.dtype, torch.float32))
     scores = model.predict(x.detach().cpu().numpy(), batch_size=step)
     return torch.as_tensor(scores, dtype=torch.float32, device=x.device)

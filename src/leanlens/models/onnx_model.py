@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leanlens.errors import BadInput
+from leanlens.errors import BadInput, MissingCapability
 from leanlens.models.base import BLACK_BOX, GRADIENTS, LAYERS
 
 
@@ -24,15 +24,13 @@ class OnnxModel:
     """
 
     framework = "onnx"
+    stand_in = True  # gradients come from the twin; predictions and black-box methods from ORT
 
     def __init__(self, source: str | os.PathLike | bytes, twin=None, fp32: OnnxModel | None = None):
         import onnxruntime as ort
 
         if isinstance(source, (str, os.PathLike)):
-            path = Path(source)
-            if not path.is_file():
-                raise BadInput(f"no ONNX file at {str(path)!r}", "check the path")
-            source = path.read_bytes()
+            source = read_onnx(Path(source))
         self.model_bytes = bytes(source)
         options = ort.SessionOptions()
         # ORT's worker threads otherwise busy-wait after each run and starve torch in the
@@ -46,37 +44,62 @@ class OnnxModel:
         self.input_name = self.session.get_inputs()[0].name
         self.twin = twin
         self.fp32 = fp32
-        self.module = twin.module if twin is not None else None
+        self.module = twin.module if twin is not None else None  # for profiling and compression only
 
     @property
     def capabilities(self) -> frozenset[str]:
-        if self.twin is None:
-            return frozenset({BLACK_BOX})
-        return frozenset({BLACK_BOX, GRADIENTS, LAYERS})
+        return frozenset({BLACK_BOX}) | (self.twin.capabilities if self.twin is not None else frozenset())
 
     def __repr__(self) -> str:
         return f"OnnxModel({len(self.model_bytes):,} bytes, twin={'yes' if self.twin else 'no'})"
 
-    # The twin answers the questions that need a torch module.
-    def __getattr__(self, name):
-        if name in ("device", "dtype", "to_tensor", "layer") and self.__dict__.get("twin"):
-            return getattr(self.twin, name)
-        raise AttributeError(name)
+    # DifferentiableModel: the twin answers everything that needs gradients.
+    @property
+    def device(self):
+        return self._twin().device
 
     @property
-    def input_rank(self) -> int:
-        return len(self.session.get_inputs()[0].shape)
+    def dtype(self):
+        return self._twin().dtype
+
+    def to_tensor(self, x):
+        return self._twin().to_tensor(x)
+
+    def inference(self, freeze: bool = True):
+        return self._twin().inference(freeze)
+
+    def scores(self, x, *, fold_bn: bool = False):
+        return self._twin().scores(x, fold_bn=fold_bn)
+
+    def input_gradients(self, x, pick, *, create_graph: bool = False, fold_bn: bool = False):
+        return self._twin().input_gradients(x, pick, create_graph=create_graph, fold_bn=fold_bn)
+
+    def default_layer(self, x):
+        return self._twin().default_layer(x)
+
+    def layer_gradients(self, x, pick, layer, *, create_graph: bool = False, fold_bn: bool = False):
+        return self._twin().layer_gradients(x, pick, layer, create_graph=create_graph, fold_bn=fold_bn)
+
+    def _twin(self):
+        if self.twin is None:
+            raise MissingCapability("an ONNX model without a torch twin gives no gradients",
+                                    "use a black-box method such as 'occlusion'")
+        return self.twin
 
     def _check_shape(self, x: np.ndarray) -> None:
         """The batch against the graph's declared input (named axes are free), before ORT sees it."""
         declared = self.session.get_inputs()[0].shape
+        if x.ndim != len(declared):
+            hint = "add a batch axis: x[None]" if x.ndim == len(declared) - 1 else "pass a batch of the model's input shape"
+            raise BadInput(f"x has {x.ndim} axes {tuple(x.shape)} but the ONNX model takes {len(declared)}", hint)
         fixed = [(axis, size) for axis, size in enumerate(declared[1:], 1) if isinstance(size, int)]
-        if x.ndim != len(declared) or any(x.shape[axis] != size for axis, size in fixed):
+        if any(x.shape[axis] != size for axis, size in fixed):
             shape = tuple(size if isinstance(size, int) else "N" if axis == 0 else "?" for axis, size in enumerate(declared))
             raise BadInput(f"x has shape {tuple(x.shape)} but the ONNX model takes {shape}".replace("'", ""),
                            "pass a batch of the model's input shape")
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class scores (N, classes), not labels: `predict(x).argmax(1)` gives the classes."""
         self._check_shape(np.asarray(x))
         outputs = []
         for start in range(0, len(x), batch_size):
@@ -90,3 +113,27 @@ class OnnxModel:
         path = Path(path)
         path.write_bytes(self.model_bytes)
         return path
+
+
+def read_onnx(path: Path) -> bytes:
+    """The model as one self-contained graph. Weights saved as external data next to the file
+    (`onnx.save(..., save_as_external_data=True)`) are read in, from the file's folder only."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    if not path.is_file():
+        raise BadInput(f"no ONNX file at {str(path)!r}", "check the path")
+    raw = path.read_bytes()
+    try:
+        graph = onnx.load_from_string(raw)
+    except Exception:  # noqa: BLE001 - not a protobuf: ONNX Runtime's message says more
+        return raw
+    if not any(uses_external_data(t) for t in graph.graph.initializer):
+        return raw
+    try:
+        load_external_data_for_model(graph, str(path.parent))
+    except Exception as error:  # noqa: BLE001 - a data file missing, or onnx refusing a path outside the folder
+        message = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise BadInput(f"cannot read the external data of {path.name}: {message}",
+                       "keep the data files in the model's folder, under the names the model gives") from None
+    return graph.SerializeToString()

@@ -1,4 +1,4 @@
-"""The PyTorch adapter: a `torch.nn.Module` seen as a leanlens `Model`."""
+"""The PyTorch adapter: a `torch.nn.Module` seen as a leanlens `DifferentiableModel`."""
 
 from __future__ import annotations
 
@@ -9,22 +9,33 @@ import numpy as np
 import torch
 from torch import nn
 
-from leanlens.errors import BadInput
-from leanlens.models.base import BLACK_BOX, GRADIENTS, LAYERS
+from leanlens.errors import BadInput, LeanlensError, closest
+from leanlens.models import torch_grad
+from leanlens.models.base import BLACK_BOX, GRADIENTS, LAYERS, Pick
+from leanlens.models.outputs import OutputChoice, check_choice, select_scores
+from leanlens.models.torch_folding import gradient_module
+
+# What a module raises when a batch does not fit it (a wrong rank, channel count or width).
+SHAPE_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
 
 
 class TorchModel:
     """A PyTorch module with leanlens' model interface.
 
     The module is kept as `.module` and never modified by leanlens: pruning and
-    quantization work on copies. Inference always runs in eval mode.
+    quantization work on copies. Inference always runs in eval mode. `output` picks the
+    scores out of a module that returns more than a tensor (see `leanlens.models.outputs`).
     """
 
     framework = "torch"
     capabilities = frozenset({GRADIENTS, LAYERS, BLACK_BOX})
+    stand_in = False
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, output: OutputChoice = None):
         self.module = module
+        self.output = check_choice(output)
+        self._fitting_shapes: set[tuple[int, ...]] = set()  # sample shapes a forward has accepted
+        self._folded: dict[str, nn.Module] | None = None  # inside inference(): the BN-folded copy, once found
 
     def __repr__(self) -> str:
         return f"TorchModel({type(self.module).__name__}, {count_parameters(self.module):,} params)"
@@ -35,43 +46,95 @@ class TorchModel:
         return first.device if first is not None else torch.device("cpu")
 
     @property
-    def input_rank(self) -> int | None:
-        """Rank of the batch the first layer expects (4 for Conv2d), if it can be told."""
-        for layer in self.module.modules():
-            if isinstance(layer, nn.Conv2d):
-                return 4
-            if isinstance(layer, nn.Conv1d):
-                return 3
-            if isinstance(layer, nn.Linear):
-                return 2
-        return None
-
-    @property
     def dtype(self) -> torch.dtype:
         """The parameters' float type: inputs are cast to it (float32 unless the module was cast)."""
         first = next((p for p in self.module.parameters() if p.is_floating_point()), None)
         return first.dtype if first is not None else torch.float32
 
-    def to_tensor(self, x: np.ndarray) -> torch.Tensor:
+    def to_tensor(self, x) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return x.to(device=self.device, dtype=self.dtype)
         return torch.as_tensor(np.ascontiguousarray(x), dtype=self.dtype, device=self.device)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class scores (N, classes), not labels: `predict(x).argmax(1)` gives the classes."""
         outputs = []
         with inference(self.module), torch.inference_mode():
             for start in range(0, len(x), batch_size):
-                scores = self.module(self.to_tensor(x[start : start + batch_size]))
+                scores = self._call(self.module, self.to_tensor(x[start : start + batch_size]))
                 outputs.append(scores.float().cpu().numpy())
         if not outputs:
             raise BadInput("predict() got an empty batch", "pass at least one sample")
         return np.concatenate(outputs)
 
+    @contextlib.contextmanager
+    def inference(self, freeze: bool = True) -> Iterator[None]:
+        """Eval mode and frozen weights for an explanation; the folded copy is looked up once inside."""
+        with inference(self.module, freeze=freeze):
+            self._folded = {}
+            try:
+                yield
+            finally:
+                self._folded = None
+
+    def scores(self, x: torch.Tensor, *, fold_bn: bool = False) -> torch.Tensor:
+        with torch.no_grad():
+            return self._call(self._network(fold_bn), x)
+
+    def input_gradients(self, x: torch.Tensor, pick: Pick, *, create_graph: bool = False,
+                        fold_bn: bool = False) -> torch.Tensor:
+        return torch_grad.input_gradients(self._call, self._network(fold_bn), x, pick, create_graph)
+
+    def default_layer(self, x: torch.Tensor) -> str:
+        return torch_grad.last_spatial_layer(self._call, self.module, x)
+
+    def layer_gradients(self, x: torch.Tensor, pick: Pick, layer: str, *, create_graph: bool = False,
+                        fold_bn: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        self.layer(layer)  # an unknown name fails here, with the closest names as the hint
+        network = torch_grad.cam_network(self.module, self._network(fold_bn), layer)
+        return torch_grad.layer_gradients(self._call, network, x, pick, layer, create_graph)
+
     def layer(self, name: str) -> nn.Module:
         modules = {n: m for n, m in self.module.named_modules() if n}
         if name not in modules:
-            from leanlens.errors import closest
-
             raise BadInput(f"the model has no layer named {name!r}", closest(name, modules))
         return modules[name]
+
+    def _network(self, fold_bn: bool) -> nn.Module:
+        """The module to differentiate: with `fold_bn`, its BN-folded copy. Inside an inference()
+        block the weights cannot change, so their checksum is taken once, not once a chunk."""
+        if not fold_bn:
+            return self.module
+        if self._folded is None:
+            return gradient_module(self.module)
+        if "copy" not in self._folded:
+            self._folded["copy"] = gradient_module(self.module)
+        return self._folded["copy"]
+
+    def _call(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The scores of `network` on `x`. The first forward on a sample shape that fails is the
+        user's batch not fitting the model: one line, torch's first. Later failures stay raw."""
+        shape = tuple(x.shape[1:])
+        if shape in self._fitting_shapes:
+            return select_scores(network(x), self.output)
+        try:
+            scores = select_scores(network(x), self.output)
+        except LeanlensError:
+            raise
+        except SHAPE_ERRORS as error:
+            if isinstance(error, torch.cuda.OutOfMemoryError):
+                raise
+            raise _not_fitting(error, shape) from None
+        self._fitting_shapes.add(shape)
+        return scores
+
+
+def _not_fitting(error: Exception, shape: tuple[int, ...]) -> BadInput:
+    """One line for a batch the module refused: its shape (N, not a chunk's length) and torch's reason."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    batch = "(" + ", ".join(["N", *map(str, shape)]) + ")"
+    return BadInput(f"the model cannot take a batch of shape {batch} ({len(shape) + 1} axes): {reason}",
+                    "pass a batch (N, ...) of the shape the model was built for; one sample needs a batch axis: x[None]")
 
 
 @contextlib.contextmanager

@@ -3,30 +3,42 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from leanlens.errors import BadInput
+import torch
+
+from leanlens.errors import BadInput, BadOption
 from leanlens.models.base import Model
+from leanlens.models.outputs import OutputChoice
 
 
-def wrap(obj) -> Model:
-    """Return a leanlens `Model` for a torch module, an `.onnx` path, or a `Model` (as is)."""
+def wrap(obj, *, output: OutputChoice = None) -> Model:
+    """Return a leanlens `Model` for a torch module, an `.onnx` path, a function or a `Model` (as is).
+
+    Parameters
+    ----------
+    obj : a torch.nn.Module, a path to an .onnx file, a leanlens Model, or a function
+        `fn(x: np.ndarray) -> scores (N, classes)` (explained as a black box).
+    output : for a module returning more than a tensor, where its scores are: a key or
+        attribute name, an index, or a function of the output. By default the tensor
+        itself, a tuple's first tensor, or the "logits" entry or attribute.
+    """
+    from leanlens.models.callable_model import CallableModel
     from leanlens.models.onnx_model import OnnxModel
     from leanlens.models.torch_model import TorchModel
 
-    if isinstance(obj, (TorchModel, OnnxModel)):
-        return obj
-    try:
-        import torch
-
-        if isinstance(obj, torch.nn.Module):
-            return TorchModel(obj)
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        pass
-    if isinstance(obj, (str, os.PathLike)) and str(obj).endswith(".onnx"):
+    if isinstance(obj, torch.nn.Module):
+        return TorchModel(obj, output=output)
+    if output is not None:
+        raise BadOption(f"output= applies to torch modules, not a {type(obj).__name__}",
+                        "drop output=, or wrap the torch module itself")
+    if isinstance(obj, (str, os.PathLike)) and Path(obj).suffix.lower() == ".onnx":
         return OnnxModel(obj)
     if isinstance(obj, Model):
         return obj
+    if callable(obj) and not isinstance(obj, type):
+        return CallableModel(obj)
     raise BadInput(
         f"cannot use a {type(obj).__name__} as a model",
-        "pass a torch.nn.Module, a path to an .onnx file, or a leanlens Model",
+        "pass a torch.nn.Module, a path to an .onnx file, a function of a NumPy batch, or a leanlens Model",
     )
