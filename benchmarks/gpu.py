@@ -17,7 +17,7 @@ from resnet50 import resnet50  # beside this script, which Python puts first on 
 from timing import ig_floor, median_ms
 
 import leanlens as ll
-from leanlens.explain.folding import gradient_module
+from leanlens.models.torch_folding import gradient_module
 from leanlens.models.torch_model import inference
 
 

@@ -249,7 +249,7 @@ def test_input_x_gradient_of_a_linear_model_sums_to_the_score():
 
 @pytest.mark.parametrize("base", ["saliency", "input_x_gradient", "ig"])
 def test_smoothgrad_without_noise_is_its_base_method(resnet, images, base, one_thread):
-    smooth = explain(resnet, images[:2], "smoothgrad", base=base, nt_samples=2, stdev=0.0)
+    smooth = explain(resnet, images[:2], "smoothgrad", base=base, nt_samples=2, noise_level=0.0)
     assert_close(smooth.values, explain(resnet, images[:2], base).values)
 
 
@@ -266,11 +266,11 @@ def test_smoothgrad_averages_noisy_gradients(resnet, images):
         score = resnet(noisy).gather(1, target[:, None]).sum()
         (grad,) = torch.autograd.grad(score, noisy)
         want += grad.abs() / 4
-    got = explain(resnet, images, "smoothgrad", nt_samples=4, stdev=0.2, seed=5)
+    got = explain(resnet, images, "smoothgrad", nt_samples=4, noise_level=0.2, seed=5)
     assert_close(got.values, want.numpy())
-    again = explain(resnet, images, "smoothgrad", nt_samples=4, stdev=0.2, seed=5)
+    again = explain(resnet, images, "smoothgrad", nt_samples=4, noise_level=0.2, seed=5)
     np.testing.assert_array_equal(got.values, again.values)
-    other = explain(resnet, images, "smoothgrad", nt_samples=4, stdev=0.2, seed=6)
+    other = explain(resnet, images, "smoothgrad", nt_samples=4, noise_level=0.2, seed=6)
     assert not np.array_equal(got.values, other.values)
 
 

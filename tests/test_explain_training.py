@@ -94,7 +94,7 @@ def test_fold_bn_computes_the_same_attributions_from_a_copy(method, options, one
 
 
 def test_fold_bn_follows_changed_weights_and_refuses_create_graph(resnet, images):
-    from leanlens.explain.folding import gradient_module
+    from leanlens.models.torch_folding import gradient_module
 
     model = make_resnet()
     first = gradient_module(model)
