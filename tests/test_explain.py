@@ -301,6 +301,24 @@ def test_batch_equals_one_by_one(resnet, images, method, options):
         np.testing.assert_allclose(batch.predictions[i : i + 1], alone.predictions, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("method, options", [
+    ("saliency", {}), ("input_x_gradient", {}), ("smoothgrad", {"nt_samples": 2}), ("gradcam", {}),
+    ("gradcam++", {}), ("occlusion", {"window": 16, "stride": 16}), ("shapley", {"superpixel": 16}),
+    ("kernelshap", {"superpixel": 16, "samples": 8}), ("lime", {"superpixel": 8, "samples": 30}),
+    pytest.param("ig", {"steps": 4}, marks=pytest.mark.xfail(strict=True, reason=(
+        "integrated_gradients scores x and its baseline in one pass of 2N inputs, whatever batch_size"))),
+])
+def test_batch_size_bounds_every_pass(resnet, images, method, options, one_thread):
+    """`batch_size` is the most inputs the model sees at once: what keeps a large batch in memory."""
+    seen = []
+    handle = resnet.register_forward_pre_hook(lambda module, inputs: seen.append(len(inputs[0])))
+    try:
+        explain(resnet, images, method, batch_size=3, **options)
+    finally:
+        handle.remove()
+    assert len(images) == 4 and seen and max(seen) <= 3, seen
+
+
 # Input × gradient and SmoothGrad ----------------------------------------------------------
 
 def test_input_x_gradient_matches_captum(resnet, images):
