@@ -20,6 +20,19 @@ def test_blur_equals_scipy_gaussian_filter():
         np.testing.assert_allclose(blur(x, sigma).numpy(), want, rtol=1e-5, atol=1e-5)
 
 
+def test_blur_of_an_impulse_worked_out_by_hand():
+    """σ = 1/sqrt(2 ln 2) makes the Gaussian exp(-t²/2σ²) = 2^(-t²): taps 1, 1/2, 1/16, 1/512 at
+    |t| = 0..3 (three σ, rounded), i.e. [1, 32, 256, 512, 256, 32, 1] / 1090 once normalised.
+    An impulse at the centre of a 7×7 image reaches the border at offset 3, where mirror
+    padding (d c b | a b c d) reflects the 1/1090 tap back in: the border pixel gets it twice.
+    Each axis gives [2, 32, 256, 512, 256, 32, 2] / 1090, and the blur is their outer product."""
+    impulse = torch.zeros(1, 1, 7, 7, dtype=torch.float64)
+    impulse[0, 0, 3, 3] = 1
+    axis = np.array([2, 32, 256, 512, 256, 32, 2]) / 1090
+    got = blur(impulse, 1 / np.sqrt(2 * np.log(2)))
+    np.testing.assert_allclose(got[0, 0].numpy(), np.outer(axis, axis), rtol=1e-12, atol=1e-15)
+
+
 def test_blur_default_keeps_a_flat_image_and_smooths_noise():
     flat = torch.full((1, 2, 32, 32), 0.7)
     np.testing.assert_allclose(make_baseline(flat, "blur").numpy(), 0.7, rtol=1e-6)

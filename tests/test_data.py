@@ -16,6 +16,7 @@ from leanlens.data import (
     load_npz,
     render_lesions,
 )
+from leanlens.data.synthetic import _lesion_maps, lesion_masks
 from leanlens.errors import BadInput, UnknownMethod
 
 
@@ -44,9 +45,37 @@ def test_lesions_compose_background_and_lesion(parts, film):
     background, lesion_map, y = parts
     np.testing.assert_array_equal(film.y, y)
     np.testing.assert_allclose(film.x[:, 0], np.clip(background + lesion_map, 0, 1))
-    peak = lesion_map.max(axis=(1, 2), keepdims=True)
-    np.testing.assert_array_equal(film.masks, lesion_map > 0.05 * peak)
+    np.testing.assert_array_equal(film.masks, lesion_masks(lesion_map))
     assert film.name == "lesions" and film.classes == ("clear", "lesion")
+
+
+class ScriptedDraws:
+    """Stands in for the generator: each `uniform(low, high, size)` returns the next scripted
+    value (checked to lie in [low, high]), so a lesion can be drawn where we choose."""
+
+    def __init__(self, *values):
+        self.values = list(values)
+
+    def uniform(self, low, high, size=None):
+        value = self.values.pop(0)
+        assert np.all(low <= value) and np.all(value <= high)
+        return np.full(size if size is not None else np.shape(low), value, dtype=np.float64)
+
+
+def test_mask_of_a_round_lesion_is_the_disc_worked_out_by_hand():
+    """Radius 5, no wobble, centre at column 20, row 30 of a 64-pixel image. The lesion adds
+    peak · rim · dome: the dome is 0.65 at and beyond the outline, the rim a smoothstep s(t)
+    with t = (5.75 - d) / 1.5. The mask keeps what adds more than 5 % of the peak (reached at
+    the centre pixel): beyond the outline 0.65 s(t) > 0.05, so s(t) > 1/13, t > 0.168,
+    d < 5.50. Lattice points: d² = 29 (5.39) is in, d² = 32 (5.66) out; d² <= 29 holds for
+    11 + 2 (11 + 11 + 9 + 7 + 5) = 97 pixels (columns at offsets 0, ±1, ..., ±5)."""
+    radius, no_wobble, no_turn, column, row, peak = 5.0, 0.0, 0.0, 20.0, 30.0, 0.4
+    lesion_map = _lesion_maps(ScriptedDraws(radius, no_wobble, no_turn, column, row, peak), 1, 64)
+    rows, cols = np.mgrid[:64, :64]
+    disc = (rows - 30) ** 2 + (cols - 20) ** 2 <= 29
+    assert lesion_map.max() == pytest.approx(0.4)
+    np.testing.assert_array_equal(lesion_masks(lesion_map)[0], disc)
+    assert disc.sum() == 97
 
 
 def test_masks_mark_exactly_the_one_lesion_of_class_one(parts, film):

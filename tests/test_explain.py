@@ -1,9 +1,10 @@
 """Attribution methods against captum, closed forms and hand-computed cases."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerGradCam, Saliency
 from explain_support import SIZE, assert_close, logits, make_images, smooth_baseline
 from torch import nn
@@ -117,12 +118,37 @@ def test_gradcam_matches_captum(resnet, images, layer):
     assert exp.options["layer"] == layer
 
 
-def test_gradcam_values_are_the_bilinear_upsampled_layer_map(resnet, images):
+class PoolSum(nn.Module):
+    """4×4 input → 2×2 average pool → score 0 = the pool's sum: Grad-CAM's map is the pooled image."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.AvgPool2d(2)
+
+    def forward(self, x):
+        total = self.pool(x).sum(dim=(1, 2, 3))
+        return torch.stack([total, -total], 1)
+
+
+def test_gradcam_values_are_the_layer_map_upsampled_bilinearly():
+    """A 2×2 map [[0, 4], [8, 12]] upsampled to 4×4 with half-pixel centres (align_corners=False):
+    output pixel i samples the map at i/2 - 1/4, clamped to [0, 1], so each axis interpolates
+    with weights (1, 0), (3/4, 1/4), (1/4, 3/4), (0, 1). Worked out by hand."""
+    blocks = np.array([[0.0, 4.0], [8.0, 12.0]], dtype=np.float32)
+    x = np.kron(blocks, np.ones((2, 2), dtype=np.float32))[None, None]  # pools back to `blocks`
+    exp = explain(PoolSum(), x, "gradcam", target=0, layer="pool")
+    # Grad-CAM: one channel whose gradient is 1 everywhere, so weight 1 and the map is the pooled x.
+    np.testing.assert_array_equal(exp.layer_values[0], blocks)
+    by_hand = np.array([[0, 1, 3, 4],
+                        [2, 3, 5, 6],
+                        [6, 7, 9, 10],
+                        [8, 9, 11, 12]], dtype=np.float32)
+    np.testing.assert_allclose(exp.values[0], by_hand, rtol=0, atol=1e-6)
+
+
+def test_gradcam_values_have_the_inputs_spatial_shape(resnet, images):
     exp = explain(resnet, images, "gradcam", target=1)
-    assert exp.values.shape == (4, SIZE, SIZE)
-    up = F.interpolate(torch.as_tensor(exp.layer_values)[:, None], size=(SIZE, SIZE), mode="bilinear",
-                       align_corners=False)[:, 0]
-    np.testing.assert_allclose(exp.values, up.numpy(), rtol=1e-6, atol=1e-7)
+    assert exp.values.shape == (4, SIZE, SIZE) and exp.layer_values.shape == (4, SIZE // 4, SIZE // 4)
 
 
 def test_cam_layer_defaults_to_the_last_spatial_one(resnet, images):
@@ -211,6 +237,53 @@ def test_gradcam_plusplus_proportional_to_gradcam_for_one_nonnegative_channel():
     np.testing.assert_allclose(normalised(pp.values), normalised(gc.values), rtol=1e-5, atol=1e-6)
 
 
+class SpatialHead(nn.Module):
+    """conv → ReLU → 2×2 max-pool → tanh → linear over every position: ∂score/∂A varies per pixel
+    (zero off each window's maximum, and a position-dependent weight times tanh' elsewhere)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(3 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.pool(self.relu(self.conv(x)))).flatten(1))
+
+
+def textbook_gradcam_plusplus(model, x, targets):
+    """Grad-CAM++ as Chattopadhyay et al. (2018) write it, eq. 19 with S = exp(score):
+    α = g² / (2 g² + Σ_ab A_ab g³) per pixel (0 where that is 0/0), w_k = Σ_ij α ReLU(g),
+    map = ReLU(Σ_k w_k A_k); A and g = ∂score/∂A taken here with a hook, in float64."""
+    model = copy.deepcopy(model).double()
+    captured = {}
+    model.relu.register_forward_hook(lambda m, i, out: captured.update(act=out))
+    scores = model(torch.as_tensor(x, dtype=torch.float64))
+    act = captured["act"]
+    (g,) = torch.autograd.grad(scores[torch.arange(len(x)), torch.as_tensor(targets)].sum(), act)
+    a, g = act.detach().numpy(), g.numpy()
+    denominator = 2 * g**2 + a.sum(axis=(2, 3), keepdims=True) * g**3
+    alpha = np.divide(g**2, denominator, out=np.zeros_like(g), where=denominator != 0)
+    weights = (alpha * np.maximum(g, 0)).sum(axis=(2, 3))
+    return np.maximum(np.einsum("nk,nkij->nij", weights, a), 0), g
+
+
+def test_gradcam_plusplus_textbook_oracle_where_the_gradient_varies_over_the_map():
+    torch.manual_seed(6)
+    model = SpatialHead().eval()
+    with torch.no_grad():
+        model.conv.bias.fill_(0.2)  # most pixels alive after the ReLU
+    x = make_images(3, seed=8)[:, :, :8, :8]
+    targets = [0, 1, 1]
+    want, g = textbook_gradcam_plusplus(model, x, targets)
+    positive = g[g > 0]
+    assert positive.std() > 0.3 * positive.mean() and (g == 0).mean() > 0.5  # really varies per pixel
+    assert want.max() > 0 and (want == 0).mean() < 0.5
+    got = explain(model, x, "gradcam++", target=targets, layer="relu")
+    assert_close(got.layer_values, want, rtol=1e-5, atol_rel=1e-5)
+
+
 # Batched equals one by one -----------------------------------------------------------
 
 @pytest.mark.parametrize("method, options", [
@@ -226,6 +299,24 @@ def test_batch_equals_one_by_one(resnet, images, method, options):
         alone = explain(resnet, images[i : i + 1], method, target=targets[i], **options)
         assert_close(batch.values[i : i + 1], alone.values, rtol=1e-4, atol_rel=1e-5)
         np.testing.assert_allclose(batch.predictions[i : i + 1], alone.predictions, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method, options", [
+    ("saliency", {}), ("input_x_gradient", {}), ("smoothgrad", {"nt_samples": 2}), ("gradcam", {}),
+    ("gradcam++", {}), ("occlusion", {"window": 16, "stride": 16}), ("shapley", {"superpixel": 16}),
+    ("kernelshap", {"superpixel": 16, "samples": 8}), ("lime", {"superpixel": 8, "samples": 30}),
+    pytest.param("ig", {"steps": 4}, marks=pytest.mark.xfail(strict=True, reason=(
+        "integrated_gradients scores x and its baseline in one pass of 2N inputs, whatever batch_size"))),
+])
+def test_batch_size_bounds_every_pass(resnet, images, method, options, one_thread):
+    """`batch_size` is the most inputs the model sees at once: what keeps a large batch in memory."""
+    seen = []
+    handle = resnet.register_forward_pre_hook(lambda module, inputs: seen.append(len(inputs[0])))
+    try:
+        explain(resnet, images, method, batch_size=3, **options)
+    finally:
+        handle.remove()
+    assert len(images) == 4 and seen and max(seen) <= 3, seen
 
 
 # Input × gradient and SmoothGrad ----------------------------------------------------------
@@ -247,31 +338,79 @@ def test_input_x_gradient_of_a_linear_model_sums_to_the_score():
     np.testing.assert_allclose(exp.values.sum(1), logits(linear, x)[:, 2], rtol=1e-5, atol=1e-6)
 
 
+
+
 @pytest.mark.parametrize("base", ["saliency", "input_x_gradient", "ig"])
 def test_smoothgrad_without_noise_is_its_base_method(resnet, images, base, one_thread):
     smooth = explain(resnet, images[:2], "smoothgrad", base=base, nt_samples=2, noise_level=0.0)
     assert_close(smooth.values, explain(resnet, images[:2], base).values)
 
 
-def test_smoothgrad_averages_noisy_gradients(resnet, images):
-    # The same noise drawn by hand: the mean of |gradient| over the noisy copies.
-    x = torch.as_tensor(images)
-    target = torch.as_tensor(explain(resnet, images, "saliency").target)
-    flat = x.flatten(1)
-    sigma = (0.2 * (flat.max(1).values - flat.min(1).values)).view(-1, 1, 1, 1)
-    generator = torch.Generator().manual_seed(5)
-    want = torch.zeros_like(x)
-    for _ in range(4):
-        noisy = (x + sigma * torch.randn(x.shape, generator=generator)).requires_grad_(True)
-        score = resnet(noisy).gather(1, target[:, None]).sum()
-        (grad,) = torch.autograd.grad(score, noisy)
-        want += grad.abs() / 4
-    got = explain(resnet, images, "smoothgrad", nt_samples=4, noise_level=0.2, seed=5)
-    assert_close(got.values, want.numpy())
-    again = explain(resnet, images, "smoothgrad", nt_samples=4, noise_level=0.2, seed=5)
+def test_smoothgrad_repeats_with_its_seed(resnet, images):
+    got = explain(resnet, images, "smoothgrad", nt_samples=4, seed=5, noise_level=0.2)
+    again = explain(resnet, images, "smoothgrad", nt_samples=4, seed=5, noise_level=0.2)
     np.testing.assert_array_equal(got.values, again.values)
-    other = explain(resnet, images, "smoothgrad", nt_samples=4, noise_level=0.2, seed=6)
+    other = explain(resnet, images, "smoothgrad", nt_samples=4, seed=6, noise_level=0.2)
     assert not np.array_equal(got.values, other.values)
+
+
+NOISY_DRAWS = 3000
+
+
+@pytest.fixture(scope="module")
+def bumpy():
+    """A small tanh network whose gradient changes a lot within the noise: smoothing matters."""
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Linear(6, 24), nn.Tanh(), nn.Linear(24, 3)).eval()
+    with torch.no_grad():
+        model[0].weight *= 2
+    raw = torch.randn(3, 6, generator=torch.Generator().manual_seed(10))
+    low, high = raw.min(1, keepdim=True).values, raw.max(1, keepdim=True).values
+    x = 6 * (raw - low) / (high - low) - 3  # each sample spans [-3, 3]: a range far from 1
+    return model, x.numpy()
+
+
+def captum_smoothgrad(model, x, target, sigma, squared=False):
+    """Captum's NoiseTunnel over |gradient| for one sample: noise N(0, sigma²), sigma absolute."""
+    from captum.attr import NoiseTunnel
+
+    torch.manual_seed(0)  # Captum draws from the global generator
+    return NoiseTunnel(Saliency(model)).attribute(
+        torch.as_tensor(x[None]), nt_type="smoothgrad_sq" if squared else "smoothgrad", nt_samples=NOISY_DRAWS,
+        nt_samples_batch_size=NOISY_DRAWS, stdevs=sigma, target=target)[0].numpy().astype(np.float64)
+
+
+def assert_same_expectation(ours, model, x, target, sigma):
+    """Two independent means of |gradient| over NOISY_DRAWS draws each differ, element by element,
+    by N(0, 2 var / n) (central limit theorem); var = E|g|² - (E|g|)² from Captum's own moments.
+    Six standard deviations on 18 elements: a false alarm about once in 10^7 runs."""
+    theirs = captum_smoothgrad(model, x, target, sigma)
+    variance = np.maximum(captum_smoothgrad(model, x, target, sigma, squared=True) - theirs**2, 0)
+    spread = np.sqrt(2 * variance / NOISY_DRAWS)
+    assert np.all(np.abs(ours - theirs) <= 6 * spread + 1e-6), np.abs(ours - theirs) / spread
+    return theirs, spread
+
+
+def test_smoothgrad_stdevs_means_what_captum_means(bumpy):
+    """`stdevs` is Captum's: one absolute noise σ, whatever the sample's range."""
+    model, x = bumpy
+    for i in range(len(x)):
+        ours = explain(model, x[i : i + 1], "smoothgrad", target=1, nt_samples=NOISY_DRAWS, stdevs=0.5, seed=i)
+        theirs, spread = assert_same_expectation(ours.values[0], model, x[i], 1, 0.5)
+        # not vacuous: the same 0.5 read as a fraction of the range is far off
+        relative = captum_smoothgrad(model, x[i], 1, 0.5 * float(np.ptp(x[i])))
+        assert (np.abs(relative - theirs) / spread).max() > 12
+
+
+def test_smoothgrad_relative_noise_equals_captum_with_sigma_scaled_by_the_range(bumpy):
+    """`noise_level` (formerly `stdev`) is a fraction of each sample's range (max - min), as in the paper."""
+    model, x = bumpy
+    for i in range(len(x)):
+        ours = explain(model, x[i : i + 1], "smoothgrad", target=2, nt_samples=NOISY_DRAWS, seed=i,
+                       noise_level=0.2)
+        theirs, spread = assert_same_expectation(ours.values[0], model, x[i], 2, 0.2 * float(np.ptp(x[i])))
+        # not vacuous: the same 0.2 read as an absolute sigma is far off
+        assert (np.abs(captum_smoothgrad(model, x[i], 2, 0.2) - theirs) / spread).max() > 12
 
 
 def test_gradcam_plusplus_weights_where_the_denominator_vanishes():

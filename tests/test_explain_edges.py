@@ -62,11 +62,6 @@ def test_cam_layer_must_be_a_name(resnet, images):
         ll.explain(resnet, images, "gradcam", layer=3)
 
 
-def test_lime_without_ridge_on_few_samples_still_fits():
-    exp = ll.explain(mlp(), X, "lime", alpha=0, samples=3)
-    assert np.isfinite(exp.values).all() and np.isfinite(exp.score).all()
-
-
 def test_an_onnx_model_refuses_a_batch_of_the_wrong_shape(tmp_path):
     path = tmp_path / "mlp.onnx"
     path.write_bytes(to_onnx(mlp(), torch.as_tensor(X[:1])))

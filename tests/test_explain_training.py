@@ -1,5 +1,7 @@
 """attribute(): tensors out, and with create_graph=True a loss on them reaches the weights."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -83,12 +85,40 @@ def test_autocast_runs_in_bfloat16_close_to_float32(resnet, images, one_thread):
         ll.explain(resnet, images, "gradcam", autocast="yes")
 
 
+def norm_layers(model):
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+@contextlib.contextmanager
+def norms_called(model):
+    """The batch size of every forward of the user's own BatchNorm modules inside the block."""
+    norms = norm_layers(model)
+    assert len(norms) > 2
+    called = []
+    # A folded copy is a deep copy (hooks included): a norm it kept would be another object
+    # running this hook, so the hook checks which module it ran on.
+    handles = [bn.register_forward_hook(lambda m, i, o: called.append(len(i[0])) if any(m is b for b in norms) else None)
+               for bn in norms]
+    try:
+        yield called
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @pytest.mark.parametrize("method, options", [("ig", {"steps": 16}), ("saliency", {}), ("smoothgrad", {"nt_samples": 2})])
 def test_fold_bn_computes_the_same_attributions_from_a_copy(method, options, one_thread):
     model = make_resnet()
     images = make_images(3)
-    plain = ll.explain(model, images, method, **options)
-    folded = ll.explain(model, images, method, fold_bn=True, **options)
+    with norms_called(model) as unfolded_calls:
+        plain = ll.explain(model, images, method, **options)
+    with norms_called(model) as folded_calls:
+        folded = ll.explain(model, images, method, fold_bn=True, **options)
+    assert unfolded_calls
+    if method == "smoothgrad":  # its targets come from one pass of the model itself on the clean batch
+        assert folded_calls == [len(images)] * len(norm_layers(model))
+    else:
+        assert not folded_calls  # the copy ran, not the user's model
     np.testing.assert_allclose(folded.values, plain.values, rtol=1e-4, atol=1e-5 * np.abs(plain.values).max())
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the user's model kept its norms
 
@@ -126,8 +156,24 @@ def test_fold_bn_on_an_untraceable_model_falls_back_to_the_model():
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
-@pytest.mark.parametrize("layer", [None, "stage3", "stage3.conv2"])  # a ReLU, a block, a conv whose BN folds
-def test_fold_bn_cam_maps_equal_the_models_own(method, layer, resnet, images, one_thread):
-    plain = ll.explain(resnet, images, method, layer=layer)
-    folded = ll.explain(resnet, images, method, layer=layer, fold_bn=True)
+def test_fold_bn_cam_on_a_relu_runs_the_folded_copy(method, resnet, images, one_thread):
+    with norms_called(resnet) as unfolded_calls:
+        plain = ll.explain(resnet, images, method, layer="stage3.relu2")
+    with norms_called(resnet) as folded_calls:
+        folded = ll.explain(resnet, images, method, layer="stage3.relu2", fold_bn=True)
+    assert unfolded_calls and not folded_calls
     np.testing.assert_allclose(folded.values, plain.values, rtol=1e-4, atol=1e-5 * np.abs(plain.values).max())
+    assert plain.layer_values.max() > 0
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+@pytest.mark.parametrize("layer", ["stage3", "stage3.conv2"])  # a block the trace inlines, a conv whose BN folds
+def test_fold_bn_cam_falls_back_to_the_model_where_the_copy_has_no_such_layer(method, layer, resnet, images, one_thread):
+    """The documented fallback: the user's model runs (its norms too), so the maps are bit-equal."""
+    with norms_called(resnet) as unfolded_calls:
+        plain = ll.explain(resnet, images, method, layer=layer)
+    with norms_called(resnet) as folded_calls:
+        folded = ll.explain(resnet, images, method, layer=layer, fold_bn=True)
+    assert len(folded_calls) == len(unfolded_calls) > 0
+    np.testing.assert_array_equal(folded.values, plain.values)
+    np.testing.assert_array_equal(folded.layer_values, plain.layer_values)

@@ -1,14 +1,20 @@
-"""LIME: exact recovery on linear models, its fit R², determinism, options and `score`."""
+"""LIME: against scikit-learn's weighted fit and Captum's Lime on the same coalitions,
+exact recovery on linear models, its fit R², determinism, options and `score`."""
 
 import numpy as np
 import pytest
 import torch
+from captum._utils.models.linear_model import SkLearnLinearRegression, SkLearnRidge
+from captum.attr import Lime
+from captum.attr._core.lime import get_exp_kernel_similarity_function
+from sklearn.linear_model import LinearRegression, Ridge
+from sklearn.metrics.pairwise import cosine_distances
 from torch import nn
 
 from leanlens.errors import BadOption
 from leanlens.explain import explain
 from leanlens.explain.explanation import Explanation
-from leanlens.explain.lime import lime_weights
+from leanlens.explain.lime import lime_design, lime_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,9 +60,11 @@ def test_lime_superpixels_spread_one_coefficient_a_cell(resnet, images):
 
 
 def test_lime_kernel_weights():
+    """By hand: cosine distances 0, 1 - 2/(2·2) ... = 1 - sqrt(1/2), and 1 for the empty
+    coalition; weight exp(-D² / (2 · 0.25²)) = exp(-8 D²), as lime_image and Captum write it."""
     z = torch.tensor([[True] * 4, [True, True, False, False], [False] * 4])
     w = lime_weights(z, 0.25)
-    np.testing.assert_allclose(w.numpy(), np.exp(-np.array([0, 1 - np.sqrt(0.5), 1]) ** 2 / 0.0625))
+    np.testing.assert_allclose(w.numpy(), [1.0, np.exp(-8 * (1 - np.sqrt(0.5)) ** 2), np.exp(-8.0)], rtol=1e-12)
 
 
 def test_lime_options_are_checked(linear, tabular):
@@ -75,3 +83,76 @@ def test_score_survives_npz(linear, tabular, tmp_path):
     np.testing.assert_array_equal(back.values, exp.values)
     plain = Explanation.from_npz(explain(linear, tabular, "saliency").to_npz(tmp_path / "plain"))
     assert plain.score is None
+
+
+# against references on the same coalitions --------------------------------------------
+
+D, SAMPLES, WIDTH, SEED = 6, 300, 0.25, 2
+
+
+@pytest.fixture(scope="module")
+def curved():
+    """A model with interactions, so the fit depends on which coalitions weigh how much."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(D, 16), nn.Tanh(), nn.Linear(16, 2)).eval()
+    with torch.no_grad():
+        model[0].weight *= 3  # deep into tanh's bends
+    return model
+
+
+def coalition_scores(model, x, z, target):
+    """The model's target score on x with features off (zero) where the coalition is False."""
+    with torch.no_grad():
+        inputs = torch.as_tensor(np.where(z, x, 0.0), dtype=torch.float32)
+        return model(inputs)[:, target].double().numpy()
+
+
+def independent_weights(z):
+    """lime_image's recipe: cosine distance of each binary vector to the all-on one, exp kernel."""
+    distance = cosine_distances(z.astype(float), np.ones((1, z.shape[1])))[:, 0]
+    return np.exp(-(distance**2) / (2 * WIDTH**2))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_lime_equals_scikit_learns_weighted_fit(curved, tabular, alpha):
+    z = lime_design(D, SAMPLES, WIDTH, SEED)[0].numpy()
+    w = independent_weights(z)
+    exp = explain(curved, tabular[:, :D], "lime", target=1, samples=SAMPLES, seed=SEED, alpha=alpha)
+    for i, x in enumerate(tabular[:, :D]):
+        y = coalition_scores(curved, x, z, 1)
+        fit = (Ridge(alpha=alpha) if alpha else LinearRegression()).fit(z, y, sample_weight=w)
+        np.testing.assert_allclose(exp.values[i], fit.coef_, rtol=0, atol=1e-5 * np.abs(fit.coef_).max())
+        assert exp.score[i] == pytest.approx(fit.score(z, y, sample_weight=w), abs=1e-6)
+    assert 0.2 < exp.score.min() and exp.score.max() < 0.999  # a partial fit: the weights matter
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_lime_equals_captum_with_the_same_kernel_and_coalitions(curved, tabular, alpha):
+    """Captum's own exponential kernel, given the binary vectors, and its scikit-learn fit."""
+    z = lime_design(D, SAMPLES, WIDTH, SEED)[0]
+    kernel = get_exp_kernel_similarity_function("cosine", kernel_width=WIDTH)
+
+    def similarity(original, perturbed, coalition, **_):
+        return kernel(torch.ones_like(coalition), coalition, None)
+
+    def our_coalitions(original, **_):
+        yield from (row[None].long() for row in z)
+
+    linear = SkLearnRidge(alpha=alpha) if alpha else SkLearnLinearRegression()
+    captum = Lime(curved, interpretable_model=linear, similarity_func=similarity, perturb_func=our_coalitions)
+    ours = explain(curved, tabular[:, :D], "lime", target=0, samples=SAMPLES, seed=SEED, alpha=alpha)
+    for i in range(len(tabular)):
+        x = torch.as_tensor(tabular[i : i + 1, :D])
+        theirs = captum.attribute(x, baselines=0.0, target=0, feature_mask=torch.arange(D)[None], n_samples=SAMPLES,
+                                  perturbations_per_eval=SAMPLES)[0].numpy()
+        # Captum fits in float32
+        np.testing.assert_allclose(ours.values[i], theirs, rtol=0, atol=2e-4 * np.abs(theirs).max())
+
+
+def test_lime_refuses_too_few_samples_for_its_fit(linear, tabular):
+    """With no more distinct coalitions than unknowns (8 coefficients, 1 intercept) the fit
+    interpolates: R² = 1 however wrong it is."""
+    for samples in (1, 5, 9):
+        with pytest.raises(BadOption, match=f"samples={samples} gives .* too few to fit 8 features.*hint: use samples > 9"):
+            explain(linear, tabular, "lime", samples=samples)
+    assert np.isfinite(explain(linear, tabular, "lime", samples=30).score).all()
