@@ -42,6 +42,9 @@ def prune(model, data, ratio: float = 0.5, criterion: str = "taylor", round_to: 
     module = copy.deepcopy(model.module).eval()
     check_labels(module, data)
     trainable = {name: p.requires_grad for name, p in module.named_parameters()}
+    # torch-pruning traces layers through autograd: frozen parameters would hide them.
+    for parameter in module.parameters():
+        parameter.requires_grad_(True)
     example = torch.as_tensor(data.x[:1], device=next(module.parameters()).device)
     classifier = _classifier_layers(module, example)
     widths_before = _widths(module, classifier)
@@ -85,18 +88,14 @@ def _refuse_no_change(widths: dict[str, int], ratio: float, round_to: int | None
         raise BadInput("the model has no conv or linear layer to prune besides its classifier",
                        "prune a model with hidden layers")
     name = min(widths, key=widths.get)
-    raise BadOption(
-        f"ratio={ratio} with round_to={round_to} removes no channel: the narrowest layer {name!r} has {widths[name]}",
-        f"use a smaller round_to (at most {max(1, widths[name] // 2)}) or round_to=None",
-    )
+    hint = f"use a smaller round_to (at most {max(1, widths[name] // 2)}) or round_to=None" if round_to else "use a larger ratio"
+    raise BadOption(f"ratio={ratio} with round_to={round_to} removes no channel: "
+                    f"the narrowest layer {name!r} has {widths[name]}", hint)
 
 
 def _accumulate_loss_gradients(module: nn.Module, data, batches: int, batch_size: int) -> None:
-    # Eval mode so that batch statistics do not move while we only score channels. Every
-    # parameter of the copy takes gradients, so a frozen model is scored too.
+    # Eval mode so that batch statistics do not move while we only score channels.
     module.zero_grad(set_to_none=True)
-    for parameter in module.parameters():
-        parameter.requires_grad_(True)
     device = next(module.parameters()).device
     for i, (x, y) in enumerate(data.batches(batch_size)):
         if i == batches:
