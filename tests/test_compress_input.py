@@ -15,13 +15,16 @@ import leanlens as ll
 from leanlens.errors import BadInput, BadOption, LeanlensError
 
 
-def small_cnn() -> nn.Sequential:
+def small_cnn(frozen: bool = False) -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(
+    module = nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3),
     )
+    for parameter in module.parameters():
+        parameter.requires_grad_(not frozen)
+    return module
 
 
 @pytest.fixture()
@@ -108,9 +111,7 @@ def test_labels_outside_the_model_classes_are_refused(data, verb, bad_label):
 
 
 def test_prune_scores_a_frozen_model_and_keeps_it_frozen(data):
-    module = small_cnn()
-    for p in module.parameters():
-        p.requires_grad_(False)
+    module = small_cnn(frozen=True)
     before = snapshot(module)
     small = ll.prune(module, data, ratio=0.5, criterion="taylor", round_to=None)
     assert small.module[3].out_channels == 8
@@ -119,9 +120,7 @@ def test_prune_scores_a_frozen_model_and_keeps_it_frozen(data):
 
 
 def test_finetune_trains_a_copy_of_a_frozen_model(data):
-    module = small_cnn()
-    for p in module.parameters():
-        p.requires_grad_(False)
+    module = small_cnn(frozen=True)
     before = snapshot(module)
     trained = ll.finetune(module, data, epochs=1.0, lr=1e-2)
     assert not torch.equal(trained.module[0].weight, module[0].weight)

@@ -56,8 +56,6 @@ WIDTHS = (
 )
 
 
-# ---------------------------------------------------------------------------- saving
-
 
 def save(model, path: str | os.PathLike, *, factory: str | None = None, factory_kwargs: dict | None = None) -> Path:
     """Write `model` (a torch module, a TorchModel, or an OnnxModel such as `ll.quantize` returns) to `path`.
@@ -65,7 +63,8 @@ def save(model, path: str | os.PathLike, *, factory: str | None = None, factory_
     Parameters
     ----------
     factory : "package.module:callable" that builds the architecture; by default the module's
-        own class. Give it when the class needs arguments, with `factory_kwargs` (JSON values).
+        own class. Give it when the class needs arguments, with `factory_kwargs` (JSON values);
+        a function must be annotated to return a torch.nn.Module (see the module docstring).
 
     The file is checked by rebuilding the model from it before it is written, so a model
     whose architecture cannot be rebuilt is refused here rather than when it is loaded.
@@ -156,8 +155,6 @@ def _write(path: Path, entries: dict[str, bytes]) -> Path:
         raise
     return path
 
-
-# ---------------------------------------------------------------------------- loading
 
 
 def load(path: str | os.PathLike) -> TorchModel | OnnxModel:
@@ -266,8 +263,6 @@ def _check_same(rebuilt, original) -> None:
         raise BadInput("the model rebuilt from the file differs from the one given", REFIT)
 
 
-# ---------------------------------------------------------------------------- architecture
-
 
 def call_factory(spec, kwargs, *, named_by_file: bool) -> nn.Module:
     """The module `spec` ("package.module:callable") builds with `kwargs`.
@@ -324,15 +319,11 @@ def _resize(module: nn.Module, widths, state: dict[str, torch.Tensor]) -> None:
         for attribute in _width_attributes(layer):
             value = recorded.get(attribute)
             value = tuple(value) if isinstance(value, list) else value
-            if not _positive_ints(value):
+            values = value if isinstance(value, tuple) else (value,)
+            if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
                 raise BadInput(f"the model file gives layer {name!r} a bad {attribute} {value!r}", REFIT)
             setattr(layer, attribute, value)
         _fit_tensors(name, layer, state)
-
-
-def _positive_ints(value) -> bool:
-    values = value if isinstance(value, tuple) else (value,)
-    return bool(values) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
 
 
 def _fit_tensors(name: str, layer: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -386,8 +377,6 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], what: str) -
             tensor.data = tensor.data.to(state[key].dtype)  # a float64 model comes back float64
     module.load_state_dict(state, strict=True)
 
-
-# ---------------------------------------------------------------------------- command line
 
 
 def resolve_model(spec: str | os.PathLike, weights: str | os.PathLike | None = None, trust_pickle: bool = False):
