@@ -20,6 +20,7 @@ from leanlens.errors import (
 )
 from leanlens.explain import Explanation, attribute, explain, methods
 from leanlens.models import Model, wrap
+from leanlens.models.modelfile import load, save
 from leanlens.report import report
 from leanlens.store import Store
 
@@ -27,6 +28,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuditResult", "BadInput", "BadOption", "Explanation", "LeanlensError", "MissingCapability", "Model",
-    "Store", "UnknownMethod", "assess", "attribute", "audit", "data", "explain", "finetune", "methods", "profile",
-    "prune", "quantize", "report", "wrap",
+    "Store", "UnknownMethod", "assess", "attribute", "audit", "data", "explain", "finetune", "load", "methods", "profile",
+    "prune", "quantize", "report", "save", "wrap",
 ]

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from leanlens.compress.checks import check_labels, torch_model
 from leanlens.data import as_dataset
-from leanlens.errors import BadInput, BadOption
+from leanlens.explain.options import positive_int, real
 from leanlens.models.torch_model import TorchModel
-from leanlens.models.wrap import wrap
 
 
 def finetune(
@@ -29,15 +29,17 @@ def finetune(
     """A trained copy of `model`: AdamW on cross-entropy, one-cycle learning rate (warm-up, then cosine decay).
 
     `epochs` may be fractional (e.g. 0.5 passes over the data). `on_step(done, total)`
-    is called after every batch, for progress bars. The input model is not changed.
+    is called after every batch, for progress bars. The input model is not changed; the
+    copy trains every parameter, also those frozen in the input.
     """
-    model = wrap(model)
-    if not isinstance(model, TorchModel):
-        raise BadInput(f"finetune() needs a PyTorch model, got a {model.framework} model", "fine-tune before exporting")
-    if epochs <= 0 or lr <= 0:
-        raise BadOption(f"epochs={epochs!r}, lr={lr!r}", "both must be positive")
+    model = torch_model(model, "finetune")
+    epochs = real("epochs", epochs, "use a positive number of passes over the data, e.g. 1.0", low=0.0, strict=True)
+    lr = real("lr", lr, "use a positive learning rate such as 1e-3", low=0.0, strict=True)
+    batch_size = positive_int("batch_size", batch_size, "use a positive int such as 32")
     data = as_dataset(data)
-    module = copy.deepcopy(model.module).train()
+    module = copy.deepcopy(model.module)
+    check_labels(module.eval(), data)
+    module.train()
     for p in module.parameters():
         p.requires_grad_(True)
     device = next(module.parameters()).device

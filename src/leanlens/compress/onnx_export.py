@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 
@@ -13,13 +14,14 @@ from leanlens.errors import BadInput
 
 
 def fold_batchnorm(module: nn.Module) -> fx.GraphModule:
-    """A traced copy of `module` whose conv weights absorb the following batch-norm.
+    """A traced copy of `module`, in eval mode, whose conv weights absorb the following batch-norm.
 
-    Exporting this copy makes every ONNX weight equal, bit for bit, to a torch weight,
-    which is how the int8 model's scales are matched back to torch layers.
+    `module` itself is left as it was, training flags included. The exporter writes this
+    copy's weights as they are (tests/test_modelfile.py checks equality), which is how the
+    int8 model's scales are matched back to torch layers.
     """
     try:
-        return fuse(module.eval(), inplace=False)
+        return fuse(copy.deepcopy(module).eval(), inplace=True)
     except Exception as error:  # noqa: BLE001 - fx tracing raises many types on data-dependent control flow
         raise BadInput(
             f"cannot trace {type(module).__name__} for export: {str(error).splitlines()[0][:160]}",

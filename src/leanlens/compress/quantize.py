@@ -9,6 +9,7 @@ compile step, and the result is a deployable file. On this project's AVX2 CPU, U
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import tempfile
 from pathlib import Path
@@ -16,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from leanlens.compress.checks import calibration_inputs, torch_model
 from leanlens.compress.onnx_export import fold_batchnorm, to_onnx
 from leanlens.compress.twin import int8_twin
 from leanlens.data import as_dataset
-from leanlens.errors import BadInput, UnknownMethod, closest
+from leanlens.errors import UnknownMethod, closest
+from leanlens.explain.options import positive_int
 from leanlens.models.onnx_model import OnnxModel
 from leanlens.models.torch_model import TorchModel
-from leanlens.models.wrap import wrap
 
 SCHEMES = ("int8",)
 
@@ -33,18 +35,22 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     Weights are int8 per output channel, activations uint8 per tensor (min/max calibration).
     The returned model runs on ONNX Runtime and carries a torch twin with the same int8
     weights and input scales, so that gradient and CAM explanations can still be computed.
+    Its `fp32` is the float graph it was quantized from, whose own twin is a copy of the
+    input module: what `ll.save` needs to rebuild the int8 twin. The input model is not
+    changed, training flags included.
     """
-    model = wrap(model)
     if scheme not in SCHEMES:
         raise UnknownMethod(f"unknown quantization scheme {scheme!r}", closest(str(scheme), SCHEMES))
-    if not isinstance(model, TorchModel):
-        raise BadInput(f"quantize() needs a PyTorch model, got a {model.framework} model", "quantize before exporting")
+    model = torch_model(model, "quantize")
+    batch_size = positive_int("batch_size", batch_size, "use a positive int such as 32")
     data = as_dataset(data)
-    folded = fold_batchnorm(model.module)
-    calibration = data.x[:calibration_samples]
+    calibration = calibration_inputs(data.x, calibration_samples)
+    source = copy.deepcopy(model.module).eval()
+    folded = fold_batchnorm(source)
     fp32_onnx = to_onnx(folded, torch.as_tensor(calibration[:1]))
     int8_onnx = _quantize_static(fp32_onnx, calibration, batch_size)
-    return OnnxModel(int8_onnx, twin=TorchModel(int8_twin(folded, int8_onnx)), fp32=OnnxModel(fp32_onnx))
+    fp32 = OnnxModel(fp32_onnx, twin=TorchModel(source))
+    return OnnxModel(int8_onnx, twin=TorchModel(int8_twin(folded, int8_onnx)), fp32=fp32)
 
 
 def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int) -> bytes:

@@ -2,10 +2,12 @@
 
 ONNX Runtime computes no gradients, yet an int8 model must still be explained. The twin
 is the batch-norm-folded torch model whose conv and linear layers use the int8 model's
-own integer weights (dequantized) and quantize their inputs with the int8 model's own
-activation scales (straight-through gradients). It reproduces the deployed model's
-rounding of weights and layer inputs; requantization inside residual additions and
-pooling is not simulated, so its scores agree with ONNX Runtime's closely, not bit for bit.
+own integer weights (dequantized), round their inputs with the int8 model's activation
+scales, and round their outputs where the int8 model stores them in uint8 (a conv before
+a residual addition, the class scores). Rounding of a residual sum that feeds only a
+pooling layer is not simulated, nor are the integer kernels' internal roundings, so its
+scores agree with ONNX Runtime's closely, not exactly (tests/test_compress.py bounds the
+difference).
 """
 
 from __future__ import annotations
@@ -20,38 +22,54 @@ from torch import fx, nn
 
 from leanlens.errors import BadInput
 
+Rounding = tuple[float, int]  # (scale, zero point) of a uint8 activation
+
 
 class QuantizedInput(nn.Module):
-    """A layer whose input is rounded to uint8 with a fixed scale and zero point first."""
+    """A layer whose input, and output where the int8 model stores it, are rounded to uint8.
 
-    def __init__(self, layer: nn.Module, scale: float, zero_point: int):
+    Inputs use torch's fake quantization (gradients stop outside the calibrated range, as
+    the deployed model's values do). Outputs pass gradients straight through: a class score
+    beyond the calibrated range must still have a gradient to explain.
+    """
+
+    def __init__(self, layer: nn.Module, scale: float, zero_point: int, output: Rounding | None = None):
         super().__init__()
         self.layer = layer
         self.scale, self.zero_point = float(scale), int(zero_point)
+        self.output = None if output is None else (float(output[0]), int(output[1]))
 
     def forward(self, x):
-        return self.layer(torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, 255))
+        y = self.layer(torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, 255))
+        if self.output is None:
+            return y
+        rounded = torch.fake_quantize_per_tensor_affine(y, self.output[0], self.output[1], 0, 255)
+        return y + (rounded - y).detach()
 
 
 def int8_twin(folded: fx.GraphModule, int8_onnx: bytes) -> fx.GraphModule:
-    """A copy of `folded` computing with the int8 weights and input scales of `int8_onnx`."""
+    """A copy of `folded` computing with the int8 weights and activation scales of `int8_onnx`."""
     quantized = _quantized_layers(onnx.load_from_string(int8_onnx))
     twin = copy.deepcopy(folded).eval()
     for name, layer in list(twin.named_modules()):
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             continue
-        weight, input_scale, input_zero = _match(name, layer.weight.detach().cpu().numpy(), quantized)
+        weight, input_scale, input_zero, output = _match(name, layer.weight.detach().cpu().numpy(), quantized)
         with torch.no_grad():
             layer.weight.copy_(torch.as_tensor(weight))
-        twin.set_submodule(name, QuantizedInput(layer, input_scale, input_zero))
+        twin.set_submodule(name, QuantizedInput(layer, input_scale, input_zero, output))
     twin.recompile()
     return twin
 
 
-def _quantized_layers(model: onnx.ModelProto) -> list[tuple[np.ndarray, np.ndarray, float, int]]:
-    """(float weight, dequantized int8 weight, input scale, input zero point) per Conv/Gemm."""
+def _quantized_layers(model: onnx.ModelProto) -> list[tuple[np.ndarray, float, int, Rounding | None]]:
+    """(dequantized int8 weight, input scale, input zero point, output rounding) per Conv/Gemm."""
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     layers = []
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm"):
@@ -62,10 +80,25 @@ def _quantized_layers(model: onnx.ModelProto) -> list[tuple[np.ndarray, np.ndarr
         weight = _dequantize(w_dq, constants)
         if node.op_type == "Gemm" and any(a.name == "transB" and a.i == 0 for a in node.attribute):
             weight = weight.T
-        scale = float(constants[x_dq.input[1]])
-        zero = int(constants[x_dq.input[2]]) if len(x_dq.input) > 2 else 0
-        layers.append((weight, scale, zero))
+        layers.append((weight, *_rounding(x_dq, constants), _output_rounding(node, consumers, constants)))
     return layers
+
+
+def _rounding(node, constants) -> Rounding:
+    """The scale and zero point of a QuantizeLinear or DequantizeLinear node."""
+    zero = int(constants[node.input[2]]) if len(node.input) > 2 else 0
+    return float(constants[node.input[1]]), zero
+
+
+def _output_rounding(node, consumers, constants) -> Rounding | None:
+    """How the int8 model rounds this layer's output, when a QuantizeLinear alone reads it.
+
+    The quantizer drops a ReLU after a conv into that rounding (zero point 0 clips at zero).
+    """
+    readers = consumers.get(node.output[0], [])
+    if len(readers) == 1 and readers[0].op_type == "QuantizeLinear":
+        return _rounding(readers[0], constants)
+    return None
 
 
 def _dequantize(node, constants) -> np.ndarray:
@@ -79,7 +112,7 @@ def _dequantize(node, constants) -> np.ndarray:
     return (values - zero.reshape(shape)) * scale.reshape(shape)
 
 
-def _match(name: str, weight: np.ndarray, quantized) -> tuple[np.ndarray, float, int]:
+def _match(name: str, weight: np.ndarray, quantized) -> tuple[np.ndarray, float, int, Rounding | None]:
     """The quantized layer whose int8 weight rounds to this float weight."""
     best, best_error = None, np.inf
     for candidate in quantized:

@@ -118,6 +118,9 @@ def _concat_loader(loader) -> list[np.ndarray]:
 
 def _as_inputs(x) -> np.ndarray:
     x = np.asarray(x)
+    if x.dtype.kind == "c":  # casting to float32 would silently drop the imaginary part
+        raise BadInput(f"x is complex ({x.dtype}); leanlens models take real inputs",
+                       "pass x.real and x.imag as separate channels, or np.abs(x)")
     if x.dtype.kind not in "biuf":
         raise BadInput(f"x must hold numbers, got dtype {x.dtype}", "convert x to a float array")
     if x.ndim < 2 or len(x) == 0:
