@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from leanlens.errors import BadInput, MissingCapability
-from leanlens.models.base import BLACK_BOX, GRADIENTS, LAYERS
+from leanlens.models.base import BLACK_BOX
 
 
 class OnnxModel:
