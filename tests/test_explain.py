@@ -305,8 +305,7 @@ def test_batch_equals_one_by_one(resnet, images, method, options):
     ("saliency", {}), ("input_x_gradient", {}), ("smoothgrad", {"nt_samples": 2}), ("gradcam", {}),
     ("gradcam++", {}), ("occlusion", {"window": 16, "stride": 16}), ("shapley", {"superpixel": 16}),
     ("kernelshap", {"superpixel": 16, "samples": 8}), ("lime", {"superpixel": 8, "samples": 30}),
-    pytest.param("ig", {"steps": 4}, marks=pytest.mark.xfail(strict=True, reason=(
-        "integrated_gradients scores x and its baseline in one pass of 2N inputs, whatever batch_size"))),
+    ("ig", {"steps": 4}),
 ])
 def test_batch_size_bounds_every_pass(resnet, images, method, options, one_thread):
     """`batch_size` is the most inputs the model sees at once: what keeps a large batch in memory."""

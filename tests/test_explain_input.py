@@ -124,3 +124,11 @@ def test_a_saved_explanation_still_loads(saved):
     back = Explanation.from_npz(path)
     np.testing.assert_array_equal(back.values, exp.values)
     assert back.method == "saliency" and back.options == dict(exp.options)
+
+
+def test_a_misspelt_method_is_reported_before_the_batch():
+    """The README's example: one sample without its batch axis and a typo in the method name."""
+    model = torch.nn.Linear(4, 2)
+    for call in (ll.explain, ll.attribute):
+        with pytest.raises(ll.UnknownMethod, match="did you mean 'gradcam\\+\\+'"):
+            call(model, np.zeros(4, dtype=np.float32), method="gradcam+")

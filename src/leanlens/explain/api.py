@@ -36,6 +36,7 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
     **options : the method's keyword options (see `ll.methods()[method].options`).
     """
     model = wrap(model)
+    lookup(method)  # a misspelt method is reported before anything about the batch
     x = as_batch(x, model)
     values, extra, targets, options, deployed = _run(model, x, method, target, autocast, options)
     predictions = targets.scores.cpu().numpy() if deployed is None else deployed
@@ -53,6 +54,7 @@ def attribute(model, x, method: str = "saliency", target=None, *, autocast: bool
     the result carries its graph: `loss(attribute(...)).backward()` reaches the weights.
     """
     model = wrap(model)
+    lookup(method)
     x = as_checked_tensor(x, model)
     return _run(model, x, method, target, autocast, options)[0]
 

@@ -132,7 +132,8 @@ def integrated_gradients(model, x, targets, *, steps: int = 64, rule: str = "gau
     base = make_baseline(x, baseline, seed)
     fold_bn = checked_fold(create_graph, fold_bn)
     with torch.no_grad():  # the endpoints: targets, and the gap that completeness is checked against
-        ends = model.scores(torch.cat([x, base]), fold_bn=fold_bn)
+        both, end_step = torch.cat([x, base]), chunk_size(batch_size, 2 * len(x))
+        ends = torch.cat([model.scores(both[i : i + end_step], fold_bn=fold_bn) for i in range(0, len(both), end_step)])
         target = targets.pick(ends[: len(x)])
         gap = picked_scores(ends[: len(x)], target) - picked_scores(ends[len(x) :], target)
     alphas, weights = (torch.as_tensor(a, dtype=x.dtype, device=x.device) for a in path_nodes(steps, rule))
