@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -57,10 +58,10 @@ class AuditResult:
                             **profile_figures(self.candidate.profile, reference_fp32_ms=fp32_ms))
 
 
-def _explained(model, data: Dataset, probe: Dataset, methods, profile_: Profile, **scoring) -> Assessment:
+def _explained(model, data: Dataset, probe: Dataset, methods, profile_: Profile, score) -> Assessment:
     predictions = model.predict(data.x).argmax(-1)
     explanations = {m: explain(model, probe.x, method=m, target=probe.y) for m in methods}
-    scores = {m: score_explanations(e.values, masks=probe.masks, **scoring) for m, e in explanations.items()}
+    scores = {m: score(e.values, masks=probe.masks) for m, e in explanations.items()}
     return Assessment(profile_, float((predictions == data.y).mean()), predictions, explanations, scores)
 
 
@@ -73,8 +74,8 @@ def assess(model, data, probe: Dataset, methods=("gradcam++",), *, latency_batch
     """
     model, data = wrap(model), as_dataset(data)
     measured = profile(model, data.x, batch=latency_batch, clock=clock)
-    return _explained(model, data, probe, methods, measured,
-                      pointing_tolerance=pointing_tolerance, top_k_fraction=top_k_fraction)
+    score = partial(score_explanations, pointing_tolerance=pointing_tolerance, top_k_fraction=top_k_fraction)
+    return _explained(model, data, probe, methods, measured, score)
 
 
 def _check_same_classes(reference, candidate, x: np.ndarray) -> None:
@@ -108,13 +109,13 @@ def audit(
     probe = probe if probe is not None else probe_set(data)
     example = data.x[:latency_batch]
     ref_latency, cand_latency = latencies([reference, candidate], example, clock=clock)
-    scoring = {"pointing_tolerance": pointing_tolerance, "top_k_fraction": top_k_fraction}
+    score = partial(score_explanations, pointing_tolerance=pointing_tolerance, top_k_fraction=top_k_fraction)
     ref = reference_assessment or _explained(
-        reference, data, probe, methods, Profile(cost(reference, example), ref_latency, len(example)), **scoring)
+        reference, data, probe, methods, Profile(cost(reference, example), ref_latency, len(example)), score)
     cand = _explained(candidate, data, probe, methods,
-                      Profile(cost(candidate, example), cand_latency, len(example)), **scoring)
-    scores = {m: score_explanations(cand.explanations[m].values, reference=ref.explanations[m].values,
-                                    masks=probe.masks, **scoring) for m in methods}
+                      Profile(cost(candidate, example), cand_latency, len(example)), score)
+    scores = {m: score(cand.explanations[m].values, reference=ref.explanations[m].values, masks=probe.masks)
+              for m in methods}
     agreement = float((ref.predictions == cand.predictions).mean())
     return AuditResult(ref, cand, agreement, scores, ref_latency)
 
