@@ -14,6 +14,7 @@ from leanlens.audit import fingerprint, interleaved, latencies, probe_set, profi
 from leanlens.data import Dataset
 from leanlens.errors import BadInput
 from leanlens.models import SmallResNet
+from leanlens.models.onnx_model import OnnxModel
 
 
 class StepClock:
@@ -67,6 +68,27 @@ def test_int8_is_timed_against_its_own_fp32_graph_in_the_same_run():
     assert (ref.runtime, ref.fp32_runtime, ref.fp32.median_ms) == ("torch", "onnxruntime", pytest.approx(6.0))
     assert (cand.runtime, cand.own.median_ms) == ("onnxruntime int8", pytest.approx(2.0))
     assert (cand.fp32_runtime, cand.fp32.median_ms) == ("onnxruntime", pytest.approx(5.0))
+    # an int8 file on its own has no known float path; a float graph is its own
+    (bare,) = latencies([OnnxModel(q.model_bytes)], data[0][:8], repeats=1, warmup=0, clock=StepClock([1]))
+    assert (bare.runtime, bare.fp32_runtime, bare.fp32) == ("onnxruntime int8", None, None)
+    (fp32,) = latencies([q.fp32], data[0][:8], repeats=1, warmup=0, clock=StepClock([1]))
+    assert fp32.runtime == fp32.fp32_runtime == "onnxruntime"
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(x) if x.sum() > 0 else -self.head(x)
+
+
+def test_a_model_that_does_not_export_is_timed_on_torch_with_a_warning():
+    with pytest.warns(UserWarning, match="not timed on ONNX Runtime"):
+        (latency,) = latencies([ll.wrap(DataDependent())], np.ones((3, 4), np.float32), repeats=1, warmup=0,
+                               clock=StepClock([2]))
+    assert (latency.runtime, latency.fp32_runtime, latency.fp32.median_ms) == ("torch", "torch", pytest.approx(2.0))
 
 
 def test_fingerprint_follows_the_weights():

@@ -113,6 +113,6 @@ def latencies(models: Sequence, x: np.ndarray, *, threads: int | None = None, re
     with torch_threads(threads):
         plans = [contenders(model, x, threads) for model in models]
         calls = {(i, name): call for i, plan in enumerate(plans) for name, call in plan.calls.items()}
-        timed = interleaved(calls, repeats=repeats, warmup=warmup, **({"clock": clock} if clock else {}))
+        timed = interleaved(calls, repeats=repeats, warmup=warmup, clock=clock)
     return [_latency(plan, {name: timed[(i, name)] for name in plan.calls}, threads)
             for i, plan in enumerate(plans)]

@@ -29,14 +29,14 @@ class Timing:
 
 def interleaved(
     contenders: Mapping[str, Callable[[], object]], *, repeats: int = 15, warmup: int = 3,
-    clock: Clock = time.perf_counter, sync: Callable[[], None] | None = None,
+    clock: Clock | None = None, sync: Callable[[], None] | None = None,
 ) -> dict[str, Timing]:
     """Time each callable in turns (a, b, c, a, b, c, ...); the first `warmup` rounds are not kept.
 
     `sync` runs before each clock reading, e.g. `torch.cuda.synchronize` so that GPU work
     queued by a contender is inside its own interval.
     """
-    sync = sync or (lambda: None)
+    clock, sync = clock or time.perf_counter, sync or (lambda: None)
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for round_ in range(warmup + repeats):
         for name, call in contenders.items():
