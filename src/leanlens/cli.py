@@ -22,7 +22,8 @@ from leanlens.errors import LeanlensError
 app = typer.Typer(add_completion=False, help="Compress a model and prove it still decides for the same reasons.")
 # Wide enough for the summary table when output goes to a file or a CI log.
 console = Console(width=None if Console().is_terminal else 200)
-QUICK_HELP = "a smaller run (about 40 s on 2 cores)"
+# measured on 2 shared CPU cores: 69 s with light load from other jobs (training is 56 s of it)
+QUICK_HELP = "a smaller run (about a minute on 2 CPU cores)"
 
 
 @app.callback()
