@@ -97,7 +97,7 @@ def summary_table(versions, method: str) -> Table:
     for col in shown:
         table.add_column(col.shown.label, justify="right")
     for v in versions:
-        table.add_row(escape(v.name), *(formatted(c.value(v), c.shown.kind) or "—" for c in shown))
+        table.add_row(escape(v.name), *(escape(formatted(c.value(v), c.shown.kind) or "—") for c in shown))
     return table
 
 
