@@ -17,7 +17,7 @@ from leanlens.errors import BadInput
 from leanlens.store import Store
 
 
-def _demo(*args, timeout=300):
+def _demo(*args, timeout=900):  # generous: the machine may be shared
     return subprocess.run([sys.executable, "-m", "leanlens", "demo", "--quick", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, check=False)
 
