@@ -1,43 +1,30 @@
-"""Median wall times, synchronising the GPU when there is one, and the IG floor they are read against."""
+"""Benchmark timing on top of leanlens' own (`leanlens.audit.timing`), GPU-synchronised, and the IG floor.
+
+One timing module for the library and the benchmarks: contenders run in turns in one run,
+so a machine whose speed drifts over minutes cannot favour one of them.
+"""
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
 import torch
 
+from leanlens.audit.timing import interleaved
 
-def timed(fn) -> float:
-    """Seconds one call of `fn` takes, GPU work included."""
+
+def _sync() -> None:
+    """Wait for queued GPU work, so that it lands inside the interval that queued it."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def median_ms(fn, repeats: int = 7, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        timed(fn)
-    return float(np.median([timed(fn) for _ in range(repeats)]) * 1e3)
+    return interleaved({"fn": fn}, repeats=repeats, warmup=warmup, sync=_sync)["fn"].median_ms
 
 
 def interleaved_ms(contenders: dict, repeats: int = 9, warmup: int = 2) -> dict[str, float]:
-    """Median ms of each callable, run in turns (a, b, c, a, b, c, ...).
-
-    On a shared machine whose speed drifts over minutes, turns keep the ratios honest:
-    each contender sees the same mix of fast and slow moments.
-    """
-    times = {name: [] for name in contenders}
-    for round_ in range(warmup + repeats):
-        for name, fn in contenders.items():
-            elapsed = timed(fn)
-            if round_ >= warmup:
-                times[name].append(elapsed)
-    return {name: float(np.median(t) * 1e3) for name, t in times.items()}
+    """Median ms of each callable, run in turns (a, b, c, a, b, c, ...)."""
+    timings = interleaved(contenders, repeats=repeats, warmup=warmup, sync=_sync)
+    return {name: t.median_ms for name, t in timings.items()}
 
 
 def ig_floor(model, x, target, steps: int, chunk: int, channels_last: bool = False, bf16: bool = False) -> None:

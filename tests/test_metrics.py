@@ -1,5 +1,7 @@
 """Similarity and localization metrics against scipy and hand-computed cases."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -7,13 +9,17 @@ from scipy.stats import spearmanr
 from leanlens.errors import BadInput
 from leanlens.metrics import (
     SIMILARITIES,
+    ExplanationScores,
     cosine,
     has_object,
+    heatmap,
     pointing_game,
     relevance_mass,
+    score_explanations,
     spearman,
     top_k_overlap,
 )
+from leanlens.metrics.record import FORMATS, formatted, human_bytes, human_count
 
 RNG = np.random.default_rng(0)
 
@@ -150,7 +156,8 @@ def test_relevance_mass_known_value():
     maps[0, 1, 1] = -5.0  # negative relevance is ignored
     np.testing.assert_allclose(relevance_mass(maps, masks), [0.75])
     assert relevance_mass(np.zeros((1, 4, 4)), masks)[0] == 0.0
-    np.testing.assert_allclose(relevance_mass(maps[:, None], masks), [0.75])
+    # a channel axis means per-channel attributions: magnitudes count, |-5| lies inside
+    np.testing.assert_allclose(relevance_mass(maps[:, None], masks), [8 / 9])
 
 
 def test_localization_refuses_mismatches():
@@ -175,3 +182,53 @@ def test_empty_batch_gives_empty_scores():
     assert pointing_game(empty, masks).shape == (0,)
     assert relevance_mass(empty, masks).shape == (0,)
     assert has_object(masks).shape == (0,)
+
+
+# one heat map, one record ---------------------------------------------------------
+
+def test_channels_collapse_to_the_sum_of_magnitudes_everywhere():
+    values = np.zeros((1, 3, 4, 4))
+    values[0, 0, 1, 1], values[0, 1, 1, 1] = 2.0, -2.0  # cancels in a signed sum
+    values[0, 2, 3, 3] = 1.5
+    np.testing.assert_array_equal(heatmap(values)[0, 1, 1], 4.0)
+    cam = np.random.default_rng(0).normal(size=(2, 4, 4))
+    np.testing.assert_array_equal(heatmap(cam), cam)  # spatial maps keep their sign
+    mask = np.zeros((1, 4, 4), bool)
+    mask[0, 1, 1] = True
+    assert pointing_game(values, mask)[0]  # a signed sum would have pointed at (3, 3)
+    np.testing.assert_allclose(relevance_mass(values, mask), [4 / 5.5])
+    with pytest.raises(BadInput, match="one map per input"):
+        heatmap(np.zeros((2, 4)))
+
+
+def test_scores_record_hand_computed():
+    ref = np.arange(16.0).reshape(1, 4, 4)
+    masks = np.zeros((1, 4, 4), bool)
+    masks[0, 3, 3] = True
+    same = score_explanations(ref, reference=ref, masks=masks, pointing_tolerance=0)
+    assert (same.spearman, same.top_k, same.cosine, same.pointing_game) == (1.0, 1.0, 1.0, 1.0)
+    assert same.relevance_mass == pytest.approx(15 / 120)
+    flipped = score_explanations(-ref, reference=ref, top_k_fraction=0.25)
+    assert flipped.spearman == pytest.approx(-1.0) and flipped.top_k == 0.0
+    assert flipped.pointing_game is None and flipped.top_k_fraction == 0.25
+    # no mask holds an object: localization is not measured, rather than scored 0
+    assert score_explanations(ref, masks=np.zeros((1, 4, 4), bool)).pointing_game is None
+
+
+def test_scores_record_round_trips_through_json_and_ignores_unknown_keys():
+    record = ExplanationScores(spearman=0.5, top_k=0.25, pointing_game=1.0, pointing_tolerance=4)
+    data = json.loads(json.dumps(record.to_json()))
+    assert "cosine" not in data  # unmeasured figures are not written
+    assert ExplanationScores.from_json(data) == record
+    assert ExplanationScores.from_json({**data, "deletion_auc": 0.3}) == record  # a newer writer
+    names = [name for name, _ in ExplanationScores.shown_fields()]
+    assert names == ["spearman", "top_k", "cosine", "pointing_game", "relevance_mass"]
+    assert all(how.label and how.kind in FORMATS and how.tip for _, how in ExplanationScores.shown_fields())
+
+
+def test_figures_are_formatted_one_way():
+    assert formatted(0.875, "percent") == "87.5 %" and formatted(1234567, "count") == "1.2 M"
+    assert formatted(None, "score") is None and formatted(True, "score") is None
+    assert formatted(float("nan"), "ms") is None and formatted("torch", "text") == "torch"
+    assert human_count(999) == "999" and human_count(999_960) == "1.0 M"
+    assert human_bytes(512) == "512 B" and human_bytes(1_234_567) == "1.2 MB"

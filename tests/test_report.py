@@ -6,23 +6,30 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
+from leanlens.audit import ModelFigures
 from leanlens.errors import BadInput, BadOption
+from leanlens.metrics import ExplanationScores
 from leanlens.report import report
-from leanlens.report.table import human_bytes, human_count
 from leanlens.store import Store
 
 N, H = 8, 16
 METHOD = "gradcam++"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-METRICS = {
-    "v0": {"accuracy": 0.9312, "params": 1_234_567, "macs": 45_600_000, "bytes": 4_900_000,
-           "latency_ms": 3.41, f"pointing[{METHOD}]": 0.875},
-    "v1": {"accuracy": 0.9205, "params": 617_000, "macs": 22_800_000, "bytes": 2_450_000,
-           "latency_ms": 1.9, "speedup": 1.79, "agreement": 0.97,
-           f"spearman[{METHOD}]": 0.912, f"top10[{METHOD}]": 0.81, f"pointing[{METHOD}]": 0.75},
-    "v2": {"accuracy": 0.915, "bytes": 640_000, "latency_ms": 0.88, "speedup": 3.875,
-           f"spearman[{METHOD}]": 0.85},
+FIGURES = {
+    "v0": ModelFigures(accuracy=0.9312, params=1_234_567, macs=45_600_000, bytes=4_900_000, runtime="torch",
+                       latency_ms=3.41, fp32_runtime="onnxruntime", fp32_latency_ms=2.5, speedup=2.5 / 3.41),
+    "v1": ModelFigures(accuracy=0.9205, params=617_000, macs=22_800_000, bytes=2_450_000,
+                       latency_ms=1.9, speedup=1.79, agreement=0.97),
+    "v2": ModelFigures(accuracy=0.915, bytes=640_000, runtime="onnxruntime int8", latency_ms=0.88, speedup=3.875),
 }
+METRICS = {name: figures.to_json() for name, figures in FIGURES.items()}
+SCORES = {
+    "v0": ExplanationScores(pointing_game=0.875, pointing_tolerance=3),
+    "v1": ExplanationScores(spearman=0.912, top_k=0.81, pointing_game=0.75, pointing_tolerance=3),
+    "v2": ExplanationScores(spearman=0.85),
+}
+# cell index of each displayed field: the version's name comes first
+COL = {name: i + 1 for i, (name, _) in enumerate(ModelFigures.shown_fields() + ExplanationScores.shown_fields())}
 
 
 class Page(HTMLParser):
@@ -79,7 +86,7 @@ def store_path(tmp_path):
         parent = None
         for i, (name, metrics) in enumerate(METRICS.items()):
             store.record(name, fingerprint=f"f{i}", metrics=metrics, parent=parent,
-                         explanations={METHOD: _maps(i)})
+                         explanations={METHOD: _maps(i)}, scores={METHOD: SCORES[name]})
             parent = name
     return path
 
@@ -102,25 +109,32 @@ def _png(src):
 def test_versions_table_one_row_per_version(page):
     assert list(page.rows) == list(METRICS)
     for name, cells in page.rows.items():
+        assert len(cells) == 1 + len(COL)
         assert cells[0] == name
-        assert cells[1] == f"{100 * METRICS[name]['accuracy']:.1f}"
+        assert cells[COL["accuracy"]] == f"{100 * METRICS[name]['accuracy']:.1f} %"
 
 
 def test_missing_metrics_show_a_dash(page):
     v0, v2 = page.rows["v0"], page.rows["v2"]
-    # columns: version, accuracy, agreement, params, MACs, size, latency, speed-up,
-    # Spearman, top-10, pointing
-    assert v0[2] == v0[7] == v0[8] == v0[9] == "—"  # the reference has no comparison
-    assert v2[3] == v2[4] == v2[9] == v2[10] == "—"
-    assert v2[7] == "3.88×" and v2[8] == "0.850"
+    for field in ("agreement", "spearman", "top_k", "cosine", "relevance_mass"):
+        assert v0[COL[field]] == "—", field  # the reference has no comparison
+    for field in ("params", "macs", "fp32_latency_ms", "pointing_game"):
+        assert v2[COL[field]] == "—", field
+    assert v2[COL["speedup"]] == "3.88×" and v2[COL["spearman"]] == "0.850"
+
+
+def test_both_latencies_and_the_runtimes_are_shown(page):
+    v0 = page.rows["v0"]
+    assert (v0[COL["runtime"]], v0[COL["latency_ms"]]) == ("torch", "3.41")
+    assert (v0[COL["fp32_runtime"]], v0[COL["fp32_latency_ms"]]) == ("onnxruntime", "2.50")
+    assert v0[COL["speedup"]] == "0.73×"  # eager torch is slower than the fastest fp32 path
+    assert page.rows["v2"][COL["runtime"]] == "onnxruntime int8"
 
 
 def test_sizes_are_human_and_relative_to_the_first(page):
-    assert page.rows["v0"][3].startswith("1.2 M")
-    assert page.rows["v1"][5] == "2.5 MB50 %"  # value, then its share of v0's in a span
-    assert page.rows["v2"][5] == "640 kB13 %"
-    assert human_count(999) == "999" and human_count(999_960) == "1.0 M"
-    assert human_bytes(512) == "512 B" and human_bytes(1_234_567) == "1.2 MB"
+    assert page.rows["v0"][COL["params"]].startswith("1.2 M")
+    assert page.rows["v1"][COL["bytes"]] == "2.5 MB50 %"  # value, then its share of v0's in a span
+    assert page.rows["v2"][COL["bytes"]] == "640 kB13 %"
 
 
 def test_heatmap_grid_has_an_image_and_a_map_per_version_for_each_probe(page):
@@ -188,7 +202,7 @@ def test_color_images_channel_maps_and_no_masks(tmp_path):
         out = report(store, tmp_path / "out", method="ig")
     parser = Page()
     parser.feed(out.read_text(encoding="utf-8"))
-    assert list(parser.rows) == ["a"] and parser.rows["a"][1:] == ["—"] * 10
+    assert list(parser.rows) == ["a"] and parser.rows["a"][1:] == ["—"] * len(COL)
     grid = [src for _, src, ids in parser.images if "heatmaps" in ids]
     assert len(grid) == 3 * 2 and all(_png(s).startswith(PNG_SIGNATURE) for s in grid)
     assert not [src for _, src, ids in parser.images if "tradeoff" in ids]

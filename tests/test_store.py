@@ -239,17 +239,17 @@ def test_reopen_keeps_path_and_schema(path):
 
 # compare ---------------------------------------------------------------------
 
-def test_compare(store):
+def test_compare_returns_the_typed_record(store):
     e = _expl()
     store.record("a", fingerprint="1", metrics={}, explanations={"g": e})
     store.record("b", fingerprint="2", metrics={}, explanations={"g": e.copy()})
-    store.record("c", fingerprint="3", metrics={}, explanations={"g": _expl(9)})
+    store.record("c", fingerprint="3", metrics={}, explanations={"g": -e})
     same = store.compare("a", "b", "g")
-    assert same == {"spearman": 1.0, "top10": 1.0}
-    diff = store.compare("a", "c", "g")
-    assert set(diff) == {"spearman", "top10"}
-    assert diff["spearman"] < 0.9 and diff["top10"] < 1.0
-    assert all(isinstance(v, float) for v in diff.values())
+    assert (same.spearman, same.top_k, same.cosine) == (1.0, 1.0, 1.0)
+    assert same.top_k_fraction == 0.1 and same.pointing_game is None
+    flipped = store.compare("a", "c", "g")  # every ranking reversed: exactly -1, and no top-k shared
+    assert flipped.spearman == pytest.approx(-1.0) and flipped.cosine == pytest.approx(-1.0)
+    assert flipped.top_k == 0.0
     with pytest.raises(BadInput):
         store.compare("a", "c", "ig")
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from leanlens.audit import assess, audit, fingerprint
-from leanlens.audit.audit import assessment_metrics, probe_set
+from leanlens.audit import assess, audit, probe_set
 from leanlens.compress import finetune, prune, quantize
 from leanlens.data import lesions
 from leanlens.errors import BadInput
 from leanlens.models import SmallResNet
 from leanlens.report import report
-from leanlens.store import Store
+from leanlens.store import Store, Version
 
 METHODS = ("gradcam++",)
 # The pointing game's usual 15 px tolerance on 224 px images, scaled to our 64 px images.
@@ -38,35 +38,58 @@ FULL = DemoConfig()
 QUICK = DemoConfig(images=2000, train_epochs=2.0, finetune_epochs=1.0)
 
 
+STORE, PAGE = "leanlens.db", "index.html"
+
+
 @dataclass(frozen=True)
 class DemoResult:
-    rows: list[dict]  # one a version: name plus its metrics
+    versions: list[Version]  # as recorded, figures and scores included
     report: Path
     store: Path
 
 
-def run_demo(out_dir: str | Path = "leanlens-demo", quick: bool = False, stage: Stage | None = None, seed: int = 0) -> DemoResult:
-    """Run the demo, writing the store and the report under `out_dir`."""
+def prepare_out(out: Path, force: bool) -> None:
+    """Make the output folder, refusing to replace a store or page that is already there unless forced."""
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {str(out)!r} is a file, not a folder", "choose a folder name")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BadInput(f"cannot create --out {str(out)!r}: {error.strerror}",
+                       "choose a folder you can write to") from None
+    if not os.access(out, os.W_OK):
+        raise BadInput(f"--out {str(out)!r} is not writable", "choose a folder you can write to")
+    taken = [name for name in (STORE, PAGE) if (out / name).exists() or (out / name).is_symlink()]
+    if taken and not force:
+        raise BadInput(f"--out {str(out)!r} already holds {' and '.join(taken)} from an earlier run",
+                       "pass --force to replace them, or choose another --out")
+    if force:
+        (out / STORE).unlink(missing_ok=True)
+
+
+def run_demo(out_dir: str | Path = "leanlens-demo", quick: bool = False, stage: Stage | None = None, seed: int = 0,
+             force: bool = False) -> DemoResult:
+    """Run the demo, writing the store and the report under `out_dir`.
+
+    An existing store or report there is replaced only when `force` is set.
+    """
     config = QUICK if quick else FULL
     stage = stage or (lambda description, total: lambda done, total_: None)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {str(out)!r} is a file, not a folder", "choose a folder name")
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(out, force)  # before minutes of training, not after
     torch.manual_seed(seed)
 
     train, test = lesions(config.images, seed=seed).split(0.25, seed=seed)
     probe = probe_set(test, n=64, seed=seed)
     v0 = finetune(SmallResNet(width=config.width), train, epochs=config.train_epochs, lr=3e-3,
                   seed=seed, on_step=stage("training v0", 0))
-    store_path = out / "leanlens.db"
-    store_path.unlink(missing_ok=True)
+    store_path = out / STORE
     with Store(store_path) as store:
         store.set_probe(probe.x, probe.y, probe.masks)
         advance = stage("auditing v0", 1)
         reference = assess(v0, test, probe, METHODS, pointing_tolerance=POINTING_TOLERANCE)
         advance(1, 1)
-        _record(store, "v0", v0, assessment_metrics(reference) | {"speedup": 1.0}, reference, parent=None)
+        store.record_assessment("v0", v0, reference)
 
         pruned = prune(v0, train, ratio=config.prune_ratio, criterion="taylor", round_to=8)
         v1 = finetune(pruned, train, epochs=config.finetune_epochs, lr=1e-3, seed=seed + 1,
@@ -77,13 +100,7 @@ def run_demo(out_dir: str | Path = "leanlens-demo", quick: bool = False, stage: 
             result = audit(v0, model, test, METHODS, probe=probe, reference_assessment=reference,
                            pointing_tolerance=POINTING_TOLERANCE)
             advance(1, 1)
-            _record(store, name, model, result.metrics(), result.candidate, parent=parent)
-        rows = [{"version": v.name, **v.metrics} for v in store.versions()]
+            store.record_assessment(name, model, result, parent=parent)
+        versions = store.versions()
         page = report(store, out)
-    return DemoResult(rows=rows, report=page, store=store_path)
-
-
-def _record(store: Store, name, model, metrics, assessment, parent) -> None:
-    metrics = metrics | {"pointing_tolerance": POINTING_TOLERANCE}
-    explanations = {m: e.values for m, e in assessment.explanations.items()}
-    store.record(name, fingerprint=fingerprint(model), metrics=metrics, explanations=explanations, parent=parent)
+    return DemoResult(versions=versions, report=page, store=store_path)

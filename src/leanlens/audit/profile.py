@@ -3,41 +3,54 @@
 from __future__ import annotations
 
 import hashlib
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from leanlens.audit.runtimes import Latency, latencies
+from leanlens.audit.timing import Clock
 from leanlens.models.onnx_model import OnnxModel
 from leanlens.models.torch_model import TorchModel, count_parameters
 from leanlens.models.wrap import wrap
 
 
 @dataclass(frozen=True)
-class Profile:
+class Cost:
     params: int
     macs: int
     bytes: int  # serialized size: safetensors for torch, the .onnx file for ONNX
-    latency_ms: float  # median wall time of predict() on `batch` samples
+
+
+@dataclass(frozen=True)
+class Profile:
+    cost: Cost
+    latency: Latency  # on `batch` samples, own runtime and best fp32 path
     batch: int
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    @property
+    def latency_ms(self) -> float:
+        return self.latency.own.median_ms
 
 
-def profile(model, x: np.ndarray, *, batch: int = 32, repeats: int = 15, warmup: int = 3) -> Profile:
-    """Measure `model` on the first `batch` samples of `x` (median of `repeats` runs)."""
+def cost(model, example: np.ndarray) -> Cost:
+    """Size figures of `model`; MACs are counted on one sample of `example`."""
     model = wrap(model)
-    module = model.module if model.module is not None else None
-    example = x[:batch]
-    return Profile(
+    module = getattr(model, "module", None)
+    return Cost(
         params=count_parameters(module) if module is not None else 0,
         macs=_macs(module, example[:1]) if module is not None else 0,
         bytes=serialized_bytes(model),
-        latency_ms=latency_ms(model, example, repeats=repeats, warmup=warmup),
-        batch=len(example),
     )
+
+
+def profile(model, x: np.ndarray, *, batch: int = 32, repeats: int = 15, warmup: int = 3,
+            clock: Clock | None = None) -> Profile:
+    """Measure `model` on the first `batch` samples of `x` (median of `repeats` interleaved rounds)."""
+    model = wrap(model)
+    example = x[:batch]
+    (latency,) = latencies([model], example, repeats=repeats, warmup=warmup, clock=clock)
+    return Profile(cost(model, example), latency, len(example))
 
 
 def serialize(model) -> bytes:
@@ -59,17 +72,6 @@ def serialized_bytes(model) -> int:
 def fingerprint(model) -> str:
     """A short content hash of the serialized model: equal weights, equal fingerprint."""
     return hashlib.sha256(serialize(wrap(model))).hexdigest()[:16]
-
-
-def latency_ms(model, x: np.ndarray, *, repeats: int = 15, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        model.predict(x, batch_size=len(x))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.predict(x, batch_size=len(x))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
 
 
 def _macs(module, example: np.ndarray) -> int:

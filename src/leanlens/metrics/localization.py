@@ -1,7 +1,8 @@
 """Does an explanation point at the object? Scores against ground-truth masks.
 
 ``values`` may be ``(N, H, W)``, ``(N, 1, H, W)`` or ``(N, C, H, W)`` (channels
-are summed); ``masks`` are ``(N, H, W)``, boolean or 0/1. A sample whose mask is
+collapse as in :func:`leanlens.metrics.heatmap.heatmap`); ``masks`` are ``(N, H, W)``,
+boolean or 0/1. A sample whose mask is
 empty cannot be scored fairly (there is nothing to point at): select samples
 with :func:`has_object` first.
 """
@@ -12,6 +13,7 @@ import numpy as np
 from scipy.ndimage import binary_dilation
 
 from leanlens.errors import BadInput
+from leanlens.metrics.heatmap import heatmap
 from leanlens.metrics.inputs import as_maps, as_numpy, flat
 
 
@@ -36,15 +38,10 @@ def _as_masks(masks) -> np.ndarray:
 
 def _as_heatmaps(values, masks) -> tuple[np.ndarray, np.ndarray]:
     """(N, H, W) float maps and (N, H, W) bool masks, checked against each other."""
-    v = as_maps(values, "values")
-    if v.ndim == 4:
-        v = v.sum(axis=1)  # relevance of a pixel is the total over its channels
-    elif v.ndim != 3:
-        raise BadInput(f"values have shape {v.shape}, expected (N, H, W) or (N, C, H, W)",
-                       "pass one map per input image")
+    v = heatmap(as_maps(values, "values"))
     m = _as_masks(masks)
     if v.shape != m.shape:
-        raise BadInput(f"maps are {v.shape} (channels summed) but masks are {m.shape}",
+        raise BadInput(f"maps are {v.shape} (channels collapsed) but masks are {m.shape}",
                        "resize masks to the explanation's resolution")
     if v.shape[1] * v.shape[2] == 0:
         raise BadInput(f"maps of shape {v.shape} have no pixels", "pass non-empty maps")

@@ -46,19 +46,6 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return img @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma weights
 
 
-def importance_map(values: np.ndarray) -> np.ndarray:
-    """One sample's explanation as an (H, W) map.
-
-    CAM maps are already (H, W); gradient methods give one value per input
-    channel, where the sign says direction, not importance, so |values| are
-    summed over channels.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim == 3:
-        return np.abs(values).sum(axis=0)
-    return values
-
-
 def resize_nearest(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """a resampled to (H, W) by nearest neighbour, e.g. a coarse map onto its image."""
     if a.shape[:2] == tuple(shape):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from leanlens.audit import ModelFigures
 from leanlens.errors import BadInput, BadOption
+from leanlens.metrics import ExplanationScores
+from leanlens.metrics.record import number
 from leanlens.report import figures, html, table
 from leanlens.report.grid import heatmap_grid
 from leanlens.store import Store, Version
@@ -52,7 +56,8 @@ def _tradeoff(versions: list[Version]) -> tuple[str | None, list[str]]:
     """The accuracy/latency plot as a data URI (None if nothing to plot), and notes."""
     points, left_out = [], []
     for v in versions:
-        acc, lat = table.number(v.metrics.get("accuracy")), table.number(v.metrics.get("latency_ms"))
+        seen = ModelFigures.from_json(v.metrics)
+        acc, lat = number(seen.accuracy), number(seen.latency_ms)
         if acc is None or lat is None:
             left_out.append(v.name)
         else:
@@ -61,6 +66,11 @@ def _tradeoff(versions: list[Version]) -> tuple[str | None, list[str]]:
     if not points:
         return None, notes
     return figures.data_uri(figures.tradeoff_png(points)), notes
+
+
+def _settings(versions: list[Version], method: str) -> ExplanationScores:
+    """The scoring settings (tolerance, k) of the first version scored with `method`."""
+    return next((v.scores[method] for v in versions if method in v.scores), ExplanationScores())
 
 
 def _context(store: Store, method: str, title: str) -> dict:
@@ -83,9 +93,7 @@ def _context(store: Store, method: str, title: str) -> dict:
         "outline_color": figures.OUTLINE_HEX,
         "tradeoff_src": tradeoff_src,
         "tradeoff_notes": tradeoff_notes,
-        "pointing_tolerance": next(
-            (v.metrics["pointing_tolerance"] for v in versions if "pointing_tolerance" in v.metrics), 0
-        ),
+        "scoring": _settings(versions, method),
     }
 
 
@@ -107,10 +115,26 @@ def report(source, out_dir, *, method: str = "gradcam++", title: str = "leanlens
     out = _out_folder(out_dir)
     with _opened(source) as store:
         page = html.render(_context(store, method, title))
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "index.html"
-    # write then rename, so a reader never sees a half-written page
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BadInput(f"cannot create {out}: {error.strerror}", "pass a folder you can write to") from None
+    return _write_new(out / "index.html", page)
+
+
+def _write_new(path: Path, text: str) -> Path:
+    """Write then rename, so a reader never sees a half-written page.
+
+    The temporary file gets a fresh name that mkstemp creates exclusively: a file or
+    symlink someone planted under a predictable name is never written through.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

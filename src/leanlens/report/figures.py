@@ -132,6 +132,10 @@ def _lineage(ax, points: list[Point]) -> None:
 
 def tradeoff_png(points: list[Point]) -> bytes:
     """Accuracy (%) against latency (ms), one labelled point per version."""
+    return _figure_png(tradeoff_figure(points))
+
+
+def tradeoff_figure(points: list[Point]) -> Figure:
     fig = Figure(figsize=(6.4, 3.8), dpi=110)
     ax = fig.add_subplot()
     _style(ax)
@@ -142,9 +146,10 @@ def tradeoff_png(points: list[Point]) -> bytes:
     for i, p in enumerate(points):
         # alternate above/below so neighbours with close values do not overprint
         dy = 7 if i % 2 == 0 else -13
-        ax.annotate(p.name, (p.latency_ms, p.accuracy_pct), xytext=(6, dy),
+        # a version name is user text: "$x$" must read as typed, not as mathtext (which can crash)
+        ax.annotate(p.name, (p.latency_ms, p.accuracy_pct), xytext=(6, dy), parse_math=False,
                     textcoords="offset points", fontsize=9, color="#111827")
     ax.set_xlabel("latency (ms) — lower is faster", fontsize=9, color="#374151")
     ax.set_ylabel("accuracy (%)", fontsize=9, color="#374151")
     ax.margins(x=0.15, y=0.2)
-    return _figure_png(fig)
+    return fig

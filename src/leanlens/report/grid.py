@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from leanlens.errors import BadInput
+from leanlens.metrics import heatmap
 from leanlens.report import arrays, figures
 from leanlens.store import Probe, Store, Version
 
@@ -61,7 +62,7 @@ def _row(i: int, probe: Probe, maps: dict[str, np.ndarray]) -> GridRow:
     image = arrays.display_image(probe.x[i])
     mask = None if probe.masks is None else probe.masks[i]
     first = Cell(figures.data_uri(figures.probe_png(image, mask)), f"probe {i}, image")
-    cells = [Cell(figures.data_uri(figures.heatmap_png(image, arrays.importance_map(m[i]), mask)),
+    cells = [Cell(figures.data_uri(figures.heatmap_png(image, heatmap(m[i : i + 1])[0], mask)),
                   f"probe {i}, {name}")
              for name, m in maps.items()]
     return GridRow(_label(i, probe), first, cells)

@@ -1,6 +1,6 @@
 """A local SQLite record of model versions and their explanations."""
 
-from leanlens.store.records import Probe, Version
+from leanlens.store.records import Explained, Probe, Version
 from leanlens.store.sqlite import Store
 
-__all__ = ["Probe", "Store", "Version"]
+__all__ = ["Explained", "Probe", "Store", "Version"]

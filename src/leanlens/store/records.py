@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from leanlens.errors import BadInput
+from leanlens.metrics import ExplanationScores
+
+# option arrays up to this size are kept exactly (a baseline image); bigger ones are summarised
+_OPTION_ARRAY_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -19,6 +25,18 @@ class Version:
     fingerprint: str  # hash of the weights, computed by the caller
     metrics: dict = field(hash=False)  # JSON scalars only
     parent: str | None = None
+    scores: dict[str, ExplanationScores] = field(default_factory=dict, hash=False)  # by method
+
+
+@dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous, so identity only
+class Explained:
+    """One recorded explanation with what it takes to reproduce it."""
+
+    method: str
+    values: np.ndarray
+    target: np.ndarray | None  # the class explained for each probe sample, if recorded
+    options: dict[str, Any]
+    scores: ExplanationScores
 
 
 @dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous, so identity only
@@ -60,3 +78,22 @@ def clean_metrics(metrics) -> dict:
         clean[key] = _scalar(key, value)
     return clean
 
+
+
+def _option(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        arr = np.asarray(value)
+        if arr.dtype.kind in "biufU" and arr.size <= _OPTION_ARRAY_LIMIT:
+            return arr.tolist()
+    return f"<{type(value).__name__}>"  # kept as a note: a callable or a large array is not data
+
+
+def options_json(options) -> str:
+    """An explanation's options as JSON text, arrays included when small enough to keep."""
+    if not isinstance(options, Mapping):
+        raise BadInput(f"options is a {type(options).__name__}, not a mapping", "pass a dict of keyword options")
+    return json.dumps({str(key): _option(value) for key, value in options.items()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +11,8 @@ from leanlens.errors import BadInput
 
 # 'LLNS' in the file header tells our stores apart from any other SQLite file
 APPLICATION_ID = 0x4C4C4E53
-SCHEMA_VERSION = 1
+# 2: each explanation keeps its targets, options and scores (version 1 kept the array only)
+SCHEMA_VERSION = 2
 
 _TABLES = {
     "probe": """CREATE TABLE probe (
@@ -27,6 +29,7 @@ _TABLES = {
         version_id INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE,
         method TEXT NOT NULL,
         dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL,
+        target TEXT, options TEXT NOT NULL DEFAULT '{}', scores TEXT NOT NULL DEFAULT '{}',
         PRIMARY KEY (version_id, method))""",
     "predictions": """CREATE TABLE predictions (
         version_id INTEGER PRIMARY KEY REFERENCES versions(id) ON DELETE CASCADE,
@@ -34,14 +37,29 @@ _TABLES = {
 }
 
 
+# what version 1 lacks, added in place by _migrate
+_V2_COLUMNS = ("target TEXT", "options TEXT NOT NULL DEFAULT '{}'", "scores TEXT NOT NULL DEFAULT '{}'")
+
+
 @contextmanager
-def transaction(conn: sqlite3.Connection):
+def transaction(conn: sqlite3.Connection, path: Path):
     """All-or-nothing writes: commit on success, roll back on any exception."""
     # the connection is in autocommit mode, so BEGIN is ours to issue; `with conn`
     # then commits or rolls back, and DDL is covered too
-    with conn:
-        conn.execute("BEGIN IMMEDIATE")
-        yield conn
+    try:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+    except sqlite3.OperationalError as e:
+        # permissions can change under an open store; anything else is not the user's doing
+        if "readonly" not in str(e):
+            raise
+        raise read_only_error(path, "SQLite cannot write to it") from None
+
+
+def read_only_error(path: Path, why: str) -> BadInput:
+    return BadInput(f"{path} is read-only ({why}), so nothing can be recorded in it",
+                    "make the file and its folder writable, or copy the store to a writable folder")
 
 
 def _not_a_store(path: Path, why: str) -> BadInput:
@@ -60,8 +78,8 @@ def _is_blank(app: int, ver: int, tables: set[str]) -> bool:
     return app == 0 and ver == 0 and not tables
 
 
-def _create(conn: sqlite3.Connection) -> None:
-    with transaction(conn):
+def _create(conn: sqlite3.Connection, path: Path) -> None:
+    with transaction(conn, path):
         # read again under the write lock: another process may have created it
         if not _is_blank(*_header(conn)):
             return
@@ -71,13 +89,29 @@ def _create(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _create_or_check(conn: sqlite3.Connection, path: Path) -> None:
+def _migrate(conn: sqlite3.Connection, path: Path, read_only: bool) -> None:
+    """Bring a version 1 store up to version 2; its rows keep their values."""
+    if read_only:
+        raise BadInput(f"{path} was written by an older leanlens and must be upgraded, but it is read-only",
+                       "open it once where it is writable, or copy it to a writable folder")
+    with transaction(conn, path):
+        if conn.execute("PRAGMA user_version").fetchone()[0] != 1:
+            return  # another process upgraded it first
+        for column in _V2_COLUMNS:
+            conn.execute(f"ALTER TABLE explanations ADD COLUMN {column}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _create_or_check(conn: sqlite3.Connection, path: Path, read_only: bool) -> None:
     app, ver, tables = _header(conn)
     if _is_blank(app, ver, tables):
-        _create(conn)
+        _create(conn, path)
         app, ver, tables = _header(conn)
     if app != APPLICATION_ID:
         raise _not_a_store(path, "an SQLite database without the leanlens schema")
+    if ver == 1:
+        _migrate(conn, path, read_only)
+        ver = SCHEMA_VERSION
     if ver != SCHEMA_VERSION:
         raise BadInput(f"{path} has store schema version {ver}, this leanlens reads "
                        f"{SCHEMA_VERSION}", "open it with the leanlens that wrote it")
@@ -86,21 +120,54 @@ def _create_or_check(conn: sqlite3.Connection, path: Path) -> None:
         raise _not_a_store(path, f"tables missing: {', '.join(missing)}")
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection to a checked store at path, created if the file is new."""
+def _check_intact(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged file before anything is read from or written to it."""
+    problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+    if problems != ["ok"]:
+        raise _damaged(path, problems[-1])
+
+
+def _damaged(path: Path, problem: str) -> BadInput:
+    problem = " ".join(problem.split())[:160]  # SQLite's report spans lines; the error is one
+    return BadInput(f"{path} is damaged ({problem})",
+                    "restore the store from a copy; leanlens will not read or write a damaged one")
+
+
+def _open_mode(path: Path) -> str:
+    """'rwc' for a store we may write, 'ro' for one we can only read; BadInput when neither."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise BadInput(f"cannot create {path}: the folder {folder} does not exist", "create the folder first")
     if path.is_dir():
         raise BadInput(f"{path} is a folder", "pass a file path, e.g. runs/lens.db")
+    # SQLite writes a journal next to the file, so writing needs the folder as well
+    if not path.exists():
+        if not os.access(folder, os.W_OK):
+            raise BadInput(f"cannot create {path}: the folder {folder} is not writable",
+                           "choose a writable folder for the store")
+        return "rwc"
+    if not os.access(path, os.R_OK):
+        raise BadInput(f"cannot read {path}: permission denied", "fix the file's permissions")
+    return "rwc" if os.access(path, os.W_OK) and os.access(folder, os.W_OK) else "ro"
+
+
+def connect(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """A connection to a checked store at path, created if the file is new, and whether it is read-only."""
+    mode = _open_mode(path)
     try:
-        conn = sqlite3.connect(path, isolation_level=None)
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True, isolation_level=None)
     except sqlite3.Error as e:
-        raise BadInput(f"cannot open {path}: {e}", "check that the folder exists") from e
+        raise BadInput(f"cannot open {path}: {e}", "check the file's permissions") from e
     try:
         conn.execute("PRAGMA foreign_keys = ON")
-        _create_or_check(conn, path)
+        _check_intact(conn, path)
+        _create_or_check(conn, path, read_only=mode == "ro")
     except sqlite3.DatabaseError as e:
         conn.close()
-        raise _not_a_store(path, f"SQLite cannot read it: {e}") from e
+        if "malformed" in str(e):  # a store cut short, or overwritten in the middle
+            raise _damaged(path, str(e)) from None
+        raise _not_a_store(path, f"SQLite cannot read it: {e}") from None
     except BadInput:
         conn.close()
         raise
-    return conn
+    return conn, mode == "ro"

@@ -12,10 +12,10 @@ from typing import Self
 import numpy as np
 
 from leanlens.errors import BadInput, closest
-from leanlens.metrics.similarity import spearman, top_k_overlap
+from leanlens.metrics import ExplanationScores, score_explanations
 from leanlens.store.arrays import decode, encode
-from leanlens.store.records import Probe, Version, clean_metrics
-from leanlens.store.schema import connect, transaction
+from leanlens.store.records import Explained, Probe, Version, clean_metrics, options_json
+from leanlens.store.schema import connect, read_only_error, transaction
 
 _PARTS = ("x", "y", "masks")
 
@@ -30,12 +30,13 @@ def _check_name(value, what: str) -> str:
 class Store:
     """An SQLite file of model versions, compared on a fixed probe set.
 
-    Arrays are kept as dtype, shape and raw bytes, never pickled.
+    Arrays are kept as dtype, shape and raw bytes, never pickled. A store whose file or
+    folder is not writable opens read-only: it can be read, and writing to it says why not.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._conn = connect(self.path)
+        self._conn, self.read_only = connect(self.path)
 
     def close(self) -> None:
         self._conn.close()
@@ -48,6 +49,12 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
+
+    def _writing(self):
+        """A write transaction; a read-only store refuses before anything else happens."""
+        if self.read_only:
+            raise read_only_error(self.path, "its file or folder is not writable")
+        return transaction(self._conn, self.path)
 
     # probe set -----------------------------------------------------------
 
@@ -65,7 +72,9 @@ class Store:
         if any(n != sizes["x"] for n in sizes.values()):
             raise BadInput(f"probe parts differ in length: {sizes}",
                            "x, y and masks need one entry per sample")
-        with transaction(self._conn):
+        if self.read_only and self._probe_rows() == new:
+            return
+        with self._writing():
             old = self._probe_rows()
             if old == new:
                 return
@@ -103,35 +112,77 @@ class Store:
                            "compute it on store.probe().x, batch first")
         return row
 
-    def _encode_explanations(self, explanations) -> list[tuple[str, str, str, bytes]]:
-        if explanations is None:
-            return []
-        if not isinstance(explanations, Mapping):
-            raise BadInput(f"explanations is a {type(explanations).__name__}, not a mapping",
-                           "pass {method name: array}")
-        return [(_check_name(m, "method"), *self._encode_on_probe(a, f"explanation {m!r}"))
-                for m, a in explanations.items()]
+    def _target_json(self, target, method: str) -> str | None:
+        if target is None:
+            return None
+        target = np.asarray(target)
+        if target.dtype.kind not in "iu" or target.shape != (self._probe_size("target"),):
+            raise BadInput(f"explanation {method!r} has targets of shape {target.shape} and dtype {target.dtype}",
+                           "give one class index per probe sample")
+        return json.dumps(target.tolist())
 
-    def record(self, name, *, fingerprint, metrics, explanations=None,
-               predictions=None, parent=None) -> Version:
-        """Store a new version with its explanations, all or nothing."""
+    def _explanation_row(self, method, explanation, scores) -> tuple:
+        """(method, dtype, shape, data, target, options, scores) for an array or an Explanation."""
+        method = _check_name(method, "method")
+        # an Explanation brings what reproduces it; a bare array only its values
+        values = getattr(explanation, "values", explanation)
+        target = self._target_json(getattr(explanation, "target", None), method)
+        options = options_json(getattr(explanation, "options", {}))
+        return (method, *self._encode_on_probe(values, f"explanation {method!r}"), target, options,
+                json.dumps(scores.to_json() if scores is not None else {}))
+
+    def _encode_explanations(self, explanations, scores) -> list[tuple]:
+        explanations = {} if explanations is None else explanations
+        scores = {} if scores is None else scores
+        for what, given in (("explanations", explanations), ("scores", scores)):
+            if not isinstance(given, Mapping):
+                raise BadInput(f"{what} is a {type(given).__name__}, not a mapping", f"pass {{method name: {what}}}")
+        if unknown := sorted(set(scores) - set(explanations)):
+            raise BadInput(f"scores for {unknown} but no explanation of that method",
+                           "record each method's explanation with its scores")
+        if bad := [m for m, s in scores.items() if not isinstance(s, ExplanationScores)]:
+            raise BadInput(f"scores of {bad} are not ExplanationScores", "pass the records audit() computes")
+        return [self._explanation_row(m, e, scores.get(m)) for m, e in explanations.items()]
+
+    def record(self, name, *, fingerprint, metrics, explanations=None, predictions=None, parent=None,
+               scores=None) -> Version:
+        """Store a new version with its explanations, all or nothing.
+
+        `explanations` maps a method to an `Explanation` (its targets and options are kept)
+        or to a bare array; `scores` maps a method to its `ExplanationScores`.
+        """
         version = Version(
             name=_check_name(name, "version name"),
             created=datetime.now(UTC).isoformat(),
             fingerprint=_check_name(fingerprint, "fingerprint"),
             metrics=clean_metrics(metrics),
             parent=None if parent is None else _check_name(parent, "parent"),
+            scores=dict(scores or {}),
         )
         # encode everything before writing, so a bad array fails before the transaction
-        rows = self._encode_explanations(explanations)
+        rows = self._encode_explanations(explanations, scores)
         preds = None if predictions is None else self._encode_on_probe(predictions,
                                                                         "predictions")
-        with transaction(self._conn):
+        with self._writing():
             vid = self._insert_version(version)
             self._insert_explanations(vid, rows)
             if preds is not None:
                 self._insert_predictions(vid, preds)
         return version
+
+    def record_assessment(self, name, model, result, *, parent=None) -> Version:
+        """Record `model` with an `assess()` or `audit()` result of it, as version `name`.
+
+        Keeps the result's figures, each method's explanation with its targets, options and
+        scores, and the model's predictions on the probe set; the fingerprint is the model's.
+        """
+        from leanlens.audit import fingerprint
+
+        explanations = result.explanations
+        first = next(iter(explanations.values()), None)
+        return self.record(name, fingerprint=fingerprint(model), metrics=result.figures().to_json(),
+                           explanations=explanations, scores=result.scores, parent=parent,
+                           predictions=None if first is None else first.predictions)
 
     def _insert_version(self, v: Version) -> int:
         names = self._names()
@@ -149,8 +200,8 @@ class Store:
 
     def _insert_explanations(self, vid: int, rows) -> None:
         self._conn.executemany(
-            "INSERT INTO explanations (version_id, method, dtype, shape, data) "
-            "VALUES (?, ?, ?, ?, ?)", [(vid, *row) for row in rows])
+            "INSERT INTO explanations (version_id, method, dtype, shape, data, target, options, scores) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(vid, *row) for row in rows])
 
     def _insert_predictions(self, vid: int, row) -> None:
         self._conn.execute(
@@ -170,21 +221,22 @@ class Store:
                            closest(str(name), names) if names else "nothing recorded yet")
         return row[0]
 
-    @staticmethod
-    def _version(row) -> Version:
-        name, created, fingerprint, metrics, parent = row
-        return Version(name, created, fingerprint, json.loads(metrics), parent)
+    def _version(self, row) -> Version:
+        vid, name, created, fingerprint, metrics, parent = row
+        scores = {method: ExplanationScores.from_json(json.loads(text)) for method, text in self._conn.execute(
+            "SELECT method, scores FROM explanations WHERE version_id = ? ORDER BY rowid", (vid,))}
+        return Version(name, created, fingerprint, json.loads(metrics), parent, scores)
 
     def versions(self) -> list[Version]:
         """Every version, in the order recorded."""
         rows = self._conn.execute(
-            "SELECT name, created, fingerprint, metrics, parent FROM versions ORDER BY id")
+            "SELECT id, name, created, fingerprint, metrics, parent FROM versions ORDER BY id").fetchall()
         return [self._version(r) for r in rows]
 
     def version(self, name) -> Version:
         """One version by name."""
         row = self._conn.execute(
-            "SELECT name, created, fingerprint, metrics, parent FROM versions WHERE id = ?",
+            "SELECT id, name, created, fingerprint, metrics, parent FROM versions WHERE id = ?",
             (self._id(name),)).fetchone()
         return self._version(row)
 
@@ -195,19 +247,25 @@ class Store:
             "ORDER BY rowid", (self._id(name),))
         return {method: decode(dtype, shape, data) for method, dtype, shape, data in rows}
 
-    def explanation(self, name, method) -> np.ndarray:
-        """One explanation of a version."""
+    def explained(self, name, method) -> Explained:
+        """One explanation of a version with its targets, options and scores."""
         vid = self._id(name)
         row = self._conn.execute(
-            "SELECT dtype, shape, data FROM explanations WHERE version_id = ? AND method = ?",
-            (vid, method)).fetchone()
+            "SELECT dtype, shape, data, target, options, scores FROM explanations "
+            "WHERE version_id = ? AND method = ?", (vid, method)).fetchone()
         if row is None:
             stored = [r[0] for r in self._conn.execute(
                 "SELECT method FROM explanations WHERE version_id = ?", (vid,))]
             raise BadInput(f"version {name!r} has no {method!r} explanation",
                            closest(str(method), stored) if stored
                            else "it was recorded without explanations")
-        return decode(*row)
+        *array, target, options, scores = row
+        return Explained(method, decode(*array), None if target is None else np.asarray(json.loads(target)),
+                         json.loads(options), ExplanationScores.from_json(json.loads(scores)))
+
+    def explanation(self, name, method) -> np.ndarray:
+        """One explanation of a version."""
+        return self.explained(name, method).values
 
     def predictions(self, name) -> np.ndarray | None:
         """The version's predictions on the probe set, or None if not recorded."""
@@ -216,8 +274,7 @@ class Store:
             (self._id(name),)).fetchone()
         return None if row is None else decode(*row)
 
-    def compare(self, a, b, method) -> dict[str, float]:
-        """Mean agreement of two versions' explanations over the probe samples."""
-        xa, xb = self.explanation(a, method), self.explanation(b, method)
-        return {"spearman": float(spearman(xa, xb).mean()),
-                "top10": float(top_k_overlap(xa, xb, fraction=0.1).mean())}
+    def compare(self, a, b, method, *, top_k_fraction: float = 0.1) -> ExplanationScores:
+        """How version b's explanations agree with version a's, means over the probe samples."""
+        return score_explanations(self.explanation(b, method), reference=self.explanation(a, method),
+                                  top_k_fraction=top_k_fraction)
