@@ -145,6 +145,8 @@ def test_audit_of_a_model_against_an_equal_copy_agrees_everywhere(bright_spots):
     assert figures.latency_ms == pytest.approx(5.0) and figures.fp32_latency_ms == pytest.approx(4.0)
     # read against the reference's best fp32 path (ORT, 8 ms), not its eager torch (10 ms)
     assert figures.speedup == pytest.approx(8.0 / 5.0)
+    # and against its own architecture's best fp32 path (its ORT export, 4 ms)
+    assert figures.fp32_speedup == pytest.approx(4.0 / 5.0)
 
 
 def test_a_candidate_that_flips_the_classes_never_agrees(bright_spots):

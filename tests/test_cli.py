@@ -33,8 +33,8 @@ def test_demo_quick_runs_through_the_cli(tmp_path):
     run = _demo("--out", out)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "v2-int8" in run.stdout and "report:" in run.stdout
-    header = next(line for line in run.stdout.splitlines() if "speed-up" in line)
-    for label in ("runtime", "ms", "fp32 path", "fp32 ms", "Spearman", "pointing"):
+    header = next(line for line in run.stdout.splitlines() if "fp32 path" in line)
+    for label in ("runtime", "ms", "fp32 path", "fp32 ms", "vs fp32", "vs ref.", "Spearman", "pointing"):
         assert f" {label} " in header, label
     assert "onnxruntime int8" in run.stdout
     page = (out / "index.html").read_text()
@@ -51,6 +51,7 @@ def test_demo_quick_runs_through_the_cli(tmp_path):
         int8 = ModelFigures.from_json(v2.metrics)
         assert (int8.runtime, int8.fp32_runtime) == ("onnxruntime int8", "onnxruntime")
         assert int8.latency_ms > 0 and int8.fp32_latency_ms > 0 and int8.batch == 32
+        assert int8.fp32_speedup == pytest.approx(int8.fp32_latency_ms / int8.latency_ms)
         assert v2.scores["gradcam++"].pointing_tolerance == 4 and "pointing_tolerance" not in v2.metrics
         assert store.explained("v2-int8", "gradcam++").target.shape == (len(store.probe().x),)
     # a second run must not replace the first one's files unless asked

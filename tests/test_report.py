@@ -17,7 +17,8 @@ METHOD = "gradcam++"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = {
     "v0": ModelFigures(accuracy=0.9312, params=1_234_567, macs=45_600_000, bytes=4_900_000, runtime="torch",
-                       latency_ms=3.41, fp32_runtime="onnxruntime", fp32_latency_ms=2.5, speedup=2.5 / 3.41),
+                       latency_ms=3.41, fp32_runtime="onnxruntime", fp32_latency_ms=2.5, speedup=2.5 / 3.41,
+                       fp32_speedup=2.5 / 3.41),
     "v1": ModelFigures(accuracy=0.9205, params=617_000, macs=22_800_000, bytes=2_450_000,
                        latency_ms=1.9, speedup=1.79, agreement=0.97),
     "v2": ModelFigures(accuracy=0.915, bytes=640_000, runtime="onnxruntime int8", latency_ms=0.88, speedup=3.875),
@@ -128,6 +129,7 @@ def test_both_latencies_and_the_runtimes_are_shown(page):
     assert (v0[COL["runtime"]], v0[COL["latency_ms"]]) == ("torch", "3.41")
     assert (v0[COL["fp32_runtime"]], v0[COL["fp32_latency_ms"]]) == ("onnxruntime", "2.50")
     assert v0[COL["speedup"]] == "0.73×"  # eager torch is slower than the fastest fp32 path
+    assert v0[COL["fp32_speedup"]] == "0.73×"  # the same: v0 is the reference
     assert page.rows["v2"][COL["runtime"]] == "onnxruntime int8"
 
 

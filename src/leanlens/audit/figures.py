@@ -26,9 +26,12 @@ class ModelFigures(Record):
         "fp32 path", "text", "the fastest float32 runtime of the same architecture", group=TIMING)
     fp32_latency_ms: float | None = shown(
         "fp32 ms", "ms", "median time of one batch on that float32 path", group=TIMING)
+    fp32_speedup: float | None = shown(
+        "vs fp32", "times", "this architecture's fastest float32 latency divided by this version's latency: "
+        "what its runtime (int8 kernels, say) gains over the best float path", group=TIMING)
     speedup: float | None = shown(
-        "speed-up", "times", "the reference's fastest float32 latency divided by this version's latency",
-        group=TIMING)
+        "vs ref.", "times", "the reference's fastest float32 latency divided by this version's latency: "
+        "compression and runtime together", group=TIMING)
     latency_min_ms: float | None = None  # the fastest of the timed runs, own runtime
     fp32_latency_min_ms: float | None = None
     batch: int | None = None  # samples in the timed batch
@@ -43,6 +46,7 @@ def profile_figures(p: Profile, *, reference_fp32_ms: float | None) -> dict:
         runtime=latency.runtime, latency_ms=latency.own.median_ms, latency_min_ms=latency.own.min_ms,
         fp32_runtime=latency.fp32_runtime,
         fp32_latency_ms=fp32.median_ms if fp32 else None, fp32_latency_min_ms=fp32.min_ms if fp32 else None,
+        fp32_speedup=fp32.median_ms / latency.own.median_ms if fp32 else None,
         speedup=reference_fp32_ms / latency.own.median_ms if reference_fp32_ms else None,
         batch=p.batch, threads=latency.threads,
     )
