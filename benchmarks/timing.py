@@ -17,13 +17,15 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+# Attribution benchmarks compare torch with torch (ours against Captum's), and a call lasts
+# long enough that the previous one's idle threads do not matter: one call a turn.
 def median_ms(fn, repeats: int = 7, warmup: int = 2) -> float:
-    return interleaved({"fn": fn}, repeats=repeats, warmup=warmup, sync=_sync)["fn"].median_ms
+    return interleaved({"fn": fn}, repeats=repeats, warmup=warmup, sync=_sync, burst=1)["fn"].median_ms
 
 
 def interleaved_ms(contenders: dict, repeats: int = 9, warmup: int = 2) -> dict[str, float]:
     """Median ms of each callable, run in turns (a, b, c, a, b, c, ...)."""
-    timings = interleaved(contenders, repeats=repeats, warmup=warmup, sync=_sync)
+    timings = interleaved(contenders, repeats=repeats, warmup=warmup, sync=_sync, burst=1)
     return {name: t.median_ms for name, t in timings.items()}
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 import leanlens as ll
 from leanlens.audit import fingerprint, interleaved, latencies, probe_set, profile
+from leanlens.audit.timing import BURST
 from leanlens.data import Dataset
 from leanlens.errors import BadInput
 from leanlens.models import SmallResNet
@@ -18,10 +19,11 @@ from leanlens.models.onnx_model import OnnxModel
 
 
 class StepClock:
-    """A fake clock: timed call k lasts durations[k mod len] seconds (start and stop reads alternate)."""
+    """A fake clock: timed turn k lasts durations[k mod len] ms in each of its `burst` calls
+    (start and stop reads alternate)."""
 
-    def __init__(self, durations_ms):
-        self.durations = itertools.cycle(d / 1e3 for d in durations_ms)
+    def __init__(self, durations_ms, burst=BURST):
+        self.durations = itertools.cycle(d / 1e3 for d in durations_ms for _ in range(burst))
         self.now, self.reads = 100.0, 0
 
     def __call__(self) -> float:
@@ -35,11 +37,21 @@ def test_interleaved_takes_turns_and_keeps_median_and_min_after_warmup():
     calls = []
     contenders = {name: (lambda name=name: calls.append(name)) for name in "ab"}
     # round by round: warmup (a 50, b 50), then a: 3, 1, 2 and b: 10, 30, 20
-    clock = StepClock([50, 50, 3, 10, 1, 30, 2, 20])
-    timings = interleaved(contenders, repeats=3, warmup=1, clock=clock)
+    clock = StepClock([50, 50, 3, 10, 1, 30, 2, 20], burst=1)
+    timings = interleaved(contenders, repeats=3, warmup=1, clock=clock, burst=1)
     assert calls == ["a", "b"] * 4
     assert (timings["a"].median_ms, timings["a"].min_ms) == pytest.approx((2.0, 1.0))
     assert (timings["b"].median_ms, timings["b"].min_ms) == pytest.approx((20.0, 10.0))
+
+
+def test_a_turn_counts_its_fastest_call_not_the_one_its_predecessor_slowed():
+    calls = []
+    contenders = {name: (lambda name=name: calls.append(name)) for name in "ab"}
+    # every turn's first call is slowed (9 ms) by the turn before; then a takes 2 ms, b 4 ms
+    clock = StepClock([9, 2, 2, 9, 4, 4], burst=1)
+    timings = interleaved(contenders, repeats=4, warmup=0, clock=clock, burst=3)
+    assert calls == (["a"] * 3 + ["b"] * 3) * 4
+    assert (timings["a"].median_ms, timings["b"].median_ms) == pytest.approx((2.0, 4.0))
 
 
 def _conv_net(classes=3):

@@ -27,27 +27,39 @@ class Timing:
     min_ms: float  # the least disturbed run: what the code costs on an idle machine
 
 
+# Calls a turn makes in a row. torch's OpenMP workers keep spinning for several
+# milliseconds after a call (measured here: an ONNX Runtime call right after a torch call ran
+# 15-30 % slower on 2 cores, whatever pause we tried), so a turn's first call pays for its
+# predecessor; the fastest of a few calls in a row is the contender's own cost.
+BURST = 3
+
+
 def interleaved(
     contenders: Mapping[str, Callable[[], object]], *, repeats: int = 15, warmup: int = 3,
-    clock: Clock | None = None, sync: Callable[[], None] | None = None,
+    clock: Clock | None = None, sync: Callable[[], None] | None = None, burst: int = BURST,
 ) -> dict[str, Timing]:
     """Time each callable in turns (a, b, c, a, b, c, ...); the first `warmup` rounds are not kept.
 
-    `sync` runs before each clock reading, e.g. `torch.cuda.synchronize` so that GPU work
-    queued by a contender is inside its own interval.
+    A turn is `burst` calls in a row and counts its fastest, so that no contender is charged
+    for the threads the one before it left busy. `sync` runs before each clock reading, e.g.
+    `torch.cuda.synchronize` so that GPU work queued by a contender is inside its own interval.
     """
     clock, sync = clock or time.perf_counter, sync or (lambda: None)
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for round_ in range(warmup + repeats):
         for name, call in contenders.items():
-            sync()
-            start = clock()
-            call()
-            sync()
-            elapsed = clock() - start
+            turn = min(_timed(call, clock, sync) for _ in range(burst))
             if round_ >= warmup:
-                times[name].append(elapsed)
+                times[name].append(turn)
     return {name: Timing(float(np.median(t) * 1e3), float(np.min(t) * 1e3)) for name, t in times.items()}
+
+
+def _timed(call: Callable[[], object], clock: Clock, sync: Callable[[], None]) -> float:
+    sync()
+    start = clock()
+    call()
+    sync()
+    return clock() - start
 
 
 @contextlib.contextmanager
