@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -65,6 +66,41 @@ def methods() -> None:
         options = ", ".join(f"{key}={value!r}" for key, value in spec.options.items())
         table.add_row(name, spec.family, ", ".join(sorted(spec.needs)) or "—", options or "—", spec.summary)
     console.print(table)
+
+
+@app.command()
+def explain(
+    model: Annotated[str, typer.Argument(help="a file from ll.save, an .onnx file, or package.module:factory")],
+    data: Annotated[str, typer.Argument(help="an .npz file (x, y) or a built-in dataset name")],
+    method: Annotated[str, typer.Option("--method", help="an attribution method (see `leanlens methods`)")] = "ig",
+    out: Annotated[Path, typer.Option("--out", help="where to write the explanation (.npz)")] = Path("attributions.npz"),
+    target: Annotated[str, typer.Option("--target", help="'predicted', 'label' (the data's y) or a class index")] = "predicted",
+    option: Annotated[list[str] | None, typer.Option("--option", help="a method option, NAME=VALUE (repeatable)")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="explain only the first N samples")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,
+) -> None:
+    """Explain a model's decisions on a dataset and save the attributions (.npz, no pickle)."""
+    from leanlens.cli_inputs import method_options, read_data, targets_for
+    from leanlens.explain import explain as run_explain
+    from leanlens.models.modelfile import resolve_model
+
+    out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # what to_npz writes
+    try:
+        if out.exists() and not force:
+            raise LeanlensError(f"{out} exists", "pass --force to replace it, or choose another --out")
+        dataset = read_data(data, n)
+        explanation = run_explain(resolve_model(model, weights, trust_pickle), dataset.x, method=method,
+                                  target=targets_for(target, dataset), **method_options(option or []))
+        written = explanation.to_npz(out)
+    except LeanlensError as error:
+        console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"{escape(method)}: {len(explanation)} samples, values {explanation.values.shape} → {escape(str(written))}")
+    if explanation.delta is not None:
+        console.print(f"completeness error |delta|: median {np.median(np.abs(explanation.delta)):.3g}, "
+                      f"max {np.abs(explanation.delta).max():.3g}")
 
 
 def _progress() -> Progress:
