@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leanlens.data import DATASETS, Dataset, load, load_npz
+from leanlens.data import Dataset, load, load_npz
 from leanlens.errors import BadInput, BadOption
 
 
