@@ -156,8 +156,9 @@ def test_relevance_mass_known_value():
     maps[0, 1, 1] = -5.0  # negative relevance is ignored
     np.testing.assert_allclose(relevance_mass(maps, masks), [0.75])
     assert relevance_mass(np.zeros((1, 4, 4)), masks)[0] == 0.0
-    # a channel axis means per-channel attributions: magnitudes count, |-5| lies inside
-    np.testing.assert_allclose(relevance_mass(maps[:, None], masks), [8 / 9])
+    # one channel is the same map; with several, magnitudes count and |-5| lies inside
+    np.testing.assert_allclose(relevance_mass(maps[:, None], masks), [0.75])
+    np.testing.assert_allclose(relevance_mass(np.concatenate([maps[:, None], 0 * maps[:, None]], 1), masks), [8 / 9])
 
 
 def test_localization_refuses_mismatches():
@@ -199,6 +200,17 @@ def test_channels_collapse_to_the_sum_of_magnitudes_everywhere():
     np.testing.assert_allclose(relevance_mass(values, mask), [4 / 5.5])
     with pytest.raises(BadInput, match="one map per input"):
         heatmap(np.zeros((2, 4)))
+
+
+def test_one_channel_scores_as_no_channel_axis():
+    """A grey image's attributions, (N, 1, H, W), are the same map as (N, H, W): sign kept."""
+    flat = np.zeros((1, 2, 2))
+    flat[0, 0, 0], flat[0, 0, 1] = -10.0, 1.0  # strong evidence against the class on the object
+    mask = np.zeros((1, 2, 2), bool)
+    mask[0, 0, 0] = True
+    for values in (flat, flat[:, None]):
+        assert not pointing_game(values, mask)[0]
+        np.testing.assert_allclose(relevance_mass(values, mask), [0.0])
 
 
 def test_scores_record_hand_computed():
