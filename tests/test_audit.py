@@ -209,3 +209,15 @@ def test_an_audit_is_recorded_with_what_reproduces_it(small_setup, tmp_path):
         assert explained.scores.pointing_tolerance == 4
         assert explained.options == dict(result.explanations["gradcam++"].options)  # layer, batch_size, ...
         np.testing.assert_array_equal(store.predictions("v1"), result.explanations["gradcam++"].predictions)
+
+
+def test_a_reference_assessment_of_other_probes_or_methods_is_refused(bright_spots):
+    model = _brightness_model()
+    earlier = ll.assess(model, bright_spots, bright_spots, ("saliency",))
+    other_probe = bright_spots.subset(np.arange(4))
+    with pytest.raises(ll.BadOption, match="another probe set"):
+        ll.audit(model, model, bright_spots, ("saliency",), probe=other_probe, reference_assessment=earlier)
+    with pytest.raises(ll.BadOption, match="no 'gradcam' explanations"):
+        ll.audit(model, model, bright_spots, ("gradcam",), probe=bright_spots, reference_assessment=earlier)
+    reused = ll.audit(model, model, bright_spots, ("saliency",), probe=bright_spots, reference_assessment=earlier)
+    assert reused.scores["saliency"].spearman == pytest.approx(1.0)

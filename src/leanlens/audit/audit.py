@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -12,7 +13,7 @@ from leanlens.audit.profile import Profile, cost, profile
 from leanlens.audit.runtimes import Latency, latencies
 from leanlens.audit.timing import Clock
 from leanlens.data import Dataset, as_dataset
-from leanlens.errors import BadInput
+from leanlens.errors import BadInput, BadOption
 from leanlens.explain import Explanation, explain
 from leanlens.metrics import ExplanationScores, score_explanations
 from leanlens.models.wrap import wrap
@@ -32,6 +33,7 @@ class Assessment:
     predictions: np.ndarray  # class indices on the whole dataset
     explanations: dict[str, Explanation] = field(default_factory=dict)  # on the probe set
     scores: dict[str, ExplanationScores] = field(default_factory=dict)  # localization, by method
+    probe_digest: str = ""  # which probe set the explanations are of (see `digest`)
 
     def figures(self) -> ModelFigures:
         """This model as its own reference: its speed-up is against its own best fp32 path."""
@@ -58,11 +60,28 @@ class AuditResult:
                             **profile_figures(self.candidate.profile, reference_fp32_ms=fp32_ms))
 
 
+def digest(probe: Dataset) -> str:
+    """A short hash of the probe's inputs and targets: explanations of other samples never compare."""
+    return hashlib.sha256(np.ascontiguousarray(probe.x).tobytes() + np.ascontiguousarray(probe.y).tobytes()).hexdigest()[:16]
+
+
 def _explained(model, data: Dataset, probe: Dataset, methods, profile_: Profile, score) -> Assessment:
     predictions = model.predict(data.x).argmax(-1)
     explanations = {m: explain(model, probe.x, method=m, target=probe.y) for m in methods}
     scores = {m: score(e.values, masks=probe.masks) for m, e in explanations.items()}
-    return Assessment(profile_, float((predictions == data.y).mean()), predictions, explanations, scores)
+    return Assessment(profile_, float((predictions == data.y).mean()), predictions, explanations, scores,
+                      digest(probe))
+
+
+def _check_reusable(assessment: Assessment, probe: Dataset, methods) -> None:
+    """An earlier assessment of the reference must be of this probe set and hold every method."""
+    if assessment.probe_digest != digest(probe):
+        raise BadOption("reference_assessment was made on another probe set",
+                        "pass probe= the same probe set that assess() was given")
+    missing = [m for m in methods if m not in assessment.explanations]
+    if missing:
+        raise BadOption(f"reference_assessment has no {missing[0]!r} explanations",
+                        f"assess the reference with methods={tuple(methods)!r}")
 
 
 def assess(model, data, probe: Dataset, methods=("gradcam++",), *, latency_batch: int = 32,
@@ -107,6 +126,8 @@ def audit(
     reference, candidate, data = wrap(reference), wrap(candidate), as_dataset(data)
     _check_same_classes(reference, candidate, data.x)
     probe = probe if probe is not None else probe_set(data)
+    if reference_assessment is not None:
+        _check_reusable(reference_assessment, probe, methods)
     example = data.x[:latency_batch]
     ref_latency, cand_latency = latencies([reference, candidate], example, clock=clock)
     score = partial(score_explanations, pointing_tolerance=pointing_tolerance, top_k_fraction=top_k_fraction)
