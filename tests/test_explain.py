@@ -318,6 +318,22 @@ def test_batch_size_bounds_every_pass(resnet, images, method, options, one_threa
     assert len(images) == 4 and seen and max(seen) <= 3, seen
 
 
+@pytest.mark.parametrize("method, options", [
+    ("occlusion", {"window": 16, "stride": 16}), ("kernelshap", {"superpixel": 16, "samples": 8}),
+    ("lime", {"superpixel": 8, "samples": 30}),
+])
+def test_batch_size_bounds_every_pass_of_a_black_box(resnet, images, method, options):
+    """The same for a black box, whose own predict() also picks the class to explain."""
+    seen = []
+
+    def model(x):
+        seen.append(len(x))
+        return resnet(torch.as_tensor(x)).detach().numpy()
+
+    explain(model, images, method, batch_size=3, **options)
+    assert seen and max(seen) <= 3, seen
+
+
 # Input × gradient and SmoothGrad ----------------------------------------------------------
 
 def test_input_x_gradient_matches_captum(resnet, images):

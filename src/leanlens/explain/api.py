@@ -15,7 +15,7 @@ import torch
 from leanlens.explain import cam, gradients, lime, occlusion, shapley  # noqa: F401  (register the methods)
 from leanlens.explain.checks import as_batch, as_checked_tensor, as_tensor, bind_options, require
 from leanlens.explain.explanation import Explanation
-from leanlens.explain.options import flag
+from leanlens.explain.options import chunk_size, flag
 from leanlens.explain.registry import lookup
 from leanlens.explain.targets import Targets, class_scores, runs_own_forward
 from leanlens.models.base import GRADIENTS
@@ -59,13 +59,14 @@ def attribute(model, x, method: str = "saliency", target=None, *, autocast: bool
     return _run(model, x, method, target, autocast, options)[0]
 
 
-def _deployed_scores(model, x) -> np.ndarray | None:
+def _deployed_scores(model, x, batch_size: int | None) -> np.ndarray | None:
     """The real model's scores when gradients come from a stand-in (an ONNX graph's twin) or
     there are none (a black box): its predicted class is the one to explain. None when the
     model's own forward will score the batch anyway."""
     if runs_own_forward(model):
         return None
-    return model.predict(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)
+    batch = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+    return model.predict(batch, batch_size=chunk_size(batch_size, len(batch)))
 
 
 def _run(model, x, method, target, autocast, options):
@@ -75,7 +76,7 @@ def _run(model, x, method, target, autocast, options):
     require(model, spec.needs, method)
     options = bind_options(spec.fn, options, method)
     create_graph = flag("create_graph", options["create_graph"]) if "create_graph" in options else False
-    deployed = _deployed_scores(model, x)
+    deployed = _deployed_scores(model, x, options.get("batch_size"))
     targets = Targets(deployed.argmax(-1) if target is None and deployed is not None else target, len(x))
     tensor = x if isinstance(x, torch.Tensor) else as_tensor(model, x)
     # Gradient methods must work inside torch.no_grad() and torch.inference_mode() blocks too
