@@ -132,3 +132,9 @@ def test_a_misspelt_method_is_reported_before_the_batch():
     for call in (ll.explain, ll.attribute):
         with pytest.raises(ll.UnknownMethod, match="did you mean 'gradcam\\+\\+'"):
             call(model, np.zeros(4, dtype=np.float32), method="gradcam+")
+
+
+def test_saving_into_a_missing_folder_is_one_line(tmp_path):
+    exp = ll.explain(torch.nn.Linear(4, 2), np.ones((2, 4), np.float32), "saliency")
+    with pytest.raises(BadInput, match="cannot write .*folder exists"):
+        exp.to_npz(tmp_path / "no" / "such" / "folder" / "exp.npz")

@@ -50,7 +50,11 @@ class Explanation:
         path = Path(path)
         if path.suffix != ".npz":  # NumPy would add it silently; return the file really written
             path = path.with_name(path.name + ".npz")
-        np.savez_compressed(path, header=np.frombuffer(header.encode(), dtype=np.uint8), **arrays)
+        try:
+            np.savez_compressed(path, header=np.frombuffer(header.encode(), dtype=np.uint8), **arrays)
+        except OSError as error:
+            raise BadInput(f"cannot write {str(path)!r}: {error.strerror or error}",
+                           "check that the folder exists and is writable") from None
         return path
 
     @classmethod

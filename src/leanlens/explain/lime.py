@@ -56,7 +56,8 @@ def weighted_ridge(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, alpha: flo
     """Coefficients (N, d) and weighted R² (N,) of y[n] ~ b_n + z . c_n, ridge on c only.
 
     Minimises sum_m w_m (y[n, m] - b_n - z_m . c_n)^2 + alpha |c_n|^2: scikit-learn's
-    `Ridge(alpha).fit(z, y[n], sample_weight=w)`, so alpha's effect grows with `samples`.
+    `Ridge(alpha).fit(z, y[n], sample_weight=w)`, so alpha's effect shrinks as `samples` grows
+    (the weighted error is a sum over samples, the penalty is not).
     """
     z = z.to(y.device, torch.float64)
     w = w.to(y.device)
