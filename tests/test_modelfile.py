@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 import textwrap
+import types
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -243,7 +245,45 @@ def test_resolve_model_refuses_weights_of_another_width(pruned, tmp_path):
         resolve_model("leanlens.models.zoo:SmallResNet", weights=tmp_path / "w.safetensors")
     one_line(error)
     with pytest.raises(BadInput, match="cannot import"):
-        resolve_model("nosuchpackage.models:Net")
+        resolve_model("nosuchpackage.models:Net", weights=tmp_path / "w.safetensors")
+    with pytest.raises(BadOption, match="needs its weights"):  # random weights are nothing to explain
+        resolve_model("leanlens.models.zoo:SmallResNet")
+
+
+def test_the_scores_output_travels_with_the_file(tmp_path, lesions):
+    class Pair(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = SmallResNet(width=8)
+
+        def forward(self, x):
+            scores = self.net(x)
+            return {"logits": scores, "flipped": -scores}
+
+    torch.manual_seed(0)
+    module = Pair()
+    Pair.__module__, Pair.__qualname__ = "tests_pair_module", "Pair"  # importable under this name below
+    sys.modules["tests_pair_module"] = types.SimpleNamespace(Pair=Pair)
+    try:
+        model = ll.wrap(module, output="flipped")
+        back = ll.load(ll.save(model, tmp_path / "pair.leanlens"))
+        np.testing.assert_array_equal(back.predict(lesions.x[:2]), model.predict(lesions.x[:2]))
+        with pytest.raises(BadInput, match="function given as output") as error:
+            ll.save(ll.wrap(module, output=lambda out: out["flipped"]), tmp_path / "f.leanlens")
+        one_line(error)
+    finally:
+        del sys.modules["tests_pair_module"]
+
+
+def test_saving_onto_a_folder_or_an_unwritable_place_is_one_line(pruned, tmp_path):
+    with pytest.raises(BadInput, match="is a folder") as error:
+        ll.save(pruned, tmp_path)
+    one_line(error)
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc, a folder nobody can create files in")
+    with pytest.raises(BadInput, match="cannot write") as error:
+        ll.save(pruned, "/proc/model.leanlens")
+    one_line(error)
 
 
 def test_pickles_need_trust(tmp_path, lesions):

@@ -49,7 +49,7 @@ META, WEIGHTS, GRAPH, FP32_GRAPH = "meta.json", "weights.safetensors", "model.on
 ENTRIES = (META, WEIGHTS, GRAPH, FP32_GRAPH)
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin")
 
-# The attributes that hold each layer kind's widths: the ones torch-pruning rewrites.
+
 def save(model, path: str | os.PathLike, *, factory: str | None = None, factory_kwargs: dict | None = None) -> Path:
     """Write `model` (a torch module, a TorchModel, or an OnnxModel such as `ll.quantize` returns) to `path`.
 
@@ -65,7 +65,8 @@ def save(model, path: str | os.PathLike, *, factory: str | None = None, factory_
     model = wrap(model)
     if isinstance(model, TorchModel):
         entries = {WEIGHTS: _weights(model.module)}
-        meta = {"kind": "torch", "architecture": architecture(model.module, factory, factory_kwargs)}
+        meta = {"kind": "torch", "architecture": architecture(model.module, factory, factory_kwargs),
+                "output": _output_choice(model.output)}
     elif isinstance(model, OnnxModel):
         meta, entries = _onnx_entries(model, factory, factory_kwargs)
     else:
@@ -77,6 +78,14 @@ def save(model, path: str | os.PathLike, *, factory: str | None = None, factory_
         raise BadInput(f"ll.save cannot rebuild this model from its file: {error.problem}",
                        "pass factory= and factory_kwargs= that build this architecture") from None
     return _write(Path(path), {META: json.dumps(meta, indent=1).encode(), **entries})
+
+
+def _output_choice(choice):
+    """`ll.wrap(module, output=...)` as JSON: a key or an index; a function has no file form."""
+    if callable(choice):
+        raise BadInput("ll.save cannot store a function given as output=",
+                       "wrap the module with output= a key or an index, or return the scores from forward()")
+    return choice
 
 
 def _onnx_entries(model: OnnxModel, factory, factory_kwargs) -> tuple[dict, dict]:
@@ -103,8 +112,14 @@ def _weights(module: nn.Module) -> bytes:
 def _write(path: Path, entries: dict[str, bytes]) -> Path:
     if not path.parent.is_dir():
         raise BadInput(f"no folder {str(path.parent)!r} to save the model in", "create the folder first")
+    if path.is_dir():
+        raise BadInput(f"{str(path)!r} is a folder", "name the model file, e.g. model.leanlens")
     # A temporary file beside the target, renamed over it: a crash never leaves half a model file.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise BadInput(f"cannot write in {str(path.parent)!r}: {error.strerror or error}",
+                       "save the model in a folder you can write to") from None
     try:
         with os.fdopen(handle, "wb") as file, zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
             for name, data in entries.items():
@@ -163,7 +178,7 @@ def _rebuild(meta: dict, entries: dict[str, bytes], check_against=None) -> Torch
     """The model described by `meta` and `entries`; with `check_against`, proof that it equals that model."""
     kind = meta.get("kind")
     if kind == "torch":
-        rebuilt = TorchModel(_module(meta, entries))
+        rebuilt = TorchModel(_module(meta, entries), output=_read_output(meta.get("output")))
     elif kind == "onnx":
         rebuilt = _onnx_model(meta, entries)
     else:
@@ -171,6 +186,12 @@ def _rebuild(meta: dict, entries: dict[str, bytes], check_against=None) -> Torch
     if check_against is not None:
         _check_same(rebuilt, check_against)
     return rebuilt
+
+
+def _read_output(choice):
+    if choice is None or (isinstance(choice, (str, int)) and not isinstance(choice, bool)):
+        return choice
+    raise BadInput(f"the model file names an output {choice!r} that is neither a key nor an index", REFIT)
 
 
 def _onnx_model(meta: dict, entries: dict[str, bytes]) -> OnnxModel:
@@ -197,15 +218,15 @@ def _int8_twin(source: nn.Module, int8_graph: bytes) -> nn.Module:
 
 
 def _module(meta: dict, entries: dict[str, bytes]) -> nn.Module:
-    architecture = meta.get("architecture")
-    if not isinstance(architecture, dict) or WEIGHTS not in entries:
+    recorded = meta.get("architecture")
+    if not isinstance(recorded, dict) or WEIGHTS not in entries:
         raise BadInput(f"the model file lacks the architecture or {WEIGHTS}", REFIT)
     try:
         state = load_safetensors(entries[WEIGHTS])
     except (SafetensorError, ValueError, RuntimeError) as error:
         raise BadInput(f"the model file's weights are damaged ({first_line(error)})", REFIT) from None
-    module = call_factory(architecture.get("factory"), architecture.get("kwargs"), named_by_file=True)
-    resize(module, architecture.get("widths"), state)
+    module = call_factory(recorded.get("factory"), recorded.get("kwargs"), named_by_file=True)
+    resize(module, recorded.get("widths"), state)
     load_weights(module, state, "the model file's weights")
     return module.eval()
 
@@ -232,9 +253,10 @@ def resolve_model(spec: str | os.PathLike, weights: str | os.PathLike | None = N
             raise BadOption("--weights goes with a 'package.module:factory' model only", "drop --weights")
         return _model_at(path, trust_pickle)
     if isinstance(spec, str) and FACTORY_PATTERN.match(spec):
+        if weights is None:  # the factory alone builds random weights: nothing worth explaining
+            raise BadOption(f"{spec} needs its weights", "pass --weights file.safetensors")
         module = call_factory(spec, {}, named_by_file=False)
-        if weights is not None:
-            load_weights(module, _safetensors_file(Path(weights)), f"the weights in {Path(weights).name}")
+        load_weights(module, _safetensors_file(Path(weights)), f"the weights in {Path(weights).name}")
         return TorchModel(module.eval())
     raise BadInput(f"no model file at {str(spec)!r}",
                    "pass a file from ll.save, an .onnx file, or package.module:factory with --weights")
