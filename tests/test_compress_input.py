@@ -13,6 +13,7 @@ from torch import nn
 
 import leanlens as ll
 from leanlens.errors import BadInput, BadOption, LeanlensError
+from leanlens.models import SmallResNet
 
 
 def small_cnn(frozen: bool = False) -> nn.Sequential:
@@ -159,3 +160,28 @@ def test_prune_refuses_an_lstm_in_one_line(data):
     x = np.random.default_rng(0).normal(size=(48, 5, 4)).astype(np.float32)
     refused(BadInput, lambda: ll.prune(module, (x, y), ratio=0.5, round_to=None), "LSTM layer 'lstm'")
     assert_unchanged(module, before)
+
+
+class _Pair(nn.Module):
+    """A Hugging Face-style model: a dict of outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = SmallResNet(width=8)
+
+    def forward(self, x):
+        return {"logits": self.net(x)}
+
+
+@pytest.mark.parametrize("compress", ["prune", "quantize", "finetune"])
+def test_a_wrong_channel_count_or_a_dict_output_is_one_line(compress):
+    x = np.random.default_rng(0).random((8, 3, 64, 64), dtype=np.float32)  # the model takes 1 channel
+    y = np.arange(8) % 2
+    run = {"prune": lambda m, d: ll.prune(m, d, ratio=0.5), "quantize": ll.quantize,
+           "finetune": lambda m, d: ll.finetune(m, d, epochs=1)}[compress]
+    with pytest.raises(BadInput, match="cannot take a batch of shape") as error:
+        run(SmallResNet(width=8), (x, y))
+    assert "\n" not in str(error.value)
+    with pytest.raises(BadInput, match="returns a dict, not a tensor") as error:
+        run(_Pair(), (x[:, :1], y))
+    assert "\n" not in str(error.value)

@@ -9,7 +9,7 @@ from torch import nn
 from leanlens.data import Dataset
 from leanlens.errors import BadInput, BadOption
 from leanlens.explain.options import positive_int, real
-from leanlens.models.torch_model import TorchModel
+from leanlens.models.torch_model import SHAPE_ERRORS, TorchModel, not_fitting
 from leanlens.models.wrap import wrap
 
 
@@ -29,13 +29,26 @@ def fraction(name: str, value) -> float:
     return number
 
 
+def first_scores(module: nn.Module, x: np.ndarray) -> torch.Tensor:
+    """The module's output on one sample, checked before any compression step runs it: a batch
+    it refuses (wrong rank or channel count) or an output that is not a scores tensor is one line."""
+    try:
+        with torch.no_grad():
+            scores = module(torch.as_tensor(x[:1], device=_device(module)))
+    except SHAPE_ERRORS as error:
+        raise not_fitting(error, tuple(x.shape[1:])) from None
+    if not isinstance(scores, torch.Tensor):
+        raise BadInput(f"the model returns a {type(scores).__name__}, not a tensor of scores",
+                       "compress a module whose forward() returns the scores (N, classes)")
+    return scores
+
+
 def check_labels(module: nn.Module, data: Dataset) -> int:
     """The model's number of classes, after checking every label indexes one of them.
 
     Cross-entropy would otherwise fail deep inside torch (or read out of bounds on a GPU).
     """
-    with torch.no_grad():
-        scores = module(torch.as_tensor(data.x[:1], device=_device(module)))
+    scores = first_scores(module, data.x)
     if scores.dim() != 2:
         raise BadInput(f"the model returns scores of shape {tuple(scores.shape)}, not (batch, classes)",
                        "train and prune a classifier whose forward() returns one score a class")

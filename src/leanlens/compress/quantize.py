@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leanlens.compress.checks import calibration_inputs, torch_model
+from leanlens.compress.checks import calibration_inputs, first_scores, torch_model
 from leanlens.compress.onnx_export import fold_batchnorm, to_onnx
 from leanlens.compress.twin import int8_twin
 from leanlens.data import as_dataset
@@ -46,6 +46,7 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     data = as_dataset(data)
     calibration = calibration_inputs(data.x, calibration_samples)
     source = copy.deepcopy(model.module).eval()
+    first_scores(source, calibration)
     folded = fold_batchnorm(source)
     fp32_onnx = to_onnx(folded, torch.as_tensor(calibration[:1]))
     int8_onnx = _quantize_static(fp32_onnx, calibration, batch_size)

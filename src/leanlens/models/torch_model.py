@@ -124,12 +124,12 @@ class TorchModel:
         except SHAPE_ERRORS as error:
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 raise
-            raise _not_fitting(error, shape) from None
+            raise not_fitting(error, shape) from None
         self._fitting_shapes.add(shape)
         return scores
 
 
-def _not_fitting(error: Exception, shape: tuple[int, ...]) -> BadInput:
+def not_fitting(error: Exception, shape: tuple[int, ...]) -> BadInput:
     """One line for a batch the module refused: its shape (N, not a chunk's length) and torch's reason."""
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
     batch = "(" + ", ".join(["N", *map(str, shape)]) + ")"
