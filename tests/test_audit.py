@@ -87,6 +87,15 @@ def test_int8_is_timed_against_its_own_fp32_graph_in_the_same_run():
     assert fp32.runtime == fp32.fp32_runtime == "onnxruntime"
 
 
+def test_what_a_model_does_not_say_is_not_counted_as_zero():
+    from leanlens.audit.profile import Cost, cost
+
+    x = np.zeros((2, 1, 8, 8), dtype=np.float32)
+    graph = OnnxModel(ll.quantize(_conv_net(), (x, np.arange(2) % 3)).fp32.model_bytes)
+    assert cost(graph, x) == Cost(params=4 * 9 + 256 * 3 + 3, macs=None, bytes=len(graph.model_bytes))
+    assert cost(lambda batch: np.zeros((len(batch), 3)), x) == Cost(None, None, None)
+
+
 class DataDependent(nn.Module):
     def __init__(self):
         super().__init__()

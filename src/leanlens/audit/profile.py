@@ -17,9 +17,11 @@ from leanlens.models.wrap import wrap
 
 @dataclass(frozen=True)
 class Cost:
-    params: int
-    macs: int
-    bytes: int  # serialized size: safetensors for torch, the .onnx file for ONNX
+    """Size figures; None where the model does not say (a black-box function has no weights to count)."""
+
+    params: int | None
+    macs: int | None
+    bytes: int | None  # serialized size: safetensors for torch, the .onnx file for ONNX
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,20 @@ def cost(model, example: np.ndarray) -> Cost:
     """Size figures of `model`; MACs are counted on one sample of `example`."""
     model = wrap(model)
     module = getattr(model, "module", None)
+    if module is None and isinstance(model, OnnxModel):  # a graph without a twin: count its stored values
+        return Cost(params=_onnx_values(model.model_bytes), macs=None, bytes=len(model.model_bytes))
     return Cost(
-        params=count_parameters(module) if module is not None else 0,
-        macs=_macs(module, example[:1]) if module is not None else 0,
-        bytes=serialized_bytes(model),
+        params=count_parameters(module) if module is not None else None,
+        macs=_macs(module, example[:1]) if module is not None else None,
+        bytes=serialized_bytes(model) or None,
     )
+
+
+def _onnx_values(model_bytes: bytes) -> int:
+    import onnx
+
+    graph = onnx.load_model_from_string(model_bytes).graph
+    return sum(int(np.prod(tensor.dims)) for tensor in graph.initializer)
 
 
 def profile(model, x: np.ndarray, *, batch: int = 32, repeats: int = 15, warmup: int = 3,
