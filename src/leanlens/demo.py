@@ -63,8 +63,9 @@ def prepare_out(out: Path, force: bool) -> None:
     if taken and not force:
         raise BadInput(f"--out {str(out)!r} already holds {' and '.join(taken)} from an earlier run",
                        "pass --force to replace them, or choose another --out")
-    if force:
-        (out / STORE).unlink(missing_ok=True)
+    if force:  # with SQLite's side files: a stale journal would be replayed into the new store
+        for name in (STORE, f"{STORE}-journal", f"{STORE}-wal", f"{STORE}-shm"):
+            (out / name).unlink(missing_ok=True)
 
 
 def run_demo(out_dir: str | Path = "leanlens-demo", quick: bool = False, stage: Stage | None = None, seed: int = 0,

@@ -21,7 +21,9 @@ class ModelFigures(Record):
     macs: int | None = shown("MACs", "count", "multiply-accumulates per input", relative=True)
     bytes: int | None = shown("size", "bytes", "model size on disk", relative=True)
     runtime: str | None = shown("runtime", "text", "the runtime this version is deployed on", group=TIMING)
-    latency_ms: float | None = shown("ms", "ms", "median time of one batch on its own runtime", group=TIMING)
+    latency_ms: float | None = shown(
+        "ms", "ms", "time of one batch on its own runtime: the median over rounds of the fastest of three calls "
+        "in a row", group=TIMING)
     fp32_runtime: str | None = shown(
         "fp32 path", "text", "the fastest float32 runtime of the same architecture", group=TIMING)
     fp32_latency_ms: float | None = shown(
