@@ -57,5 +57,6 @@ def method_options(options) -> dict:
     if options is None:
         return {}
     if not isinstance(options, Mapping):
-        raise BadOption(f"options={options!r} is not a mapping", "pass the method's options as a dict, e.g. {'steps': 32}")
+        raise BadOption(f"options={options!r} is not a mapping",
+                        "pass the method's options as a dict, e.g. {'steps': 32}")
     return dict(options)
