@@ -1,6 +1,7 @@
 """Does the model's score follow the explanation? Deletion and insertion curves.
 
-Features are taken in order of decreasing attribution, ``steps`` chunks at a time:
+Features are taken in order of decreasing signed attribution (Quantus' default; pass
+``np.abs(values)`` to rank by magnitude), ``steps`` chunks at a time:
 *deletion* replaces them by a baseline in the input, *insertion* copies them from the
 input into the baseline. After each chunk the whole batch is scored once. A faithful
 explanation makes the target score fall fast under deletion (low AUC) and rise fast
