@@ -83,3 +83,19 @@ def relevance_mass(values, masks) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         share = inside / total
     return np.where(total > 0, share, 0.0)
+
+
+def relevance_rank_accuracy(values, masks) -> np.ndarray:
+    """Per sample: share of the K highest-ranked pixels that lie inside the mask, K = mask size
+    (Arras et al., 2022; Quantus: RelevanceRankAccuracy).
+
+    Pixels rank by signed value, ties to the first in row-major order. An empty mask gives 0.0.
+    """
+    v, m = _as_heatmaps(values, masks)
+    v, m = flat(v), flat(m)
+    k = m.sum(axis=1)
+    order = np.argsort(-v, axis=1, kind="stable")
+    ranked_inside = np.take_along_axis(m, order, axis=1)
+    top = np.arange(v.shape[1])[None] < k[:, None]  # the first k places of each sample's ranking
+    hits = (ranked_inside & top).sum(axis=1)
+    return np.where(k > 0, hits / np.maximum(k, 1), 0.0)
