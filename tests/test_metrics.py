@@ -220,6 +220,13 @@ def test_scores_record_hand_computed():
     same = score_explanations(ref, reference=ref, masks=masks, pointing_tolerance=0)
     assert (same.spearman, same.top_k, same.cosine, same.pointing_game) == (1.0, 1.0, 1.0, 1.0)
     assert same.relevance_mass == pytest.approx(15 / 120)
+    assert same.relevance_rank == 1.0  # the one object pixel is the top-ranked one
+    assert same.ssim is None  # a 4×4 map is smaller than SSIM's window: not measured, not 0
+    # Gini of 0, 1, ..., 15: sum over the sorted values of (2i - d - 1) v_i, over d · sum v
+    d, v = 16, np.arange(16.0)
+    assert same.sparseness == pytest.approx(((2 * np.arange(1, d + 1) - d - 1) * v).sum() / (d * v.sum()))
+    big = np.random.default_rng(0).random((2, 16, 16))
+    assert score_explanations(big, reference=big).ssim == pytest.approx(1.0)
     flipped = score_explanations(-ref, reference=ref, top_k_fraction=0.25)
     assert flipped.spearman == pytest.approx(-1.0) and flipped.top_k == 0.0
     assert flipped.pointing_game is None and flipped.top_k_fraction == 0.25
@@ -234,7 +241,8 @@ def test_scores_record_round_trips_through_json_and_ignores_unknown_keys():
     assert ExplanationScores.from_json(data) == record
     assert ExplanationScores.from_json({**data, "deletion_auc": 0.3}) == record  # a newer writer
     names = [name for name, _ in ExplanationScores.shown_fields()]
-    assert names == ["spearman", "top_k", "cosine", "pointing_game", "relevance_mass"]
+    assert names == ["spearman", "top_k", "cosine", "ssim", "pointing_game", "relevance_mass", "relevance_rank",
+                     "sparseness"]
     assert all(how.label and how.kind in FORMATS and how.tip for _, how in ExplanationScores.shown_fields())
 
 

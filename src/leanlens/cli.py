@@ -127,7 +127,8 @@ def summary_table(versions, method: str) -> Table:
     from leanlens.metrics.record import formatted
     from leanlens.report.table import columns
 
-    shown = [c for c in columns(method) if any(formatted(c.value(v), c.shown.kind) for v in versions)]
+    shown = [c for c in columns(method)
+             if not c.shown.detail and any(formatted(c.value(v), c.shown.kind) for v in versions)]
     table = Table(title=f"leanlens demo: versions (explanations: {method} on the probe set)")
     table.add_column("version")
     for col in shown:

@@ -26,11 +26,13 @@ class Shown:
     tip: str
     group: str = ""  # a shared heading, e.g. "similarity to the reference"
     relative: bool = False  # also worth reading as a share of the reference's value
+    detail: bool = False  # in the report, not in the terminal's summary table
 
 
-def shown(label: str, kind: str, tip: str, *, group: str = "", relative: bool = False, default=None):
+def shown(label: str, kind: str, tip: str, *, group: str = "", relative: bool = False, detail: bool = False,
+          default=None):
     """A record field that is displayed; its value is None until measured."""
-    return dataclasses.field(default=default, metadata={_SHOWN: Shown(label, kind, tip, group, relative)})
+    return dataclasses.field(default=default, metadata={_SHOWN: Shown(label, kind, tip, group, relative, detail)})
 
 
 def _scaled(value: float, units: tuple[str, ...]) -> str:
