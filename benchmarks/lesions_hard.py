@@ -49,7 +49,7 @@ def versions(train: Dataset, scale: Scale, seed: int) -> dict[str, ll.models.Mod
         pruned = ll.prune(v0, train, ratio=ratio, criterion="taylor", round_to=8)
         made[f"prune {ratio:.0%} + 1 epoch"] = ll.finetune(pruned, train, epochs=scale.finetune_epochs, lr=1e-3,
                                                            seed=seed + 1)
-    made["int8 of prune 50 %"] = ll.quantize(made["prune 50% + 1 epoch"], train, scheme="int8")
+    made["int8 of prune 50%"] = ll.quantize(made["prune 50% + 1 epoch"], train, scheme="int8")
     return made
 
 

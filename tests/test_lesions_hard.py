@@ -35,7 +35,10 @@ def test_the_image_is_film_plus_spots_plus_lesion_and_masks_are_the_lesion(film,
     assert hard.name == "lesions-hard" and hard.classes == ("clear", "lesion")
 
 
-def test_no_distractor_touches_a_lesion(film):
+@pytest.mark.parametrize("size", [64, 16, 128])
+def test_no_distractor_touches_a_lesion(film, size):
+    # At 16 px spots that find no room are left out, at 128 px spots and lesions scale up.
+    film = film if size == 64 else render_film(200, seed=2, size=size, difficulty="hard")
     lit = film.lesion > 0
     # Not even one pixel apart: a one-pixel ring around every lit lesion pixel is free of spots.
     near = binary_dilation(lit, structure=np.ones((1, 3, 3), bool))
@@ -74,24 +77,24 @@ def test_distractors_follow_one_distribution_in_both_classes(film):
 
 
 def test_the_distribution_check_would_catch_a_label_cue(film):
-    """The same check, on distractors 20 % brighter in class 1, fails: it has the power to."""
+    """The same check, on distractors 10 % brighter in class 1, fails: it has the power to."""
     features = _spot_features(film)
-    features[film.y == 1, 1:3] *= 1.2
-    assert ks_2samp(features[film.y == 0, 2], features[film.y == 1, 2]).pvalue < 1e-6
+    features[film.y == 1, 1:3] *= 1.1
+    assert ks_2samp(features[film.y == 0, 2], features[film.y == 1, 2]).pvalue < 0.01
 
 
 def test_lesion_size_and_contrast_are_the_documented_ones(film, hard):
-    assert SETTINGS["hard"].radius == (3.0, 5.0) and SETTINGS["hard"].peak == (0.12, 0.22)
+    assert SETTINGS["hard"].radius == (3.0, 5.0) and SETTINGS["hard"].peak == (0.14, 0.24)
     sick = film.y == 1
     # The dome's top falls between pixels, so the brightest pixel can sit a little below the drawn peak.
     peak = film.lesion[sick].max(axis=(1, 2))
-    assert peak.min() >= 0.11 and peak.max() <= 0.22 + 1e-6 and peak.min() < 0.13 and peak.max() > 0.21
+    assert peak.min() >= 0.13 and peak.max() <= 0.24 + 1e-6 and peak.min() < 0.15 and peak.max() > 0.23
     # Radius 3..5 px (+-36 % wobble, plus about half the 1.5 px rim): the equal-area radius stays near it.
     radius = np.sqrt(hard.masks[sick].sum(axis=(1, 2)) / np.pi)
     assert radius.min() >= 2.5 and radius.max() <= 6.5 and radius.min() < 3.5 and radius.max() > 5.0
     # Distractors are as bright as lesions (overlapping spots can add up, hence the median).
     spot_peak = film.distractors.max(axis=(1, 2))
-    assert 0.14 < np.median(spot_peak) < 0.2 and np.mean(spot_peak <= 0.22 + 1e-6) > 0.95
+    assert 0.16 < np.median(spot_peak) < 0.22 and np.mean(spot_peak <= 0.24 + 1e-6) > 0.95
 
 
 def test_hard_lesions_are_smaller_and_fainter_than_easy_ones_on_the_same_films(film):
@@ -120,16 +123,18 @@ def test_a_brightness_detector_that_solves_the_easy_set_fails_on_the_hard_one():
 
 
 def test_hard_set_is_deterministic_per_seed():
-    a, b, c = (lesions(300, seed=s, difficulty="hard") for s in (3, 3, 4))
+    a, b, c = (lesions(200, seed=s, difficulty="hard") for s in (3, 3, 4))
     for field in ("x", "y", "masks"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     assert not np.array_equal(a.x, c.x)
 
 
-def test_render_lesions_counts_the_distractors_as_background(film):
-    background, lesion_map, y = render_lesions(1000, seed=1, difficulty="hard")
+def test_render_lesions_counts_the_distractors_as_background():
+    film = render_film(200, seed=6, difficulty="hard")
+    background, lesion_map, y = render_lesions(200, seed=6, difficulty="hard")
     np.testing.assert_array_equal(background, film.background + film.distractors)
     np.testing.assert_array_equal(lesion_map, film.lesion)
+    np.testing.assert_array_equal(y, film.y)
 
 
 def test_load_knows_the_hard_set_by_name():

@@ -2,14 +2,21 @@
 
 from leanlens.data.dataset import Dataset, as_dataset
 from leanlens.data.loaders import DATASETS, NAMES, breast_cancer, digits, load, load_npz
-from leanlens.data.synthetic import SETTINGS, Film, Setting, lesions, render_film, render_lesions
+from leanlens.data.synthetic import (
+    SETTINGS,
+    Film,
+    Setting,
+    lesions,
+    render_film,
+    render_lesions,
+)
 
 __all__ = [
     "DATASETS",
-    "Dataset",
-    "Film",
     "NAMES",
     "SETTINGS",
+    "Dataset",
+    "Film",
     "Setting",
     "as_dataset",
     "breast_cancer",

@@ -35,7 +35,7 @@ class Setting:
 
 SETTINGS = {
     "easy": Setting(radius=(4.0, 9.0), peak=(0.3, 0.5), distractors=(0, 0)),
-    "hard": Setting(radius=(3.0, 5.0), peak=(0.12, 0.22), distractors=(1, 3)),
+    "hard": Setting(radius=(3.0, 5.0), peak=(0.14, 0.24), distractors=(1, 3)),
 }
 
 
@@ -56,7 +56,7 @@ def lesions(n: int = 5000, seed: int = 0, size: int = 64, difficulty: str = "eas
     Parameters
     ----------
     difficulty : "easy" (default): one lesion of radius 4-9 px adding 0.3-0.5 on a clean film.
-        "hard": radius 3-5 px adding only 0.12-0.22, and every image, with or without a lesion,
+        "hard": radius 3-5 px adding only 0.14-0.24, and every image, with or without a lesion,
         holds 1-3 distractors (dots and streaks as bright as lesions, never touching one), so
         a model must tell a lesion by its shape. Masks mark the lesion alone (see `SETTINGS`).
     """
