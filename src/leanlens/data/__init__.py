@@ -1,17 +1,29 @@
 """Data for leanlens: the Dataset container, the built-in lesion set and loaders."""
 
 from leanlens.data.dataset import Dataset, as_dataset
-from leanlens.data.loaders import DATASETS, breast_cancer, digits, load, load_npz
-from leanlens.data.synthetic import lesions, render_lesions
+from leanlens.data.loaders import DATASETS, NAMES, breast_cancer, digits, load, load_npz
+from leanlens.data.synthetic import (
+    SETTINGS,
+    Film,
+    Setting,
+    lesions,
+    render_film,
+    render_lesions,
+)
 
 __all__ = [
     "DATASETS",
+    "NAMES",
+    "SETTINGS",
     "Dataset",
+    "Film",
+    "Setting",
     "as_dataset",
     "breast_cancer",
     "digits",
     "lesions",
     "load",
     "load_npz",
+    "render_film",
     "render_lesions",
 ]

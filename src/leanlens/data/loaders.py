@@ -13,18 +13,25 @@ from leanlens.data.synthetic import lesions
 from leanlens.errors import BadInput, UnknownMethod, closest
 
 DATASETS = ("lesions", "digits", "breast-cancer")
+# Every name `load` takes: the datasets, and "lesions-<difficulty>" for the lesions set's other settings.
+NAMES = ("lesions", "lesions-hard", "digits", "breast-cancer")
 NPZ_HINT = "save it with np.savez(path, x=x, y=y) or np.savez(path, x=x, y=y, masks=masks)"
 
 
 def load(name: str, n: int | None = None, seed: int = 0) -> Dataset:
-    """The dataset called `name` (see DATASETS), with `n` samples (None: the default size)."""
+    """The dataset called `name` (see NAMES), with `n` samples (None: the default size).
+
+    "lesions" is the easy setting of the synthetic lesion set, "lesions-hard" the hard one
+    (see `leanlens.data.lesions`).
+    """
     key = str(name).strip().lower().replace("_", "-")
-    if key not in DATASETS:
-        raise UnknownMethod(f"unknown dataset {name!r}", closest(str(name), DATASETS))
+    if key not in NAMES:
+        raise UnknownMethod(f"unknown dataset {name!r}", closest(str(name), NAMES))
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
         raise BadInput(f"n must be a positive integer or None, got {n!r}", "use e.g. n=1000")
-    if key == "lesions":
-        return lesions(5000 if n is None else int(n), seed=seed)
+    if key.startswith("lesions"):
+        difficulty = key.partition("-")[2] or "easy"
+        return lesions(5000 if n is None else int(n), seed=seed, difficulty=difficulty)
     data = digits() if key == "digits" else breast_cancer()
     return data if n is None else _sample(data, int(n), seed)
 

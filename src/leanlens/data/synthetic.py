@@ -1,15 +1,19 @@
 """The built-in synthetic medical set: textured chest-film-like images, half with one lesion.
 
 The ground truth is known exactly: each mask marks the pixels the lesion brightened, so
-explanation methods can be scored against it.
+explanation methods can be scored against it. Two settings: "easy" (large, bright lesions
+on a clean film) and "hard" (small, faint lesions among bright spots that are not lesions).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from leanlens.data.dataset import Dataset
-from leanlens.errors import BadInput
+from leanlens.data.distractors import distractor_maps
+from leanlens.errors import BadInput, BadOption
 
 CLASSES = ("clear", "lesion")
 MASK_LEVEL = 0.05  # a pixel belongs to the lesion where it adds more than 5 % of the lesion's peak
@@ -19,30 +23,91 @@ CHUNK = 256  # images rendered at once: large enough for vectorisation, small en
 HARMONICS = np.arange(2, 5)  # angular frequencies that make the lesion outline irregular
 
 
-def lesions(n: int = 5000, seed: int = 0, size: int = 64) -> Dataset:
-    """`n` images of shape (1, size, size) in [0, 1]; exactly n // 2 hold one lesion (label 1)."""
-    background, lesion_map, y = render_lesions(n, seed, size)
-    x = np.clip(background + lesion_map, 0.0, 1.0)[:, None]
-    return Dataset(x, y, lesion_masks(lesion_map), name="lesions", classes=CLASSES)
+@dataclass(frozen=True)
+class Setting:
+    """How hard the set is. Lengths are in pixels of a 64-pixel image and scale with `size`;
+    intensities are added to a film whose level is about 0.3 (ribs add up to 0.12)."""
+
+    radius: tuple[float, float]  # lesion base radius before its +-36 % wobble and 1.5 px rim
+    peak: tuple[float, float]  # intensity a lesion adds at its centre (65 % of it at its outline)
+    distractors: tuple[int, int]  # how many non-lesion bright spots an image holds, both ends included
 
 
-def render_lesions(n: int = 5000, seed: int = 0, size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+SETTINGS = {
+    "easy": Setting(radius=(4.0, 9.0), peak=(0.3, 0.5), distractors=(0, 0)),
+    "hard": Setting(radius=(3.0, 5.0), peak=(0.14, 0.24), distractors=(1, 3)),
+}
+
+
+@dataclass(frozen=True)
+class Film:
+    """The layers of a rendered set, each (n, size, size): the image is
+    clip(background + distractors + lesion, 0, 1) and `y` says which images hold a lesion."""
+
+    background: np.ndarray
+    distractors: np.ndarray  # bright spots that are not lesions, in both classes alike (hard setting)
+    lesion: np.ndarray  # the intensity the lesion adds; all zero for class 0
+    y: np.ndarray
+
+
+def lesions(n: int = 5000, seed: int = 0, size: int = 64, difficulty: str = "easy") -> Dataset:
+    """`n` images of shape (1, size, size) in [0, 1]; exactly n // 2 hold one lesion (label 1).
+
+    Parameters
+    ----------
+    difficulty : "easy" (default): one lesion of radius 4-9 px adding 0.3-0.5 on a clean film.
+        "hard": radius 3-5 px adding only 0.14-0.24, and every image, with or without a lesion,
+        holds 1-3 distractors (dots and streaks as bright as lesions, never touching one), so
+        a model must tell a lesion by its shape. Masks mark the lesion alone (see `SETTINGS`).
+    """
+    film = render_film(n, seed, size, difficulty)
+    x = np.clip(film.background + film.distractors + film.lesion, 0.0, 1.0)[:, None]
+    name = "lesions" if difficulty == "easy" else f"lesions-{difficulty}"
+    return Dataset(x, film.y, lesion_masks(film.lesion), name=name, classes=CLASSES)
+
+
+def render_lesions(n: int = 5000, seed: int = 0, size: int = 64,
+                   difficulty: str = "easy") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The parts `lesions` composes: (background, lesion_map, y), maps of shape (n, size, size).
 
     `lesion_map` is the intensity the lesion adds (all zero for class 0); the image is
-    clip(background + lesion_map, 0, 1).
+    clip(background + lesion_map, 0, 1). In the hard setting the background includes the
+    distractors; `render_film` keeps them apart.
     """
+    film = render_film(n, seed, size, difficulty)
+    return film.background + film.distractors, film.lesion, film.y
+
+
+def render_film(n: int = 5000, seed: int = 0, size: int = 64, difficulty: str = "easy") -> Film:
+    """Every layer of the set `lesions(n, seed, size, difficulty)` shows."""
     _check_args(n, size)
+    setting = _setting(difficulty)
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n) < n // 2).astype(np.int64)
-    background = np.empty((n, size, size), np.float32)
-    lesion_map = np.zeros((n, size, size), np.float32)
+    film = Film(*(np.zeros((n, size, size), np.float32) for _ in range(3)), y)
     for start in range(0, n, CHUNK):
         part = slice(start, start + CHUNK)
-        background[part] = _background(rng, len(y[part]), size)
-        sick = np.flatnonzero(y[part]) + start
-        lesion_map[sick] = _lesion_maps(rng, len(sick), size)
-    return background, lesion_map, y
+        film.background[part] = _background(rng, len(y[part]), size)
+        if setting.distractors == (0, 0):
+            # The easy setting draws exactly what it always drew, so its sets stay the same.
+            sick = np.flatnonzero(y[part]) + start
+            film.lesion[sick] = _lesion_maps(rng, len(sick), size)
+        else:
+            _spotted_chunk(rng, setting, film, part)
+    return film
+
+
+def _spotted_chunk(rng: np.random.Generator, setting: Setting, film: Film, part: slice) -> None:
+    """Lesions and distractors for the images in `part`, written into `film`.
+
+    Every image draws a lesion, and its distractors keep clear of it; only class 1 keeps the
+    lesion. So the distractors of both classes follow one distribution and carry no label cue.
+    """
+    m, size = len(film.y[part]), film.lesion.shape[-1]
+    maps, (cx, cy, extent) = _draw_lesions(rng, m, size, setting.radius, setting.peak)
+    film.lesion[part] = maps * film.y[part][:, None, None]
+    film.distractors[part] = distractor_maps(rng, setting.distractors, setting.peak, size,
+                                             keep_clear=(cx.reshape(-1), cy.reshape(-1), extent.reshape(-1)))
 
 
 def lesion_masks(lesion_map: np.ndarray) -> np.ndarray:
@@ -50,6 +115,13 @@ def lesion_masks(lesion_map: np.ndarray) -> np.ndarray:
     peak = lesion_map.max(axis=(-2, -1), keepdims=True)
     # An image without a lesion has peak 0, and `0 > 0` leaves its mask empty.
     return lesion_map > MASK_LEVEL * peak
+
+
+def _setting(difficulty: str) -> Setting:
+    if not isinstance(difficulty, str) or difficulty not in SETTINGS:
+        raise BadOption(f"difficulty={difficulty!r} is not a setting of the lesions set",
+                        "use difficulty='easy' or difficulty='hard'")
+    return SETTINGS[difficulty]
 
 
 def _check_args(n: int, size: int) -> None:
@@ -120,27 +192,35 @@ def _blur_matrix(size: int, sigma: float) -> np.ndarray:
 
 
 def _lesion_maps(rng: np.random.Generator, k: int, size: int) -> np.ndarray:
-    """`k` added-intensity maps, each one irregular soft-edged bright blob fully inside the image."""
+    """`k` added-intensity maps of the easy setting (see `_draw_lesions`)."""
+    easy = SETTINGS["easy"]
+    return _draw_lesions(rng, k, size, easy.radius, easy.peak)[0]
+
+
+def _draw_lesions(rng: np.random.Generator, k: int, size: int, radius: tuple[float, float],
+                  peak: tuple[float, float]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """`k` added-intensity maps, each one irregular soft-edged bright blob fully inside the image,
+    and where they lie: (cx, cy, extent), the centre and the radius beyond which nothing is lit."""
     out = np.zeros((k, size, size), np.float32)
     if k == 0:
-        return out
-    radius0 = _column(rng, k, 4.0, 9.0) * np.float32(size / 64)
+        return out, (np.zeros((0, 1, 1), np.float32),) * 3
+    radius0 = _column(rng, k, *radius) * np.float32(size / 64)
     wobble = rng.uniform(0.0, 0.12, (k, 1, 1, len(HARMONICS))).astype(np.float32)
     turn = rng.uniform(0.0, 2 * np.pi, (k, 1, 1, len(HARMONICS))).astype(np.float32)
     # The outline never passes radius0 * (1 + sum of wobbles); the rim adds EDGE / 2 beyond it.
     extent = radius0 * (1 + wobble.sum(axis=-1)) + EDGE / 2
     cx = rng.uniform(extent + MARGIN, size - 1 - extent - MARGIN).astype(np.float32)
     cy = rng.uniform(extent + MARGIN, size - 1 - extent - MARGIN).astype(np.float32)
-    peak = _column(rng, k, 0.3, 0.5)
+    brightness = _column(rng, k, *peak)
     # Only a window around each lesion can be lit, so render there instead of the whole image.
     rows, cols = _window(cy, extent, size), _window(cx, extent, size)
     dx = cols[:, None, :] - cx
     dy = rows[:, :, None] - cy
     distance, angle = np.hypot(dx, dy), np.arctan2(dy, dx)
     outline = radius0 * (1 + (wobble * np.cos(HARMONICS * angle[..., None] + turn)).sum(axis=-1))
-    local = peak * _rim(distance, outline) * _dome(distance, outline)
+    local = brightness * _rim(distance, outline) * _dome(distance, outline)
     out[np.arange(k)[:, None, None], rows[:, :, None].astype(int), cols[:, None, :].astype(int)] = local
-    return out
+    return out, (cx, cy, extent)
 
 
 def _window(centre: np.ndarray, extent: np.ndarray, size: int) -> np.ndarray:
