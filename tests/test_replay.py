@@ -98,7 +98,9 @@ def test_replay_loss_gradient_reaches_the_weights_exactly(method):
     replay = Replay(x, reference, [0, 1, 1], method=method, weight=2.5)
     trainee, weight = TorchModel(model), model[3].weight
     rows = np.arange(3)
+    running_mean = model[1].running_mean.clone()
     replay.loss(trainee, rows).backward()
+    assert torch.equal(model[1].running_mean, running_mean)  # explained in eval mode: statistics untouched
     analytic = weight.grad[0, 0, 0, 0].item()
     eps = 1e-6
     with torch.no_grad():

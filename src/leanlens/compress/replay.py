@@ -4,7 +4,9 @@
 few replay probes to every training step, where the current map comes from
 `attribute(..., create_graph=True)` so that the distance is differentiated back to the
 weights. Memory replay of explanations, in the spirit of attribution-preserving
-compression (Park et al., NeurIPS 2020).
+compression (Park et al., NeurIPS 2020). The maps are taken in eval mode, as `explain()`
+takes them (batch-norm running statistics, no dropout), so replay preserves the
+explanations users see, and the replay batch leaves the running statistics alone.
 """
 
 from __future__ import annotations
