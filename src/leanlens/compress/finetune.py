@@ -1,16 +1,19 @@
-"""Training a copy of a model: from scratch for the demo, or to recover after pruning."""
+"""Training a copy of a model: from scratch for the demo, or to recover after pruning,
+optionally replaying stored explanations so that the copy keeps explaining as before."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from leanlens.compress.checks import check_labels, torch_model
+from leanlens.compress.replay import Replay
 from leanlens.data import as_dataset
+from leanlens.errors import BadOption
 from leanlens.explain.options import positive_int, real
 from leanlens.models.torch_model import TorchModel
 
@@ -24,38 +27,47 @@ def finetune(
     batch_size: int = 32,
     weight_decay: float = 1e-4,
     seed: int = 0,
+    replay: Replay | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> TorchModel:
     """A trained copy of `model`: AdamW on cross-entropy, one-cycle learning rate (warm-up, then cosine decay).
 
-    `epochs` may be fractional (e.g. 0.5 passes over the data). `on_step(done, total)`
-    is called after every batch, for progress bars. The input model is not changed; the
-    copy trains every parameter, also those frozen in the input.
+    `epochs` may be fractional (e.g. 0.5 passes over the data). With `replay`, each step
+    adds `replay.weight` × the explanation distance on `replay.batch_size` replay probes
+    (see `leanlens.compress.replay`); the task batches are the same as without it, and a
+    weight of 0 trains exactly as no replay. `on_step(done, total)` is called after every
+    batch, for progress bars. The input model is not changed; the copy trains every
+    parameter, also those frozen in the input.
     """
     model = torch_model(model, "finetune")
     epochs = real("epochs", epochs, "use a positive number of passes over the data, e.g. 1.0", low=0.0, strict=True)
     lr = real("lr", lr, "use a positive learning rate such as 1e-3", low=0.0, strict=True)
     batch_size = positive_int("batch_size", batch_size, "use a positive int such as 32")
+    if replay is not None and not isinstance(replay, Replay):
+        raise BadOption(f"replay={type(replay).__name__}", "pass a leanlens Replay, e.g. Replay.from_explanation(exp, x)")
     data = as_dataset(data)
     module = copy.deepcopy(model.module)
     check_labels(module.eval(), data)
     module.train()
     for p in module.parameters():
         p.requires_grad_(True)
+    trainee = TorchModel(module, output=model.output)  # what replay explains: the copy in training
     device = next(module.parameters()).device
-    rng = np.random.default_rng(seed)
-    per_epoch = int(np.ceil(len(data) / batch_size))
-    total = max(1, round(epochs * per_epoch))
+    total = max(1, round(epochs * int(np.ceil(len(data) / batch_size))))
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.15)
-    order = np.empty(0, dtype=np.int64)
+    task_batches = shuffled_batches(np.random.default_rng(seed), len(data), batch_size)
+    replaying = replay is not None and replay.weight > 0
+    # Replay draws from a stream of its own, so the task batches stay those of plain training.
+    replay_batches = shuffled_batches(np.random.default_rng([seed, 1]), len(replay), replay.batch_size) \
+        if replaying else None
     for step in range(total):
-        if len(order) < batch_size:
-            order = np.concatenate([order, rng.permutation(len(data))])
-        batch, order = order[:batch_size], order[batch_size:]
-        x = torch.as_tensor(data.x[batch], device=device)
-        y = torch.as_tensor(data.y[batch], device=device)
+        rows = next(task_batches)
+        x = torch.as_tensor(data.x[rows], device=device)
+        y = torch.as_tensor(data.y[rows], device=device)
         loss = F.cross_entropy(module(x), y)
+        if replaying:
+            loss = loss + replay.loss(trainee, next(replay_batches))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -63,3 +75,14 @@ def finetune(
         if on_step is not None:
             on_step(step + 1, total)
     return TorchModel(module.eval())
+
+
+def shuffled_batches(rng: np.random.Generator, n: int, size: int) -> Iterator[np.ndarray]:
+    """Endless batches of up to `size` row indices: each pass is a fresh permutation, and a
+    batch that straddles two passes takes its tail from the next one."""
+    order = np.empty(0, dtype=np.int64)
+    while True:
+        if len(order) < size:
+            order = np.concatenate([order, rng.permutation(n)])
+        batch, order = order[:size], order[size:]
+        yield batch
