@@ -9,8 +9,8 @@
 """
 
 from leanlens import data
-from leanlens.audit import AuditResult, assess, audit, profile
-from leanlens.compress import finetune, prune, quantize
+from leanlens.audit import AuditResult, ModelFigures, assess, audit, profile
+from leanlens.compress import Replay, finetune, prune, quantize
 from leanlens.errors import (
     BadInput,
     BadOption,
@@ -19,6 +19,7 @@ from leanlens.errors import (
     UnknownMethod,
 )
 from leanlens.explain import Explanation, attribute, explain, methods
+from leanlens.metrics import ExplanationScores
 from leanlens.models import Model, wrap
 from leanlens.models.modelfile import load, save
 from leanlens.report import report
@@ -27,7 +28,7 @@ from leanlens.store import Store
 __version__ = "0.1.0"
 
 __all__ = [
-    "AuditResult", "BadInput", "BadOption", "Explanation", "LeanlensError", "MissingCapability", "Model",
-    "Store", "UnknownMethod", "assess", "attribute", "audit", "data", "explain", "finetune", "load", "methods", "profile",
+    "AuditResult", "BadInput", "BadOption", "Explanation", "ExplanationScores", "LeanlensError", "MissingCapability",
+    "Model", "ModelFigures", "Replay", "Store", "UnknownMethod", "assess", "attribute", "audit", "data", "explain", "finetune", "load", "methods", "profile",
     "prune", "quantize", "report", "save", "wrap",
 ]
