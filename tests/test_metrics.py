@@ -240,6 +240,9 @@ def test_scores_record_round_trips_through_json_and_ignores_unknown_keys():
     assert "cosine" not in data  # unmeasured figures are not written
     assert ExplanationScores.from_json(data) == record
     assert ExplanationScores.from_json({**data, "deletion_auc": 0.3}) == record  # a newer writer
+    for damaged in ({"top_k_fraction": "0.1"}, {"pointing_tolerance": 4.5}, {"spearman": True}):
+        with pytest.raises(BadInput, match="damaged"):  # would crash the report's formatting later
+            ExplanationScores.from_json({**data, **damaged})
     names = [name for name, _ in ExplanationScores.shown_fields()]
     assert names == ["spearman", "top_k", "cosine", "ssim", "pointing_game", "relevance_mass", "relevance_rank",
                      "sparseness"]

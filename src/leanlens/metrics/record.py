@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
+from leanlens.errors import BadInput
+
 _SHOWN = "leanlens.shown"
 
 
@@ -69,6 +71,15 @@ FORMATS = {
 }
 
 
+def _fits(value, annotation: str) -> bool:
+    """Whether a JSON value fits a field annotated `annotation` (a string: annotations are postponed)."""
+    if "str" in annotation:
+        return isinstance(value, str)
+    if "int" in annotation and "float" not in annotation:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def number(value) -> float | None:
     """A figure as a finite float, or None when absent or not a number."""
     # bool is an int subclass, but True is not a measurement
@@ -100,6 +111,12 @@ class Record:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:
-        """The record from `to_json` output; keys this version does not know are ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The record from `to_json` output; keys this version does not know are ignored, and a
+        known key whose value has the wrong type (a damaged or hand-edited store) is refused."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        for name, value in values.items():
+            if value is not None and not _fits(value, fields[name].type):
+                raise BadInput(f"{cls.__name__}.{name} is {value!r}, not a {fields[name].type}",
+                               "the record was damaged; record the version again")
+        return cls(**values)
