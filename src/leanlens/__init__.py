@@ -10,6 +10,7 @@
 
 from leanlens import data
 from leanlens.audit import AuditResult, assess, audit, profile
+from leanlens.audit import Verdict, check
 from leanlens.compress import finetune, prune, quantize
 from leanlens.errors import (
     BadInput,
@@ -28,6 +29,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuditResult", "BadInput", "BadOption", "Explanation", "LeanlensError", "MissingCapability", "Model",
-    "Store", "UnknownMethod", "assess", "attribute", "audit", "data", "explain", "finetune", "load", "methods", "profile",
+    "Store", "UnknownMethod", "Verdict", "assess", "attribute", "audit", "check", "data", "explain", "finetune", "load", "methods", "profile",
     "prune", "quantize", "report", "save", "wrap",
 ]

@@ -103,6 +103,62 @@ def explain(
                       f"max {np.abs(explanation.delta).max():.3g}")
 
 
+# what `leanlens check` exits with, for CI pipelines
+HOLDS, DRIFTED, REFUSED = 0, 1, 2
+MODEL_HELP = "a file from ll.save, an .onnx file, or package.module:factory"
+
+
+@app.command()
+def check(
+    store: Annotated[Path, typer.Argument(help="the store that holds the reference version")],
+    candidate: Annotated[str, typer.Option("--candidate", help=f"the model to gate: {MODEL_HELP}")],
+    reference: Annotated[str, typer.Option("--reference", help="the recorded version to compare with")] = "v0",
+    threshold: Annotated[float, typer.Option("--threshold", help="lowest mean Spearman a method may have")] = 0.92,
+    data: Annotated[str | None, typer.Option("--data", help="an .npz file or built-in name to measure accuracy on")] = None,
+    accuracy_threshold: Annotated[float | None, typer.Option(
+        "--accuracy-threshold", help="lowest accuracy on --data (default: the reference's minus one point)")] = None,
+    agreement_threshold: Annotated[float | None, typer.Option(
+        "--agreement-threshold", help="lowest share of held-out probes predicted as the reference did")] = None,
+    samples: Annotated[str, typer.Option(
+        "--samples", help="'with_object': held-out probes whose mask holds an object; 'all'")] = "with_object",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check without recording the run")] = False,
+    weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
+) -> None:
+    """Gate a candidate: exit 0 when its explanations hold, 1 when they drifted, 2 when it cannot be checked."""
+    from leanlens.audit import check as run_check
+    from leanlens.cli_inputs import read_data
+    from leanlens.models.modelfile import resolve_model
+
+    try:
+        verdict = run_check(store, resolve_model(candidate, weights, trust_pickle), reference,
+                            data=None if data is None else read_data(data), threshold=threshold,
+                            accuracy_threshold=accuracy_threshold, agreement_threshold=agreement_threshold,
+                            samples=samples, dry_run=dry_run)
+    except LeanlensError as error:
+        console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(REFUSED) from None
+    except Exception:
+        # a crash must not read as drift in a pipeline: it says why, and exits like any refusal
+        console.print_exception()
+        raise typer.Exit(REFUSED) from None
+    console.print(verdict_table(verdict))
+    recorded = "dry run, nothing recorded" if verdict.recorded is None else f"gate run #{verdict.recorded} recorded"
+    console.print(f"{'holds' if verdict.holds else 'drifted'} ({recorded})")
+    raise typer.Exit(HOLDS if verdict.holds else DRIFTED)
+
+
+def verdict_table(verdict) -> Table:
+    """One row a gated figure: its score, its threshold and whether it passed."""
+    table = Table(title=f"leanlens check: candidate {verdict.candidate} vs {escape(verdict.reference)}")
+    for header in ("check", "score", "threshold", "pass", "samples"):
+        table.add_column(header, justify="left" if header == "check" else "right")
+    for c in verdict.checks:
+        table.add_row(escape(c.name), f"{c.score:.4f}", "—" if c.threshold is None else f"{c.threshold:.4f}",
+                      "yes" if c.passed else "[red]NO[/red]", str(c.samples))
+    return table
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
