@@ -96,9 +96,13 @@ def test_accuracy_and_agreement_are_gated_by_their_own_thresholds(models, store_
 
 def test_mistakes_are_refused_in_one_line_and_nothing_is_written(models, store_path, tmp_path):
     three = ll.wrap(train(images(32, seed=0), seed=0, num_classes=3, steps=1))
+    foreign = tmp_path / "other.db"
+    sqlite3.connect(foreign).execute("CREATE TABLE t (a)").connection.commit()
     before = store_path.read_bytes()
     cases = [
         (dict(store=tmp_path / "typo.db"), BadInput, "no store at"),
+        (dict(store=foreign), BadInput, "is not a leanlens store"),
+        (dict(store=str(tmp_path)), BadInput, "no store at"),
         (dict(reference="v9"), BadInput, "no version 'v9'"),
         (dict(candidate=three), BadInput, "scores 3 classes but 'v0' scored 2"),
         (dict(methods=["ig"]), BadInput, "no 'ig' explanation"),
