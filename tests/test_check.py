@@ -100,15 +100,15 @@ def test_mistakes_are_refused_in_one_line_and_nothing_is_written(models, store_p
     sqlite3.connect(foreign).execute("CREATE TABLE t (a)").connection.commit()
     before = store_path.read_bytes()
     cases = [
-        (dict(store=tmp_path / "typo.db"), BadInput, "no store at"),
-        (dict(store=foreign), BadInput, "is not a leanlens store"),
-        (dict(store=str(tmp_path)), BadInput, "no store at"),
-        (dict(reference="v9"), BadInput, "no version 'v9'"),
-        (dict(candidate=three), BadInput, "scores 3 classes but 'v0' scored 2"),
-        (dict(methods=["ig"]), BadInput, "no 'ig' explanation"),
-        (dict(samples="some"), BadOption, "samples='some'"),
-        (dict(threshold=1.5), BadOption, "threshold=1.5"),
-        (dict(agreement_threshold=True), BadOption, "agreement_threshold=True"),
+        ({"store": tmp_path / "typo.db"}, BadInput, "no store at"),
+        ({"store": foreign}, BadInput, "is not a leanlens store"),
+        ({"store": str(tmp_path)}, BadInput, "no store at"),
+        ({"reference": "v9"}, BadInput, "no version 'v9'"),
+        ({"candidate": three}, BadInput, "scores 3 classes but 'v0' scored 2"),
+        ({"methods": ["ig"]}, BadInput, "no 'ig' explanation"),
+        ({"samples": "some"}, BadOption, "samples='some'"),
+        ({"threshold": 1.5}, BadOption, "threshold=1.5"),
+        ({"agreement_threshold": True}, BadOption, "agreement_threshold=True"),
     ]
     for change, error, message in cases:
         args = {"store": store_path, "candidate": models[0], **change}

@@ -17,12 +17,13 @@ from leanlens.store import Store
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _command(store, *args):
-    return [sys.executable, "-m", "leanlens", "check", str(store), *map(str, args)]
+def _command(store, *args, command="check"):
+    return [sys.executable, "-m", "leanlens", command, str(store), *map(str, args)]
 
 
-def _check(store, *args):
-    return subprocess.run(_command(store, *args), capture_output=True, text=True, timeout=600, env=ENV, check=False)
+def _check(store, *args, command="check"):
+    return subprocess.run(_command(store, *args, command=command), capture_output=True, text=True, timeout=600,
+                          env=ENV, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,11 @@ def test_what_cannot_be_checked_exits_2_in_one_line(gate):
         lines = [line for line in (out + err).splitlines() if line.strip()]
         assert child.returncode == 2 and len(lines) == 1 and message in lines[0], (message, lines)
     assert store.read_bytes() == before and not (folder / "missing.db").exists()
+
+
+def test_the_gated_store_is_reported_from_the_command_line(gate, tmp_path):
+    folder, _ = gate
+    run = _check(folder / "lens.db", "--out", tmp_path / "page", "--method", "gradcam", command="report")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    page = (tmp_path / "page" / "index.html").read_text()
+    assert "v0" in page and "gradcam" in page and str(tmp_path / "page" / "index.html") in run.stdout

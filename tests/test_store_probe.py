@@ -67,3 +67,13 @@ def test_a_gate_run_round_trips_and_names_a_recorded_reference(store):
     with pytest.raises(TypeError):
         store.record_gate_run(reference="v0", candidate="abc", holds=False, verdict={"x": object()})
     assert store.gate_runs() == [run]
+
+
+def test_compare_reads_only_the_held_out_probes(store):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(N, 4, 4)).astype(np.float32)
+    b = a.copy()
+    b[~HELD_OUT] = -b[~HELD_OUT]  # the replay probes disagree completely, the held-out ones not at all
+    store.record("a", fingerprint="f", metrics={}, explanations={"g": a})
+    store.record("b", fingerprint="f", metrics={}, explanations={"g": b})
+    assert store.compare("a", "b", "g").spearman == pytest.approx(1.0)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -15,7 +12,7 @@ from leanlens.errors import BadInput, BadOption
 from leanlens.explain import explain
 from leanlens.metrics import has_object, spearman
 from leanlens.models.wrap import wrap
-from leanlens.store import Explained, Probe, Store
+from leanlens.store import Explained, Probe, Store, opened
 
 SAMPLES = ("with_object", "all")
 
@@ -85,29 +82,29 @@ def check(store, candidate, reference: str = "v0", *, data=None, methods=None, t
     """
     _check_options(samples, {"threshold": threshold, "accuracy_threshold": accuracy_threshold,
                              "agreement_threshold": agreement_threshold})
-    with _opened(store) as store:
-        if not dry_run and store.read_only:
-            raise BadInput(f"{store.path} is read-only, so the gate run cannot be recorded",
+    with opened(store) as records:
+        if not dry_run and records.read_only:
+            raise BadInput(f"{records.path} is read-only, so the gate run cannot be recorded",
                            "pass dry_run=True (--dry-run) to check without recording")
-        store.version(reference)  # an unknown reference fails before any explaining
+        records.version(reference)  # an unknown reference fails before any explaining
         model = wrap(candidate)
-        every = store.probe()
+        every = records.probe()
         held, probe = every.held_out, every.part("held_out")
         keep = _compared(probe, samples)
-        _check_classes(store, reference, model, probe)
-        names = list(store.explanations(reference)) if methods is None else list(methods)
+        _check_classes(records, reference, model, probe)
+        names = list(records.explanations(reference)) if methods is None else list(methods)
         if not names:
             raise BadInput(f"version {reference!r} was recorded without explanations",
                            "record the reference with store.record_assessment(...)")
         verdict = Verdict(
             reference, fingerprint(model),
-            {m: _similarity(store.explained(reference, m), model, probe.x, held, keep, threshold) for m in names},
-            accuracy=_accuracy(model, data, accuracy_threshold, store.version(reference).metrics),
-            agreement=_agreement(store.predictions(reference), model, probe.x, held, agreement_threshold))
+            {m: _similarity(records.explained(reference, m), model, probe.x, held, keep, threshold) for m in names},
+            accuracy=_accuracy(model, data, accuracy_threshold, records.version(reference).metrics),
+            agreement=_agreement(records.predictions(reference), model, probe.x, held, agreement_threshold))
         if dry_run:
             return verdict
-        run = store.record_gate_run(reference=reference, candidate=verdict.candidate, holds=verdict.holds,
-                                    verdict=verdict.to_json())
+        run = records.record_gate_run(reference=reference, candidate=verdict.candidate, holds=verdict.holds,
+                                      verdict=verdict.to_json())
         return replace(verdict, recorded=run.id)
 
 
@@ -120,18 +117,6 @@ def _check_options(samples: str, thresholds: dict) -> None:
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0 <= value <= 1):
             raise BadOption(f"{name}={value!r}", "a threshold is a number from 0 to 1, e.g. 0.92")
-
-
-@contextlib.contextmanager
-def _opened(store):
-    """The store as given, or one opened from an existing path (never created: a typo is not a store)."""
-    if isinstance(store, Store):
-        yield store
-        return
-    if not isinstance(store, (str, os.PathLike)) or not Path(store).is_file():
-        raise BadInput(f"no store at {store}", "pass the path of a store file that leanlens wrote")
-    with Store(store) as opened:
-        yield opened
 
 
 def _compared(probe: Probe, samples: str) -> np.ndarray:

@@ -15,7 +15,14 @@ import numpy as np
 from leanlens.errors import BadInput, closest
 from leanlens.metrics import ExplanationScores, score_explanations
 from leanlens.store.arrays import decode, encode, to_numpy
-from leanlens.store.records import Explained, GateRun, Probe, Version, clean_metrics, options_json
+from leanlens.store.records import (
+    Explained,
+    GateRun,
+    Probe,
+    Version,
+    clean_metrics,
+    options_json,
+)
 from leanlens.store.schema import connect, read_only_error, transaction
 
 _PARTS = ("x", "y", "masks", "held_out")
@@ -290,8 +297,10 @@ class Store:
         return None if row is None else decode(*row)
 
     def compare(self, a, b, method, *, top_k_fraction: float = 0.1) -> ExplanationScores:
-        """How version b's explanations agree with version a's, means over the probe samples."""
-        return score_explanations(self.explanation(b, method), reference=self.explanation(a, method),
+        """How version b's explanations agree with version a's, means over the held-out probe samples
+        (replay may have trained on the others, so agreement there proves nothing)."""
+        held = self.probe().held_out
+        return score_explanations(self.explanation(b, method)[held], reference=self.explanation(a, method)[held],
                                   top_k_fraction=top_k_fraction)
 
     # gate runs -----------------------------------------------------------
