@@ -114,8 +114,7 @@ def _check_options(samples: str, thresholds: dict) -> None:
     for name, value in thresholds.items():
         if value is None and name != "threshold":
             continue  # reported, not gated
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0 <= value <= 1):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise BadOption(f"{name}={value!r}", "a threshold is a number from 0 to 1, e.g. 0.92")
 
 
