@@ -124,9 +124,62 @@ def test_a_store_written_by_schema_version_1_is_upgraded_in_place(tmp_path):
         assert old.target is None and old.options == {} and old.scores == ExplanationScores()
         assert store.version("v0").metrics == {"accuracy": 0.5}
         store.record("v1", fingerprint="g", metrics={}, explanations={"g": values}, parent="v0")
+        assert len(store.probe("held_out")) == N and len(store.probe("replay")) == 0  # nothing was replayed
+        assert store.gate_runs() == []
     check = sqlite3.connect(p)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert check.execute("PRAGMA user_version").fetchone()[0] == 3
     check.close()
+
+
+def _v2_store(path, with_probe=True):
+    """A store as leanlens wrote it before the probe split and gate runs (schema version 2)."""
+    conn = sqlite3.connect(path)
+    for sql in V1_SCHEMA:
+        conn.execute(sql)
+    for column in ("target TEXT", "options TEXT NOT NULL DEFAULT '{}'", "scores TEXT NOT NULL DEFAULT '{}'"):
+        conn.execute(f"ALTER TABLE explanations ADD COLUMN {column}")
+    if with_probe:
+        conn.execute("INSERT INTO probe VALUES ('x', '<f4', '[4, 2]', ?)", (np.arange(8, dtype=np.float32).tobytes(),))
+    conn.execute("INSERT INTO versions VALUES (1, 'v0', '2026-01-01T00:00:00+00:00', 'f', '{}', NULL)")
+    conn.execute("INSERT INTO explanations VALUES (1, 'g', '<f4', '[4, 8, 8]', ?, '[0, 1, 0, 1]', '{\"steps\": 8}', '{}')",
+                 (_maps(5).tobytes(),))
+    conn.execute("PRAGMA application_id = 1280069203")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("with_probe", [True, False])
+def test_a_version_2_store_is_upgraded_with_every_probe_held_out(tmp_path, with_probe):
+    p = tmp_path / "v2.db"
+    _v2_store(p, with_probe)
+    with Store(p) as store:
+        kept = store.explained("v0", "g")
+        np.testing.assert_array_equal(kept.values, _maps(5))
+        assert list(kept.target) == [0, 1, 0, 1] and kept.options == {"steps": 8}
+        if with_probe:
+            held = store.probe("held_out")
+            np.testing.assert_array_equal(held.x, np.arange(8, dtype=np.float32).reshape(4, 2))
+            assert held.held_out.all() and len(store.probe("replay")) == 0
+            store.set_probe(held.x)  # the same probe, all held out by default: nothing to change
+        else:
+            store.set_probe(np.zeros((N, 2)), held_out=np.array([True, False, True, False]))
+            assert len(store.probe("replay")) == 2
+        run = store.record_gate_run(reference="v0", candidate="c", holds=True, verdict={"spearman": 1.0})
+        assert store.gate_runs() == [run]
+
+
+def test_a_store_from_a_newer_leanlens_is_refused_in_one_line(tmp_path):
+    p = tmp_path / "new.db"
+    _v2_store(p)
+    conn = sqlite3.connect(p)
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    before = p.read_bytes()
+    with pytest.raises(BadInput, match="schema version 4, this leanlens reads 3") as error:
+        Store(p)
+    assert _one_line(error) and p.read_bytes() == before
 
 
 def test_sql_looking_names_are_stored_verbatim(path):

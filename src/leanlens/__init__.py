@@ -9,7 +9,7 @@
 """
 
 from leanlens import data
-from leanlens.audit import AuditResult, ModelFigures, assess, audit, profile
+from leanlens.audit import AuditResult, ModelFigures, Verdict, assess, audit, check, profile
 from leanlens.compress import Replay, finetune, prune, quantize
 from leanlens.errors import (
     BadInput,
@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuditResult", "BadInput", "BadOption", "Explanation", "ExplanationScores", "LeanlensError", "MissingCapability",
-    "Model", "ModelFigures", "Replay", "Store", "UnknownMethod", "assess", "attribute", "audit", "data", "explain", "finetune", "load", "methods", "profile",
+    "Model", "ModelFigures", "Replay", "Store", "UnknownMethod", "Verdict", "assess", "attribute", "audit", "check",
+    "data", "explain", "finetune", "load", "methods", "profile",
     "prune", "quantize", "report", "save", "wrap",
 ]

@@ -25,6 +25,9 @@ app = typer.Typer(add_completion=False, help="Compress a model and prove it stil
 console = Console(width=None if Console().is_terminal else 200)
 # measured on 2 shared CPU cores: 69 s with light load from other jobs (training is 56 s of it)
 QUICK_HELP = "a smaller run (about a minute on 2 CPU cores)"
+MODEL_HELP = "a file from ll.save, an .onnx file, or package.module:factory"
+# what the commands exit with; `check`'s three are what CI pipelines read
+HOLDS, DRIFTED, REFUSED = 0, 1, 2
 
 
 @app.callback()
@@ -46,9 +49,7 @@ def demo(
             result = run_demo(out, quick=quick, stage=_stage(progress), force=force)
         except LeanlensError as error:
             progress.stop()
-            # soft_wrap: the message is one line however narrow the terminal
-            console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise _refused(error) from None
     console.print(summary_table(result.versions, METHODS[0]))
     console.print(f"report: [bold]{result.report}[/bold]")
     console.print(f"store:  {result.store}")
@@ -70,7 +71,7 @@ def methods() -> None:
 
 @app.command()
 def explain(
-    model: Annotated[str, typer.Argument(help="a file from ll.save, an .onnx file, or package.module:factory")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     data: Annotated[str, typer.Argument(help="an .npz file (x, y) or a built-in dataset name")],
     method: Annotated[str, typer.Option("--method", help="an attribution method (see `leanlens methods`)")] = "ig",
     out: Annotated[Path, typer.Option("--out", help="where to write the explanation (.npz)")] = Path("attributions.npz"),
@@ -95,12 +96,84 @@ def explain(
                                   target=targets_for(target, dataset), **method_options(option or []))
         written = explanation.to_npz(out)
     except LeanlensError as error:
-        console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise _refused(error) from None
     console.print(f"{escape(method)}: {len(explanation)} samples, values {explanation.values.shape} → {escape(str(written))}")
     if explanation.delta is not None:
         console.print(f"completeness error |delta|: median {np.median(np.abs(explanation.delta)):.3g}, "
                       f"max {np.abs(explanation.delta).max():.3g}")
+
+
+@app.command()
+def check(
+    store: Annotated[Path, typer.Argument(help="the store that holds the reference version")],
+    candidate: Annotated[str, typer.Option("--candidate", help=f"the model to gate: {MODEL_HELP}")],
+    reference: Annotated[str, typer.Option("--reference", help="the recorded version to compare with")] = "v0",
+    threshold: Annotated[float, typer.Option("--threshold", help="lowest mean Spearman a method may have")] = 0.92,
+    data: Annotated[str | None, typer.Option("--data", help="an .npz file or built-in name to measure accuracy on")] = None,
+    accuracy_threshold: Annotated[float | None, typer.Option(
+        "--accuracy-threshold", help="lowest accuracy on --data (default: the reference's minus one point)")] = None,
+    agreement_threshold: Annotated[float | None, typer.Option(
+        "--agreement-threshold", help="lowest share of held-out probes predicted as the reference did")] = None,
+    samples: Annotated[str, typer.Option(
+        "--samples", help="'with_object': held-out probes whose mask holds an object; 'all'")] = "with_object",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check without recording the run")] = False,
+    weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
+) -> None:
+    """Gate a candidate: exit 0 when its explanations hold, 1 when they drifted, 2 when it cannot be checked."""
+    from leanlens.audit import check as run_check
+    from leanlens.cli_inputs import read_data
+    from leanlens.models.modelfile import resolve_model
+
+    try:
+        verdict = run_check(store, resolve_model(candidate, weights, trust_pickle), reference,
+                            data=None if data is None else read_data(data), threshold=threshold,
+                            accuracy_threshold=accuracy_threshold, agreement_threshold=agreement_threshold,
+                            samples=samples, dry_run=dry_run)
+    except LeanlensError as error:
+        raise _refused(error) from None
+    except Exception:  # noqa: BLE001
+        # a crash must not read as drift in a pipeline: it says why, and exits like any refusal
+        console.print_exception()
+        raise typer.Exit(REFUSED) from None
+    console.print(verdict_table(verdict))
+    recorded = "dry run, nothing recorded" if verdict.recorded is None else f"gate run #{verdict.recorded} recorded"
+    console.print(f"{'holds' if verdict.holds else 'drifted'} ({recorded})")
+    raise typer.Exit(HOLDS if verdict.holds else DRIFTED)
+
+
+@app.command()
+def report(
+    store: Annotated[Path, typer.Argument(help="the store whose versions the page shows")],
+    out: Annotated[Path, typer.Option("--out", help="folder for index.html")] = Path("leanlens-report"),
+    method: Annotated[str, typer.Option("--method", help="the method whose maps and similarity are shown")] = "gradcam++",
+) -> None:
+    """Write an HTML report of a store's versions: figures, heatmaps, similarity to the reference."""
+    from leanlens.report import report as write_report
+
+    try:
+        page = write_report(store, out, method=method)
+    except LeanlensError as error:
+        raise _refused(error) from None
+    console.print(f"report: [bold]{escape(str(page))}[/bold]")
+
+
+def verdict_table(verdict) -> Table:
+    """One row a gated figure: its score, its threshold and whether it passed."""
+    table = Table(title=f"leanlens check: candidate {verdict.candidate} vs {escape(verdict.reference)}")
+    for header in ("check", "score", "threshold", "pass", "samples"):
+        table.add_column(header, justify="left" if header == "check" else "right")
+    for c in verdict.checks:
+        table.add_row(escape(c.name), f"{c.score:.4f}", "—" if c.threshold is None else f"{c.threshold:.4f}",
+                      "yes" if c.passed else "[red]NO[/red]", str(c.samples))
+    return table
+
+
+def _refused(error: LeanlensError) -> typer.Exit:
+    """Say a user mistake in one line; the exit that goes with it (2, as `check` exits for any refusal)."""
+    # soft_wrap: the message is one line however narrow the terminal
+    console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+    return typer.Exit(REFUSED)
 
 
 def _progress() -> Progress:

@@ -1,12 +1,13 @@
 """What changed: profiles of cost and `audit()` of a candidate against a reference."""
 
 from leanlens.audit.audit import Assessment, AuditResult, assess, audit, probe_set
+from leanlens.audit.check import Check, Verdict, check
 from leanlens.audit.figures import ModelFigures
 from leanlens.audit.profile import Cost, Profile, fingerprint, profile
 from leanlens.audit.runtimes import Latency, latencies
 from leanlens.audit.timing import Timing, interleaved
 
 __all__ = [
-    "Assessment", "AuditResult", "Cost", "Latency", "ModelFigures", "Profile", "Timing", "assess", "audit",
-    "fingerprint", "interleaved", "latencies", "probe_set", "profile",
+    "Assessment", "AuditResult", "Check", "Cost", "Latency", "ModelFigures", "Profile", "Timing", "Verdict",
+    "assess", "audit", "check", "fingerprint", "interleaved", "latencies", "probe_set", "profile",
 ]

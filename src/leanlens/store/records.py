@@ -39,16 +39,62 @@ class Explained:
     scores: ExplanationScores
 
 
+PARTS = ("all", "held_out", "replay")
+
+
 @dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous, so identity only
 class Probe:
-    """The fixed inputs every version is explained on; y and masks are optional."""
+    """The fixed inputs every version is explained on; y and masks are optional.
+
+    `held_out` marks the samples that replay fine-tuning must never train on: the gate and
+    every similarity figure are read on them, so a model cannot pass by memorising its probes.
+    """
 
     x: np.ndarray
     y: np.ndarray | None = None
     masks: np.ndarray | None = None
+    held_out: np.ndarray | None = None  # bool, one a sample; None: all held out
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    def part(self, which: str) -> Probe:
+        """'all', or only the 'held_out' or the 'replay' samples."""
+        if which not in PARTS:
+            raise BadInput(f"probe part {which!r} is not one of {', '.join(map(repr, PARTS))}",
+                           "use part='held_out' for checks and part='replay' for training")
+        held_out = np.ones(len(self), bool) if self.held_out is None else self.held_out
+        if which == "all":
+            return Probe(self.x, self.y, self.masks, held_out)
+        keep = held_out if which == "held_out" else ~held_out
+        return Probe(*(None if a is None else a[keep] for a in (self.x, self.y, self.masks, held_out)))
+
+
+def held_out_split(y, fraction: float = 0.5, seed: int = 0) -> np.ndarray:
+    """A held-out mask for a probe set with labels `y`: `fraction` of each class, at least one, held out."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) < 2:
+        raise BadInput(f"labels of shape {y.shape} cannot be split", "pass one label per probe sample, two or more")
+    if not 0 < fraction < 1:
+        raise BadInput(f"fraction={fraction} is not between 0 and 1", "hold out a share such as 0.5")
+    rng = np.random.default_rng(seed)
+    held_out = np.zeros(len(y), bool)
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        held_out[members[: max(1, round(fraction * len(members)))]] = True
+    return held_out
+
+
+@dataclass(frozen=True)
+class GateRun:
+    """One run of the gate: a candidate (by fingerprint) checked against a reference version."""
+
+    id: int
+    created: str  # ISO-8601 UTC
+    reference: str
+    candidate: str  # the candidate's fingerprint
+    holds: bool
+    verdict: dict = field(hash=False)  # the verdict as JSON: per method scores and thresholds, figures
 
 
 _SCALARS = (str, int, float, bool, type(None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -12,11 +13,12 @@ from leanlens.errors import BadInput
 # 'LLNS' in the file header tells our stores apart from any other SQLite file
 APPLICATION_ID = 0x4C4C4E53
 # 2: each explanation keeps its targets, options and scores (version 1 kept the array only)
-SCHEMA_VERSION = 2
+# 3: the probe set has a held-out part (a 'held_out' row), and gate runs are kept
+SCHEMA_VERSION = 3
 
 _TABLES = {
     "probe": """CREATE TABLE probe (
-        part TEXT PRIMARY KEY CHECK (part IN ('x', 'y', 'masks')),
+        part TEXT PRIMARY KEY CHECK (part IN ('x', 'y', 'masks', 'held_out')),
         dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL)""",
     "versions": """CREATE TABLE versions (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -34,6 +36,13 @@ _TABLES = {
     "predictions": """CREATE TABLE predictions (
         version_id INTEGER PRIMARY KEY REFERENCES versions(id) ON DELETE CASCADE,
         dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL)""",
+    "gate_runs": """CREATE TABLE gate_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created TEXT NOT NULL,
+        reference TEXT NOT NULL REFERENCES versions(name),
+        candidate TEXT NOT NULL,
+        holds INTEGER NOT NULL CHECK (holds IN (0, 1)),
+        verdict TEXT NOT NULL)""",
 }
 
 
@@ -89,16 +98,38 @@ def _create(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def _to_v2(conn: sqlite3.Connection) -> None:
+    for column in _V2_COLUMNS:
+        conn.execute(f"ALTER TABLE explanations ADD COLUMN {column}")
+
+
+def _to_v3(conn: sqlite3.Connection) -> None:
+    """Widen the probe table's CHECK (SQLite rebuilds a table for that) and mark every probe held out:
+    nothing was trained on a version 2 store's probes as replay."""
+    conn.execute("ALTER TABLE probe RENAME TO probe_v2")
+    conn.execute(_TABLES["probe"])
+    conn.execute("INSERT INTO probe SELECT part, dtype, shape, data FROM probe_v2")
+    conn.execute("DROP TABLE probe_v2")
+    row = conn.execute("SELECT shape FROM probe WHERE part = 'x'").fetchone()
+    if row is not None:
+        n = json.loads(row[0])[0]
+        conn.execute("INSERT INTO probe VALUES ('held_out', '|b1', ?, ?)", (json.dumps([n]), b"\x01" * n))
+    conn.execute(_TABLES["gate_runs"])
+
+
+# each step brings a store from the version before it to its own, in one transaction with the others
+_STEPS = {2: _to_v2, 3: _to_v3}
+
+
 def _migrate(conn: sqlite3.Connection, path: Path, read_only: bool) -> None:
-    """Bring a version 1 store up to version 2; its rows keep their values."""
+    """Bring an older store up to SCHEMA_VERSION; its rows keep their values."""
     if read_only:
         raise BadInput(f"{path} was written by an older leanlens and must be upgraded, but it is read-only",
                        "open it once where it is writable, or copy it to a writable folder")
     with transaction(conn, path):
-        if conn.execute("PRAGMA user_version").fetchone()[0] != 1:
-            return  # another process upgraded it first
-        for column in _V2_COLUMNS:
-            conn.execute(f"ALTER TABLE explanations ADD COLUMN {column}")
+        ver = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have upgraded it
+        for step in range(ver + 1, SCHEMA_VERSION + 1):
+            _STEPS[step](conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -109,9 +140,9 @@ def _create_or_check(conn: sqlite3.Connection, path: Path, read_only: bool) -> N
         app, ver, tables = _header(conn)
     if app != APPLICATION_ID:
         raise _not_a_store(path, "an SQLite database without the leanlens schema")
-    if ver == 1:
+    if 1 <= ver < SCHEMA_VERSION:
         _migrate(conn, path, read_only)
-        ver = SCHEMA_VERSION
+        ver, tables = SCHEMA_VERSION, _header(conn)[2]
     if ver != SCHEMA_VERSION:
         raise BadInput(f"{path} has store schema version {ver}, this leanlens reads "
                        f"{SCHEMA_VERSION}", "open it with the leanlens that wrote it")

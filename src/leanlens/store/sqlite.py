@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
@@ -13,11 +14,18 @@ import numpy as np
 
 from leanlens.errors import BadInput, closest
 from leanlens.metrics import ExplanationScores, score_explanations
-from leanlens.store.arrays import decode, encode
-from leanlens.store.records import Explained, Probe, Version, clean_metrics, options_json
+from leanlens.store.arrays import decode, encode, to_numpy
+from leanlens.store.records import (
+    Explained,
+    GateRun,
+    Probe,
+    Version,
+    clean_metrics,
+    options_json,
+)
 from leanlens.store.schema import connect, read_only_error, transaction
 
-_PARTS = ("x", "y", "masks")
+_PARTS = ("x", "y", "masks", "held_out")
 
 
 def _check_name(value, what: str) -> str:
@@ -62,16 +70,17 @@ class Store:
         rows = self._conn.execute("SELECT part, dtype, shape, data FROM probe")
         return {part: (dtype, shape, bytes(data)) for part, dtype, shape, data in rows}
 
-    def set_probe(self, x, y=None, masks=None) -> None:
-        """Fix the probe set; setting the same arrays again does nothing."""
+    def set_probe(self, x, y=None, masks=None, *, held_out=None) -> None:
+        """Fix the probe set; setting the same arrays again does nothing.
+
+        `held_out` (bool, one a sample; see `held_out_split`) marks the samples replay
+        never trains on; by default every sample is held out.
+        """
+        x = to_numpy(x)
+        held_out = np.ones(x.shape[:1], bool) if held_out is None else held_out
         new = {part: encode(arr, f"probe {part}")
-               for part, arr in zip(_PARTS, (x, y, masks)) if arr is not None}
-        sizes = {part: json.loads(shape)[:1] for part, (_, shape, _) in new.items()}
-        if sizes["x"] in ([], [0]):
-            raise BadInput("probe x has no samples", "pass a batch-first array, (N, ...)")
-        if any(n != sizes["x"] for n in sizes.values()):
-            raise BadInput(f"probe parts differ in length: {sizes}",
-                           "x, y and masks need one entry per sample")
+               for part, arr in zip(_PARTS, (x, y, masks, held_out)) if arr is not None}
+        self._check_probe(new)
         if self.read_only and self._probe_rows() == new:
             return
         with self._writing():
@@ -85,14 +94,27 @@ class Store:
                 "INSERT INTO probe (part, dtype, shape, data) VALUES (?, ?, ?, ?)",
                 [(part, *row) for part, row in new.items()])
 
-    def probe(self) -> Probe:
-        """The probe set; BadInput if none was set."""
+    @staticmethod
+    def _check_probe(rows: dict[str, tuple[str, str, bytes]]) -> None:
+        sizes = {part: json.loads(shape)[:1] for part, (_, shape, _) in rows.items()}
+        if sizes["x"] in ([], [0]):
+            raise BadInput("probe x has no samples", "pass a batch-first array, (N, ...)")
+        if any(n != sizes["x"] for n in sizes.values()):
+            raise BadInput(f"probe parts differ in length: {sizes}",
+                           "x, y, masks and held_out need one entry per sample")
+        dtype, shape, _ = rows["held_out"]
+        if dtype != "|b1" or len(json.loads(shape)) != 1:
+            raise BadInput(f"held_out has dtype {np.dtype(dtype)} and shape {tuple(json.loads(shape))}",
+                           "pass one bool a sample, e.g. held_out_split(y)")
+
+    def probe(self, part: str = "all") -> Probe:
+        """The probe set, or its 'held_out' or 'replay' part; BadInput if none was set."""
         rows = self._probe_rows()
         if "x" not in rows:
             raise BadInput(f"{self.path} has no probe set yet",
                            "call set_probe(x, y, masks) first")
         parts = {part: decode(*row) for part, row in rows.items()}
-        return Probe(**parts)
+        return Probe(**parts).part(part)
 
     def _probe_size(self, what: str) -> int:
         row = self._conn.execute("SELECT shape FROM probe WHERE part = 'x'").fetchone()
@@ -275,6 +297,29 @@ class Store:
         return None if row is None else decode(*row)
 
     def compare(self, a, b, method, *, top_k_fraction: float = 0.1) -> ExplanationScores:
-        """How version b's explanations agree with version a's, means over the probe samples."""
-        return score_explanations(self.explanation(b, method), reference=self.explanation(a, method),
+        """How version b's explanations agree with version a's, means over the held-out probe samples
+        (replay may have trained on the others, so agreement there proves nothing)."""
+        held = self.probe().held_out
+        return score_explanations(self.explanation(b, method)[held], reference=self.explanation(a, method)[held],
                                   top_k_fraction=top_k_fraction)
+
+    # gate runs -----------------------------------------------------------
+
+    def record_gate_run(self, *, reference, candidate, holds: bool, verdict) -> GateRun:
+        """Keep one run of the gate, in one transaction; the versions it read are left as they are."""
+        run = GateRun(0, datetime.now(UTC).isoformat(), _check_name(reference, "reference"),
+                      _check_name(candidate, "candidate fingerprint"), bool(holds), dict(verdict))
+        text = json.dumps(run.verdict)  # before the transaction: a verdict that is not JSON fails first
+        with self._writing():
+            self._id(reference)
+            cur = self._conn.execute(
+                "INSERT INTO gate_runs (created, reference, candidate, holds, verdict) VALUES (?, ?, ?, ?, ?)",
+                (run.created, run.reference, run.candidate, int(run.holds), text))
+        return replace(run, id=cur.lastrowid)
+
+    def gate_runs(self) -> list[GateRun]:
+        """Every gate run, oldest first."""
+        rows = self._conn.execute(
+            "SELECT id, created, reference, candidate, holds, verdict FROM gate_runs ORDER BY id")
+        return [GateRun(i, created, ref, cand, bool(holds), json.loads(verdict))
+                for i, created, ref, cand, holds, verdict in rows]
