@@ -168,7 +168,7 @@ def test_a_path_string_works_and_text_is_escaped(store_path, tmp_path):
 
 
 def test_a_missing_store_file_is_bad_input_and_not_created(tmp_path):
-    with pytest.raises(BadInput, match="no store file"):
+    with pytest.raises(BadInput, match="no store at"):
         report(tmp_path / "nope.db", tmp_path / "out")
     assert not (tmp_path / "nope.db").exists()
 

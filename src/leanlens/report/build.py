@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,30 +14,13 @@ from leanlens.metrics.record import number
 from leanlens.report import figures, html, table
 from leanlens.report.grid import heatmap_grid
 from leanlens.store import Store, Version
+from leanlens.store.opened import opened
 
 
 def _text_option(value, name: str, example: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BadOption(f"{name}={value!r} is not a non-empty string", f"pass e.g. {name}={example!r}")
     return value
-
-
-@contextmanager
-def _opened(source) -> Iterator[Store]:
-    """The store to read; one opened here from a path is also closed here."""
-    if isinstance(source, Store):
-        yield source  # the caller's store: theirs to close
-        return
-    if not isinstance(source, (str, os.PathLike)):
-        raise BadInput(f"source is a {type(source).__name__}, not a Store or a path",
-                       "pass leanlens.store.Store(path) or the path of a store file")
-    path = Path(source)
-    # Store() would silently create a new, empty file, and report on nothing
-    if not path.exists():
-        raise BadInput(f"no store file at {path}", "check the path; stores are made by "
-                       "leanlens.store.Store(path) when versions are recorded")
-    with Store(path) as store:
-        yield store
 
 
 def _out_folder(out_dir) -> Path:
@@ -113,7 +94,7 @@ def report(source, out_dir, *, method: str = "gradcam++", title: str = "leanlens
     method = _text_option(method, "method", "gradcam++")
     title = _text_option(title, "title", "pruning run 3")
     out = _out_folder(out_dir)
-    with _opened(source) as store:
+    with opened(source) as store:
         page = html.render(_context(store, method, title))
     try:
         out.mkdir(parents=True, exist_ok=True)
