@@ -23,8 +23,8 @@ from leanlens.errors import LeanlensError
 app = typer.Typer(add_completion=False, help="Compress a model and prove it still decides for the same reasons.")
 # Wide enough for the summary table when output goes to a file or a CI log.
 console = Console(width=None if Console().is_terminal else 200)
-# measured on 2 shared CPU cores: 69 s with light load from other jobs (training is 56 s of it)
-QUICK_HELP = "a smaller run (about a minute on 2 CPU cores)"
+# measured on 2 idle CPU cores: 28 s (the full demo: 39 s); a busy machine can take twice that
+QUICK_HELP = "a smaller run (about 30 s on 2 CPU cores)"
 MODEL_HELP = "a file from ll.save, an .onnx file, or package.module:factory"
 # what the commands exit with; `check`'s three are what CI pipelines read
 HOLDS, DRIFTED, REFUSED = 0, 1, 2
