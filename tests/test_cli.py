@@ -37,6 +37,9 @@ def test_demo_quick_runs_through_the_cli(tmp_path):
     for label in ("runtime", "ms", "fp32 path", "fp32 ms", "vs fp32", "vs ref.", "Spearman", "pointing"):
         assert f" {label} " in header, label
     assert "onnxruntime int8" in run.stdout
+    gates = [line for line in run.stdout.splitlines() if line.startswith("gate ")]
+    assert [line.split()[1] for line in gates] == ["v1-pruned", "v2-int8"]
+    assert all(("holds" in line) != ("drifted" in line) and "gradcam++" in line for line in gates)
     page = (out / "index.html").read_text()
     assert len(re.findall(r'<tr[^>]*data-version="', page)) == 3
     assert page.count("data:image/png;base64,") >= 8 * 4  # 8 probes: image + 3 versions each
@@ -54,6 +57,10 @@ def test_demo_quick_runs_through_the_cli(tmp_path):
         assert int8.fp32_speedup == pytest.approx(int8.fp32_latency_ms / int8.latency_ms)
         assert v2.scores["gradcam++"].pointing_tolerance == 4 and "pointing_tolerance" not in v2.metrics
         assert store.explained("v2-int8", "gradcam++").target.shape == (len(store.probe().x),)
+        runs = store.gate_runs()  # one gate run a compressed version, as printed
+        assert [run.reference for run in runs] == ["v0", "v0"]
+        assert [("holds" if run.holds else "drifted") for run in runs] == [
+            "holds" if "holds" in line else "drifted" for line in gates]
     # a second run must not replace the first one's files unless asked
     before = {name: (out / name).read_bytes() for name in ("leanlens.db", "index.html")}
     assert "--force" in _one_error_line(_demo("--out", out))

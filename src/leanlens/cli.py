@@ -41,7 +41,7 @@ def demo(
     quick: Annotated[bool, typer.Option("--quick", help=QUICK_HELP)] = False,
     force: Annotated[bool, typer.Option("--force", help="replace the store and report of an earlier run in --out")] = False,
 ) -> None:
-    """Run the whole loop on the built-in lesions set: train, prune, quantize, audit, report."""
+    """Run the whole loop on the built-in hard lesions set: train, prune, quantize, audit, gate, report."""
     from leanlens.demo import METHODS, run_demo
 
     with _progress() as progress:
@@ -51,6 +51,8 @@ def demo(
             progress.stop()
             raise _refused(error) from None
     console.print(summary_table(result.versions, METHODS[0]))
+    for name, verdict in result.gates.items():
+        console.print(f"gate {escape(name)} vs v0: {_verdict_line(verdict)}")
     console.print(f"report: [bold]{result.report}[/bold]")
     console.print(f"store:  {result.store}")
 
@@ -174,6 +176,14 @@ def _refused(error: LeanlensError) -> typer.Exit:
     # soft_wrap: the message is one line however narrow the terminal
     console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
     return typer.Exit(REFUSED)
+
+
+def _verdict_line(verdict) -> str:
+    """'holds' or 'drifted', then each gated figure against its threshold."""
+    figures = ", ".join(f"{escape(c.name)} {c.score:.3f}" + (f" {'≥' if c.passed else '<'} {c.threshold:.3f}"
+                                                               if c.threshold is not None else "")
+                        for c in verdict.checks)
+    return ("[green]holds[/green]" if verdict.holds else "[red]drifted[/red]") + f" ({figures})"
 
 
 def _progress() -> Progress:
