@@ -105,14 +105,20 @@ def _read_header(raw, path) -> dict:
     return header
 
 
+def json_option(value, array_limit: int = 0):
+    """One option as a JSON value: scalars as they are, numeric arrays of up to `array_limit`
+    elements as lists; anything else (a callable, a larger array) as a note of its type."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        arr = np.asarray(value)
+        if arr.dtype.kind in "biufU" and arr.size <= array_limit:
+            return arr.tolist()
+    return f"<{type(value).__name__}>"
+
+
 def _jsonable(options: Mapping[str, Any]) -> dict:
     """Options as JSON; arrays (e.g. a baseline) are summarised, not stored."""
-    out = {}
-    for key, value in options.items():
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            out[key] = value
-        elif isinstance(value, np.generic):
-            out[key] = value.item()
-        else:
-            out[key] = f"<{type(value).__name__}>"
-    return out
+    return {key: json_option(value) for key, value in options.items()}

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from leanlens.errors import BadInput
+from leanlens.explain.explanation import json_option
 from leanlens.metrics import ExplanationScores
 
 # option arrays up to this size are kept exactly (a baseline image); bigger ones are summarised
@@ -126,20 +127,8 @@ def clean_metrics(metrics) -> dict:
 
 
 
-def _option(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple, np.ndarray)):
-        arr = np.asarray(value)
-        if arr.dtype.kind in "biufU" and arr.size <= _OPTION_ARRAY_LIMIT:
-            return arr.tolist()
-    return f"<{type(value).__name__}>"  # kept as a note: a callable or a large array is not data
-
-
 def options_json(options) -> str:
     """An explanation's options as JSON text, arrays included when small enough to keep."""
     if not isinstance(options, Mapping):
         raise BadInput(f"options is a {type(options).__name__}, not a mapping", "pass a dict of keyword options")
-    return json.dumps({str(key): _option(value) for key, value in options.items()})
+    return json.dumps({str(key): json_option(value, _OPTION_ARRAY_LIMIT) for key, value in options.items()})
