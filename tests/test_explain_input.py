@@ -1,5 +1,6 @@
 """Inputs that used to give a silent wrong answer or a raw traceback in explain() and attribute()."""
 
+import io
 import json
 
 import numpy as np
@@ -97,10 +98,17 @@ def as_header(text: str) -> np.ndarray:
     return np.frombuffer(text.encode(), dtype=np.uint8)
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    """What np.save writes for `array` (a .npy file), under a name that says .npz."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda p: p.write_text("not a zip"), "cannot read explanation file"),
     (lambda p: p.write_bytes(p.read_bytes()[:60]), "cannot read explanation file"),
-    (lambda p: np.save(open(p, "wb"), np.zeros(3)), "holds one array, not an .npz archive"),
+    (lambda p: p.write_bytes(npy_bytes(np.zeros(3))), "holds one array, not an .npz archive"),
     (lambda p: rewrite(p, header=as_header("{method: 'x'")), "no JSON header"),
     (lambda p: rewrite(p, header=as_header(json.dumps({"method": "saliency"}))), "no JSON header"),
     (lambda p: rewrite(p, header=as_header(json.dumps(["saliency", {}]))), "no JSON header"),

@@ -16,7 +16,14 @@ from torch import nn
 import leanlens as ll
 from leanlens.compress.onnx_export import to_onnx
 from leanlens.errors import BadInput, BadOption, MissingCapability
-from leanlens.models import BLACK_BOX, CallableModel, DifferentiableModel, Model, OnnxModel, TorchModel
+from leanlens.models import (
+    BLACK_BOX,
+    CallableModel,
+    DifferentiableModel,
+    Model,
+    OnnxModel,
+    TorchModel,
+)
 
 W = np.array([[2.0, -1.0, 0.0], [3.0, 1.0, -2.0], [-1.0, 4.0, 1.0], [0.0, -3.0, 5.0]])  # 4 features, 3 classes
 X = np.array([[1.0, 2.0, -1.0, 3.0], [-2.0, 0.0, 4.0, 1.0]], dtype=np.float32)

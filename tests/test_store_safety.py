@@ -93,15 +93,15 @@ def test_chmod_read_only_file(path):
 
 
 V1_SCHEMA = [
-    "CREATE TABLE probe (part TEXT PRIMARY KEY CHECK (part IN ('x', 'y', 'masks')), "
-    "dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL)",
-    "CREATE TABLE versions (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, "
-    "created TEXT NOT NULL, fingerprint TEXT NOT NULL, metrics TEXT NOT NULL, parent TEXT REFERENCES versions(name))",
-    "CREATE TABLE explanations (version_id INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE, "
-    "method TEXT NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL, "
-    "PRIMARY KEY (version_id, method))",
-    "CREATE TABLE predictions (version_id INTEGER PRIMARY KEY REFERENCES versions(id) ON DELETE CASCADE, "
-    "dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL)",
+    ("CREATE TABLE probe (part TEXT PRIMARY KEY CHECK (part IN ('x', 'y', 'masks')), "
+     "dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL)"),
+    ("CREATE TABLE versions (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, "
+     "created TEXT NOT NULL, fingerprint TEXT NOT NULL, metrics TEXT NOT NULL, parent TEXT REFERENCES versions(name))"),
+    ("CREATE TABLE explanations (version_id INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE, "
+     "method TEXT NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL, "
+     "PRIMARY KEY (version_id, method))"),
+    ("CREATE TABLE predictions (version_id INTEGER PRIMARY KEY REFERENCES versions(id) ON DELETE CASCADE, "
+     "dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL)"),
 ]
 
 

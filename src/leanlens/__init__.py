@@ -9,7 +9,15 @@
 """
 
 from leanlens import data
-from leanlens.audit import AuditResult, ModelFigures, Verdict, assess, audit, check, profile
+from leanlens.audit import (
+    AuditResult,
+    ModelFigures,
+    Verdict,
+    assess,
+    audit,
+    check,
+    profile,
+)
 from leanlens.compress import Replay, finetune, prune, quantize
 from leanlens.errors import (
     BadInput,

@@ -13,7 +13,13 @@ import numpy as np
 import torch
 
 from leanlens.explain import cam, gradients, lime, occlusion, shapley  # noqa: F401  (register the methods)
-from leanlens.explain.checks import as_batch, as_checked_tensor, as_tensor, bind_options, require
+from leanlens.explain.checks import (
+    as_batch,
+    as_checked_tensor,
+    as_tensor,
+    bind_options,
+    require,
+)
 from leanlens.explain.explanation import Explanation
 from leanlens.explain.options import chunk_size, flag
 from leanlens.explain.registry import lookup

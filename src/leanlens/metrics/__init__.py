@@ -2,9 +2,19 @@
 robustness, concentration, and the randomization sanity check."""
 
 from leanlens.metrics.complexity import complexity, sparseness
-from leanlens.metrics.faithfulness import deletion_auc, deletion_curve, insertion_auc, insertion_curve
+from leanlens.metrics.faithfulness import (
+    deletion_auc,
+    deletion_curve,
+    insertion_auc,
+    insertion_curve,
+)
 from leanlens.metrics.heatmap import heatmap
-from leanlens.metrics.localization import has_object, pointing_game, relevance_mass, relevance_rank_accuracy
+from leanlens.metrics.localization import (
+    has_object,
+    pointing_game,
+    relevance_mass,
+    relevance_rank_accuracy,
+)
 from leanlens.metrics.randomization import RandomizationCheck, randomization_check
 from leanlens.metrics.record import Record, Shown, shown
 from leanlens.metrics.robustness import max_sensitivity

@@ -8,7 +8,12 @@ import numpy as np
 
 from leanlens.errors import BadInput
 from leanlens.metrics.complexity import complexity, sparseness
-from leanlens.metrics.localization import has_object, pointing_game, relevance_mass, relevance_rank_accuracy
+from leanlens.metrics.localization import (
+    has_object,
+    pointing_game,
+    relevance_mass,
+    relevance_rank_accuracy,
+)
 from leanlens.metrics.record import Record, shown
 from leanlens.metrics.similarity import cosine, spearman, top_k_overlap
 from leanlens.metrics.ssim import ssim

@@ -1,6 +1,12 @@
 """What a model is: the `Model` protocols, their adapters and `wrap()`."""
 
-from leanlens.models.base import BLACK_BOX, GRADIENTS, LAYERS, DifferentiableModel, Model
+from leanlens.models.base import (
+           BLACK_BOX,
+           GRADIENTS,
+           LAYERS,
+           DifferentiableModel,
+           Model,
+)
 from leanlens.models.callable_model import CallableModel
 from leanlens.models.onnx_model import OnnxModel
 from leanlens.models.torch_model import TorchModel

@@ -119,7 +119,10 @@ def read_onnx(path: Path) -> bytes:
     """The model as one self-contained graph. Weights saved as external data next to the file
     (`onnx.save(..., save_as_external_data=True)`) are read in, from the file's folder only."""
     import onnx
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+    from onnx.external_data_helper import (
+        load_external_data_for_model,
+        uses_external_data,
+    )
 
     if not path.is_file():
         raise BadInput(f"no ONNX file at {str(path)!r}", "check the path")
