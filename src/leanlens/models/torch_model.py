@@ -35,7 +35,8 @@ class TorchModel:
         self.module = module
         self.output = check_choice(output)
         self._fitting_shapes: set[tuple[int, ...]] = set()  # sample shapes a forward has accepted
-        self._folded: dict[str, nn.Module] | None = None  # inside inference(): the BN-folded copy, once found
+        self._in_session = False  # inside inference(), where the weights cannot change
+        self._session_copy: nn.Module | None = None  # the BN-folded copy, once looked up in that session
 
     def __repr__(self) -> str:
         return f"TorchModel({type(self.module).__name__}, {count_parameters(self.module):,} params)"
@@ -71,11 +72,11 @@ class TorchModel:
     def inference(self, freeze: bool = True) -> Iterator[None]:
         """Eval mode and frozen weights for an explanation; the folded copy is looked up once inside."""
         with inference(self.module, freeze=freeze):
-            self._folded = {}
+            self._in_session = True
             try:
                 yield
             finally:
-                self._folded = None
+                self._in_session, self._session_copy = False, None
 
     def scores(self, x: torch.Tensor, *, fold_bn: bool = False) -> torch.Tensor:
         with torch.no_grad():
@@ -105,11 +106,11 @@ class TorchModel:
         block the weights cannot change, so their checksum is taken once, not once a chunk."""
         if not fold_bn:
             return self.module
-        if self._folded is None:
+        if not self._in_session:
             return gradient_module(self.module)
-        if "copy" not in self._folded:
-            self._folded["copy"] = gradient_module(self.module)
-        return self._folded["copy"]
+        if self._session_copy is None:
+            self._session_copy = gradient_module(self.module)
+        return self._session_copy
 
     def _call(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The scores of `network` on `x`. The first forward on a sample shape that fails is the
