@@ -87,9 +87,10 @@ def explain(
     """Explain a model's decisions on a dataset and save the attributions (.npz, no pickle)."""
     from leanlens.cli_inputs import method_options, read_data, targets_for
     from leanlens.explain import explain as run_explain
+    from leanlens.explain.explanation import npz_path
     from leanlens.models.modelfile import resolve_model
 
-    out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # what to_npz writes
+    out = npz_path(out)  # the file to_npz will write, checked before minutes of explaining
     try:
         if out.exists() and not force:
             raise LeanlensError(f"{out} exists", "pass --force to replace it, or choose another --out")

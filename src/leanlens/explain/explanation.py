@@ -47,9 +47,7 @@ class Explanation:
         if self.score is not None:
             arrays["score"] = self.score
         header = json.dumps({"method": self.method, "options": _jsonable(self.options)})
-        path = Path(path)
-        if path.suffix != ".npz":  # NumPy would add it silently; return the file really written
-            path = path.with_name(path.name + ".npz")
+        path = npz_path(path)
         try:
             np.savez_compressed(path, header=np.frombuffer(header.encode(), dtype=np.uint8), **arrays)
         except OSError as error:
@@ -103,6 +101,12 @@ def _read_header(raw, path) -> dict:
             or not isinstance(header.get("options"), dict):
         raise BadInput(f"{str(path)!r} is not a leanlens explanation: no JSON header with a method and options", HINT)
     return header
+
+
+def npz_path(path: str | os.PathLike) -> Path:
+    """The file `to_npz(path)` writes: NumPy adds `.npz` silently, so say it here."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
 def json_option(value, array_limit: int = 0):
