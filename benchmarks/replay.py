@@ -19,7 +19,7 @@ import torch
 
 import leanlens as ll
 from leanlens.audit.timing import interleaved
-from leanlens.compress.replay import Replay
+from leanlens.compression.replay import Replay
 from leanlens.metrics.similarity import spearman
 from leanlens.models import SmallResNet
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import leanlens as ll
-from leanlens.compress.onnx_export import to_onnx
+from leanlens.compression.onnx_export import to_onnx
 from leanlens.errors import BadInput, BadOption
 from leanlens.models import OnnxModel
 

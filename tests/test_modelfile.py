@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import leanlens as ll
-from leanlens.compress.onnx_export import fold_batchnorm
+from leanlens.compression.onnx_export import fold_batchnorm
 from leanlens.errors import BadInput, BadOption, LeanlensError, UnsafeFile
 from leanlens.models import OnnxModel, SmallResNet, TorchModel
 from leanlens.models.modelfile import resolve_model

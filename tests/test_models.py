@@ -14,7 +14,7 @@ from explain_support import make_images, make_resnet
 from torch import nn
 
 import leanlens as ll
-from leanlens.compress.onnx_export import to_onnx
+from leanlens.compression.onnx_export import to_onnx
 from leanlens.errors import BadInput, BadOption, MissingCapability
 from leanlens.models import (
     BLACK_BOX,

@@ -8,7 +8,7 @@ from explain_support import assert_close, smooth_baseline
 from torch import nn
 
 import leanlens as ll
-from leanlens.compress.onnx_export import to_onnx
+from leanlens.compression.onnx_export import to_onnx
 from leanlens.models import OnnxModel
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import leanlens as ll
-from leanlens.compress.replay import Replay, explanation_distance
+from leanlens.compression.replay import Replay, explanation_distance
 from leanlens.errors import BadInput, BadOption, LeanlensError, UnknownMethod
 from leanlens.metrics.similarity import spearman
 from leanlens.models import SmallResNet, TorchModel

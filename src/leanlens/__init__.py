@@ -18,7 +18,7 @@ from leanlens.audit import (
     check,
     profile,
 )
-from leanlens.compress import Replay, finetune, prune, quantize
+from leanlens.compression import Replay, finetune, prune, quantize
 from leanlens.errors import (
     BadInput,
     BadOption,

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from leanlens.audit import Verdict, assess, audit, check, probe_set
-from leanlens.compress import finetune, prune, quantize
+from leanlens.compression import finetune, prune, quantize
 from leanlens.data import lesions
 from leanlens.errors import BadInput
 from leanlens.models import SmallResNet

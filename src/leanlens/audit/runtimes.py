@@ -59,7 +59,7 @@ def _torch_contenders(model: TorchModel, x: np.ndarray, threads: int) -> Contend
 
 def _exported(model: TorchModel, x: np.ndarray, threads: int) -> dict[str, Callable[[], object]]:
     """ONNX Runtime on the module's batch-norm-folded export, when it exports."""
-    from leanlens.compress.onnx_export import fold_batchnorm, to_onnx
+    from leanlens.compression.onnx_export import fold_batchnorm, to_onnx
 
     try:
         graph = to_onnx(fold_batchnorm(model.module), torch.as_tensor(x[:1], dtype=torch.float32))

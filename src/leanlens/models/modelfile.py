@@ -211,8 +211,8 @@ def _onnx_model(meta: dict, entries: dict[str, bytes]) -> OnnxModel:
 
 def _int8_twin(source: nn.Module, int8_graph: bytes) -> nn.Module:
     # The one import from compress/: the twin is rebuilt by the very function ll.quantize used.
-    from leanlens.compress.onnx_export import fold_batchnorm
-    from leanlens.compress.twin import int8_twin
+    from leanlens.compression.onnx_export import fold_batchnorm
+    from leanlens.compression.twin import int8_twin
 
     return int8_twin(fold_batchnorm(source), int8_graph)
 

@@ -9,13 +9,13 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from leanlens.compress.checks import (
+from leanlens.compression.checks import (
     check_labels,
     fraction,
     same_trainability,
     torch_model,
 )
-from leanlens.compress.criteria import importance
+from leanlens.compression.criteria import importance
 from leanlens.data import as_dataset
 from leanlens.errors import BadInput, BadOption
 from leanlens.explain.options import positive_int

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leanlens.compress.checks import check_labels, torch_model
-from leanlens.compress.replay import Replay
+from leanlens.compression.checks import check_labels, torch_model
+from leanlens.compression.replay import Replay
 from leanlens.data import as_dataset
 from leanlens.errors import BadOption
 from leanlens.explain.options import positive_int, real
@@ -34,7 +34,7 @@ def finetune(
 
     `epochs` may be fractional (e.g. 0.5 passes over the data). With `replay`, each step
     adds `replay.weight` × the explanation distance on `replay.batch_size` replay probes
-    (see `leanlens.compress.replay`); the task batches are the same as without it, and a
+    (see `leanlens.compression.replay`); the task batches are the same as without it, and a
     weight of 0 trains exactly as no replay. `on_step(done, total)` is called after every
     batch, for progress bars. The input model is not changed; the copy trains every
     parameter, also those frozen in the input.

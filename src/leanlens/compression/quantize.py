@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leanlens.compress.checks import calibration_inputs, first_scores, torch_model
-from leanlens.compress.onnx_export import fold_batchnorm, to_onnx
-from leanlens.compress.twin import int8_twin
+from leanlens.compression.checks import calibration_inputs, first_scores, torch_model
+from leanlens.compression.onnx_export import fold_batchnorm, to_onnx
+from leanlens.compression.twin import int8_twin
 from leanlens.data import as_dataset
 from leanlens.errors import UnknownMethod, closest
 from leanlens.explain.options import positive_int
