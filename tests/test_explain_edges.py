@@ -26,7 +26,18 @@ def test_a_float64_model_is_explained_in_float64(method, options):
     np.testing.assert_allclose(exp.predictions, model(torch.as_tensor(X, dtype=torch.float64)).detach().numpy(), rtol=1e-6)
     same = ll.attribute(model, torch.as_tensor(X, dtype=torch.float64), method, **options)
     assert same.dtype == torch.float64 or method == "kernelshap"  # Shapley maps are float32 by design
+    assert exp.values.dtype == same.numpy().dtype  # explain() keeps the precision attribute() computed in
     np.testing.assert_allclose(exp.values, same.numpy(), rtol=1e-6)
+
+
+def test_a_float64_model_keeps_ig_completeness_to_float64_precision():
+    model = mlp(torch.float64)
+    exp = ll.explain(model, X, "ig", steps=64)
+    scores = model(torch.as_tensor(X, dtype=torch.float64)).detach().numpy()
+    at_zero = model(torch.zeros(1, X.shape[1], dtype=torch.float64)).detach().numpy()[0]
+    gap = scores[np.arange(len(X)), exp.target] - at_zero[exp.target]
+    # float32 storage alone would leave errors near 1e-7 of the scores
+    np.testing.assert_allclose(exp.values.sum(1), gap, rtol=0, atol=1e-12)
 
 
 def test_gradient_methods_work_inside_inference_mode():

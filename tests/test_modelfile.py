@@ -212,6 +212,18 @@ def test_a_file_cannot_call_an_arbitrary_installed_function(pruned, tmp_path):
     assert not marker.exists()
 
 
+def test_a_file_naming_a_standard_module_is_refused_before_it_is_imported(pruned, tmp_path):
+    import sys
+
+    assert "this" not in sys.modules  # `import this` prints on import: the file must not get that far
+    path = ll.save(pruned, tmp_path / "m.leanlens")
+    rewrite(path, edit_meta(lambda m: m["architecture"].update(factory="this:s", kwargs={})))
+    with pytest.raises(UnsafeFile, match="standard-library") as error:
+        ll.load(path)
+    one_line(error)
+    assert "this" not in sys.modules
+
+
 def test_compressed_entries_are_refused(pruned, tmp_path):
     path = ll.save(pruned, tmp_path / "m.leanlens")
     with zipfile.ZipFile(path) as archive:

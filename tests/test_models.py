@@ -60,6 +60,20 @@ def test_a_function_is_a_black_box_and_gradient_methods_say_so():
             assert "hint: use a black-box method" in one_line(error)
 
 
+def test_a_black_box_has_no_size_and_a_fingerprint_of_its_own():
+    from sklearn.linear_model import LogisticRegression
+
+    from leanlens.audit.profile import Cost, cost, fingerprint
+
+    y = (X @ W).argmax(1)
+    fits = [LogisticRegression(C=c).fit(X, y) for c in (1.0, 0.01)]
+    prints = {fingerprint(fn) for fn in (linear, lambda x: x @ W, lambda x: x @ W * 2,
+                                         fits[0].predict_proba, fits[1].predict_proba)}
+    assert len(prints) == 5 and all(p.startswith("fn-") for p in prints)
+    assert fingerprint(fits[0].predict_proba) == fingerprint(LogisticRegression(C=1.0).fit(X, y).predict_proba)
+    assert cost(linear, X) == Cost(params=None, macs=None, bytes=None)
+
+
 @pytest.mark.parametrize("fn, message", [
     (lambda x: x.sum(1), r"returned shape \(2,\) for 2 samples"),
     (lambda x: np.array([["a", "b"]] * len(x)), r"returned <U1 values"),
@@ -228,6 +242,19 @@ def test_an_onnx_file_with_external_data_loads(onnx_bytes, tmp_path):
     (tmp_path / "weights.bin").unlink()
     np.testing.assert_allclose(OnnxModel(model.model_bytes).predict(X), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(BadInput, match=r"cannot read the external data of model\.onnx") as error:
+        ll.wrap(path)
+    one_line(error)
+
+
+def test_an_onnx_file_whose_weights_cannot_be_one_graph_is_refused_before_reading(onnx_bytes, tmp_path, monkeypatch):
+    from leanlens.models import onnx_model
+
+    path = tmp_path / "model.onnx"
+    onnx.save(onnx.load_from_string(onnx_bytes), path, save_as_external_data=True, location="weights.bin",
+              size_threshold=0)
+    # the real cap is protobuf's 2 GiB; a lower one stands in for a file that size
+    monkeypatch.setattr(onnx_model, "PROTOBUF_LIMIT", len(onnx_bytes) // 2)
+    with pytest.raises(BadInput, match="protobuf caps at 2 GiB") as error:
         ll.wrap(path)
     one_line(error)
 

@@ -1,5 +1,6 @@
 """The store under damage, permissions, old files, concurrent writers and a killed writer."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -114,6 +115,11 @@ def test_a_store_written_by_schema_version_1_is_upgraded_in_place(tmp_path):
     conn.execute("INSERT INTO probe VALUES ('x', '<f4', '[4, 2]', ?)", (np.zeros((N, 2), np.float32).tobytes(),))
     conn.execute("INSERT INTO versions VALUES (1, 'v0', '2026-01-01T00:00:00+00:00', 'f', '{\"accuracy\": 0.5}', NULL)")
     conn.execute("INSERT INTO explanations VALUES (1, 'g', '<f4', '[4, 8, 8]', ?)", (values.tobytes(),))
+    # version 1 kept a candidate's per-method figures in its metrics, keyed "name[method]"
+    v1_metrics = {"accuracy": 0.25, "spearman[g]": 0.9, "top10[g]": 0.5, "pointing[g]": 0.75, "spearman[gone]": 0.1}
+    conn.execute("INSERT INTO versions VALUES (2, 'v1', '2026-01-02T00:00:00+00:00', 'f', ?, 'v0')",
+                 (json.dumps(v1_metrics),))
+    conn.execute("INSERT INTO explanations VALUES (2, 'g', '<f4', '[4, 8, 8]', ?)", (values.tobytes(),))
     conn.execute("PRAGMA application_id = 1280069203")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
@@ -123,7 +129,11 @@ def test_a_store_written_by_schema_version_1_is_upgraded_in_place(tmp_path):
         np.testing.assert_array_equal(old.values, values)
         assert old.target is None and old.options == {} and old.scores == ExplanationScores()
         assert store.version("v0").metrics == {"accuracy": 0.5}
-        store.record("v1", fingerprint="g", metrics={}, explanations={"g": values}, parent="v0")
+        moved = store.explained("v1", "g").scores
+        assert (moved.spearman, moved.top_k, moved.pointing_game, moved.top_k_fraction) == (0.9, 0.5, 0.75, 0.1)
+        # a figure whose explanation was never stored stays where it was: nothing is lost
+        assert store.version("v1").metrics == {"accuracy": 0.25, "spearman[gone]": 0.1}
+        store.record("v2", fingerprint="g", metrics={}, explanations={"g": values}, parent="v0")
         assert len(store.probe("held_out")) == N and len(store.probe("replay")) == 0  # nothing was replayed
         assert store.gate_runs() == []
     check = sqlite3.connect(p)

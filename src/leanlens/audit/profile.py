@@ -44,7 +44,7 @@ def cost(model, example: np.ndarray) -> Cost:
     return Cost(
         params=count_parameters(module) if module is not None else None,
         macs=_macs(module, example[:1]) if module is not None else None,
-        bytes=serialized_bytes(model) or None,
+        bytes=serialized_bytes(model),
     )
 
 
@@ -64,8 +64,8 @@ def profile(model, x: np.ndarray, *, batch: int = 32, repeats: int = 15, warmup:
     return Profile(cost(model, example), latency, len(example))
 
 
-def serialize(model) -> bytes:
-    """The model as deployed: the .onnx file, or the module's weights as safetensors."""
+def serialize(model) -> bytes | None:
+    """The model as deployed: the .onnx file, or the module's weights as safetensors; None for a black box."""
     if isinstance(model, OnnxModel):
         return model.model_bytes
     if isinstance(model, TorchModel):
@@ -73,16 +73,39 @@ def serialize(model) -> bytes:
 
         state = {k: v.detach().contiguous().cpu() for k, v in model.module.state_dict().items()}
         return save(state)
-    return b""
+    return None
 
 
-def serialized_bytes(model) -> int:
-    return len(serialize(wrap(model)))
+def serialized_bytes(model) -> int | None:
+    content = serialize(wrap(model))
+    return None if content is None else len(content)
 
 
 def fingerprint(model) -> str:
-    """A short content hash of the serialized model: equal weights, equal fingerprint."""
-    return hashlib.sha256(serialize(wrap(model))).hexdigest()[:16]
+    """A short content hash of the serialized model: equal weights, equal fingerprint.
+
+    A black-box function has no weights: its fingerprint hashes the function itself (prefixed
+    "fn-" so that nobody reads it as a weight hash), so two different functions never share one.
+    """
+    model = wrap(model)
+    content = serialize(model)
+    if content is None:
+        return "fn-" + hashlib.sha256(_function_identity(model.fn)).hexdigest()[:13]
+    return hashlib.sha256(content).hexdigest()[:16]
+
+
+def _function_identity(fn) -> bytes:
+    """What a function is, as bytes: pickled when it can be (a bound estimator method pickles with
+    the estimator's fitted state; dumping runs no foreign code), else its name and code."""
+    import pickle
+
+    try:
+        return pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - lambdas, closures, local functions: pickle refuses them by design
+        code = getattr(fn, "__code__", None)
+        name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+        parts = [name.encode()] + ([code.co_code, repr(code.co_consts).encode()] if code is not None else [])
+        return b"\0".join(parts)
 
 
 def _macs(module, example: np.ndarray) -> int:

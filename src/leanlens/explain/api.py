@@ -115,5 +115,8 @@ def _autocast(enabled: bool, device: torch.device):
 
 def _numpy(value):
     if isinstance(value, torch.Tensor):
-        return value.detach().float().cpu().numpy()
+        value = value.detach().cpu()
+        # float64 stays float64 (a double model's attributions keep their precision);
+        # half and bfloat16, which NumPy lacks or computes poorly in, become float32
+        return (value if value.dtype == torch.float64 else value.float()).numpy()
     return value if not isinstance(value, list) else np.asarray(value)

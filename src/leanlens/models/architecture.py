@@ -13,6 +13,7 @@ import importlib
 import inspect
 import json
 import re
+import sys
 
 import torch
 from torch import nn
@@ -80,6 +81,11 @@ def call_factory(spec, kwargs, *, named_by_file: bool) -> nn.Module:
     if not isinstance(kwargs, dict):
         raise BadInput(f"factory arguments {kwargs!r} are not a dict", REFIT)
     module_name, attribute = spec.split(":")
+    if named_by_file and module_name.split(".")[0] in sys.stdlib_module_names:
+        # importing runs a module's code before any check can look at what it defines, and a
+        # few standard modules act on import (`antigravity` opens a browser); none builds a model
+        raise UnsafeFile(f"the model file names {spec!r}, a standard-library callable, not a model factory",
+                         "load only files written by ll.save")
     try:
         factory = importlib.import_module(module_name)
         for part in attribute.split("."):

@@ -133,6 +133,7 @@ def read_onnx(path: Path) -> bytes:
         return raw
     if not any(uses_external_data(t) for t in graph.graph.initializer):
         return raw
+    _refuse_over_protobuf_limit(path, len(raw), graph)
     try:
         load_external_data_for_model(graph, str(path.parent))
     except Exception as error:  # noqa: BLE001 - a data file missing, or onnx refusing a path outside the folder
@@ -140,3 +141,24 @@ def read_onnx(path: Path) -> bytes:
         raise BadInput(f"cannot read the external data of {path.name}: {message}",
                        "keep the data files in the model's folder, under the names the model gives") from None
     return graph.SerializeToString()
+
+
+# one protobuf message holds at most 2 GiB; a graph read in whole must fit in one
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def _refuse_over_protobuf_limit(path: Path, graph_bytes: int, graph) -> None:
+    """Refuse, before reading gigabytes, a model whose weights cannot be inlined into one graph."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    total = graph_bytes
+    for tensor in (t for t in graph.graph.initializer if uses_external_data(t)):
+        info = ExternalDataInfo(tensor)
+        length = info.length
+        if not length:  # no length recorded: the tensor runs to the end of its file
+            data_file = path.parent / info.location
+            length = max(data_file.stat().st_size - (info.offset or 0), 0) if data_file.is_file() else 0
+        total += length
+    if total > PROTOBUF_LIMIT:
+        raise BadInput(f"{path.name} holds {total / 2**30:.1f} GiB of weights; leanlens reads an ONNX model as one "
+                       "graph, which protobuf caps at 2 GiB", "compress it in PyTorch and pass the module instead")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,9 +99,34 @@ def _create(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+# version 1 kept per-method figures in a version's metrics as "name[method]"; version 2 keeps
+# them with the explanation they describe, under these names
+_V1_SCORE_KEYS = {"spearman": "spearman", "top10": "top_k", "pointing": "pointing_game"}
+_V1_KEY = re.compile(r"^(spearman|top10|pointing)\[(.+)\]$")
+
+
 def _to_v2(conn: sqlite3.Connection) -> None:
     for column in _V2_COLUMNS:
         conn.execute(f"ALTER TABLE explanations ADD COLUMN {column}")
+    for vid, metrics in conn.execute("SELECT id, metrics FROM versions").fetchall():
+        _move_v1_scores(conn, vid, json.loads(metrics))
+
+
+def _move_v1_scores(conn: sqlite3.Connection, vid: int, metrics: dict) -> None:
+    """Move a version's "name[method]" figures to its explanation of that method; a figure whose
+    explanation was never stored stays in the metrics, so no value is lost."""
+    methods = {row[0] for row in conn.execute("SELECT method FROM explanations WHERE version_id = ?", (vid,))}
+    scores: dict[str, dict] = {}
+    for key in list(metrics):
+        match = _V1_KEY.match(key)
+        if match and match.group(2) in methods:
+            name, method = match.groups()
+            scores.setdefault(method, {"top_k_fraction": 0.1})[_V1_SCORE_KEYS[name]] = metrics.pop(key)
+    for method, figures in scores.items():
+        conn.execute("UPDATE explanations SET scores = ? WHERE version_id = ? AND method = ?",
+                     (json.dumps(figures), vid, method))
+    if scores:
+        conn.execute("UPDATE versions SET metrics = ? WHERE id = ?", (json.dumps(metrics), vid))
 
 
 def _to_v3(conn: sqlite3.Connection) -> None:
