@@ -6,17 +6,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from errors_support import one_line
 from explain_support import make_images, make_resnet
 from torch import nn
 
 import leanlens as ll
 from leanlens.errors import BadInput
 from leanlens.explain import Explanation
-
-
-def one_line(error: pytest.ExceptionInfo) -> str:
-    assert "\n" not in str(error.value)
-    return str(error.value)
 
 
 def close(got, want):

@@ -14,13 +14,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from errors_support import one_line
 from onnx import numpy_helper
 from safetensors.torch import save_file
 from torch import nn
 
 import leanlens as ll
 from leanlens.compression.onnx_export import fold_batchnorm
-from leanlens.errors import BadInput, BadOption, LeanlensError, UnsafeFile
+from leanlens.errors import BadInput, BadOption, UnsafeFile
 from leanlens.models import OnnxModel, SmallResNet, TorchModel
 from leanlens.models.modelfile import resolve_model
 
@@ -39,10 +40,6 @@ def pruned(lesions):
 @pytest.fixture(scope="module")
 def int8(pruned, lesions):
     return ll.quantize(pruned, lesions, calibration_samples=64)
-
-
-def one_line(error: pytest.ExceptionInfo) -> None:
-    assert isinstance(error.value, LeanlensError) and "\n" not in str(error.value) and "hint:" in str(error.value)
 
 
 CHILD = textwrap.dedent("""

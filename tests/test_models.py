@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from errors_support import one_line
 from explain_support import make_images, make_resnet
 from torch import nn
 
@@ -32,11 +33,6 @@ BASE = np.array([0.5, -1.0, 1.0, 2.0], dtype=np.float32)
 
 def linear(x: np.ndarray) -> np.ndarray:
     return x @ W
-
-
-def one_line(error: pytest.ExceptionInfo) -> str:
-    assert "\n" not in str(error.value)
-    return str(error.value)
 
 
 @pytest.mark.parametrize("method, options", [("occlusion", {}), ("kernelshap", {}), ("shapley", {})])
