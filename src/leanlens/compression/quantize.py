@@ -20,7 +20,7 @@ import torch
 from leanlens.compression.checks import calibration_inputs, first_scores, torch_model
 from leanlens.compression.onnx_export import fold_batchnorm, to_onnx
 from leanlens.compression.twin import int8_twin
-from leanlens.data import as_dataset
+from leanlens.data import as_dataset, as_inputs
 from leanlens.errors import UnknownMethod, closest
 from leanlens.explain.options import positive_int
 from leanlens.models.onnx_model import OnnxModel
@@ -30,7 +30,8 @@ SCHEMES = ("int8",)
 
 
 def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 256, batch_size: int = 32) -> OnnxModel:
-    """An int8 copy of `model`, calibrated on up to `calibration_samples` inputs of `data`.
+    """An int8 copy of `model`, calibrated on up to `calibration_samples` inputs of `data`
+    (a Dataset, an (x, y) pair, or a bare batch x: calibration needs no labels).
 
     Weights are int8 per output channel, activations uint8 per tensor (min/max calibration).
     The returned model runs on ONNX Runtime and carries a torch twin with the same int8
@@ -43,8 +44,7 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
         raise UnknownMethod(f"unknown quantization scheme {scheme!r}", closest(str(scheme), SCHEMES))
     model = torch_model(model, "quantize")
     batch_size = positive_int("batch_size", batch_size, "use a positive int such as 32")
-    data = as_dataset(data)
-    calibration = calibration_inputs(data.x, calibration_samples)
+    calibration = calibration_inputs(_unlabelled(data), calibration_samples)
     source = copy.deepcopy(model.module).eval()
     first_scores(source, calibration)
     folded = fold_batchnorm(source)
@@ -52,6 +52,13 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     int8_onnx = _quantize_static(fp32_onnx, calibration, batch_size)
     fp32 = OnnxModel(fp32_onnx, twin=TorchModel(source))
     return OnnxModel(int8_onnx, twin=TorchModel(int8_twin(folded, int8_onnx)), fp32=fp32)
+
+
+def _unlabelled(data) -> np.ndarray:
+    """The inputs of `data`: post-training quantization needs no labels, so a bare batch will do."""
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        return as_inputs(data)
+    return as_dataset(data).x
 
 
 def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int) -> bytes:

@@ -1,6 +1,6 @@
 """Data for leanlens: the Dataset container, the built-in lesion set and loaders."""
 
-from leanlens.data.dataset import Dataset, as_dataset
+from leanlens.data.dataset import Dataset, as_dataset, as_inputs
 from leanlens.data.loaders import DATASETS, NAMES, breast_cancer, digits, load, load_npz
 from leanlens.data.synthetic import (
     SETTINGS,
@@ -19,6 +19,7 @@ __all__ = [
     "Film",
     "Setting",
     "as_dataset",
+    "as_inputs",
     "breast_cancer",
     "digits",
     "lesions",

@@ -84,6 +84,13 @@ def as_dataset(data, name: str = "data") -> Dataset:
     raise BadInput(f"cannot make a dataset from {type(data).__name__}", f"pass {ACCEPTED}")
 
 
+def as_inputs(x) -> np.ndarray:
+    """A batch of inputs without labels (what calibration needs), checked as a Dataset's x is."""
+    x = _as_inputs(_to_numpy(x))
+    _check_finite(x)
+    return x
+
+
 def _to_numpy(part) -> np.ndarray:
     torch = sys.modules.get("torch")
     # If torch was never imported, `part` cannot be a tensor; this keeps torch an optional import here.

@@ -49,6 +49,10 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
     extra = {k: _numpy(v) for k, v in extra.items()}
     if "layer" in extra:  # which layer a CAM method chose is an option the user may want to reuse
         options["layer"] = extra.pop("layer")
+    if deployed is not None and GRADIENTS in lookup(method).needs:
+        # the gradients came from a stand-in (an int8 graph's float twin): keep what it scored,
+        # so that the explanation says how closely its stand-in follows the deployed model
+        extra["stand_in_scores"] = targets.scores.cpu().numpy()
     return Explanation(values=_numpy(values), method=method, target=targets.indices(), predictions=predictions,
                        options=options, **extra)
 

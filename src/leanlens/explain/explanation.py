@@ -15,6 +15,19 @@ from leanlens.errors import BadInput
 
 
 @dataclass(frozen=True)
+class StandInFidelity:
+    """A stand-in's scores against the deployed model's, over the explained samples."""
+
+    max_error: float  # largest |stand-in score − deployed score| over samples and classes
+    mean_error: float
+    agreement: float  # share of samples whose top class is the same in both
+
+    def __str__(self) -> str:
+        return (f"stand-in fidelity: top-1 agreement {self.agreement:.1%}, "
+                f"score error mean {self.mean_error:.2g}, max {self.max_error:.2g}")
+
+
+@dataclass(frozen=True)
 class Explanation:
     """Attributions for a batch, kept raw (never normalised here).
 
@@ -30,9 +43,22 @@ class Explanation:
     delta: np.ndarray | None = None
     layer_values: np.ndarray | None = None
     score: np.ndarray | None = None  # one number a sample, e.g. LIME's fit R²
+    # the stand-in's scores (N, classes) when a gradient method ran on a stand-in for the
+    # deployed model (an int8 ONNX graph's float twin); `predictions` are the deployed model's
+    stand_in_scores: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.values)
+
+    @property
+    def stand_in_fidelity(self) -> StandInFidelity | None:
+        """How closely the stand-in that produced these attributions follows the deployed
+        model on the explained samples; None when the deployed model was explained itself."""
+        if self.stand_in_scores is None:
+            return None
+        error = np.abs(self.stand_in_scores.astype(np.float64) - self.predictions)
+        agrees = self.stand_in_scores.argmax(1) == self.predictions.argmax(1)
+        return StandInFidelity(float(error.max()), float(error.mean()), float(agrees.mean()))
 
     def __array__(self, dtype=None, copy=None):
         return self.values if dtype is None else self.values.astype(dtype)
@@ -46,6 +72,8 @@ class Explanation:
             arrays["layer_values"] = self.layer_values
         if self.score is not None:
             arrays["score"] = self.score
+        if self.stand_in_scores is not None:
+            arrays["stand_in_scores"] = self.stand_in_scores
         header = json.dumps({"method": self.method, "options": _jsonable(self.options)})
         path = npz_path(path)
         try:
@@ -69,7 +97,7 @@ class Explanation:
 
 
 HINT = "load only files written by Explanation.to_npz()"
-ARRAY_FIELDS = ("values", "target", "predictions", "delta", "layer_values", "score")
+ARRAY_FIELDS = ("values", "target", "predictions", "delta", "layer_values", "score", "stand_in_scores")
 
 
 def _read_arrays(path) -> dict[str, np.ndarray]:
