@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import logging
 import tempfile
 from pathlib import Path
@@ -27,13 +28,19 @@ from leanlens.models.onnx_model import OnnxModel
 from leanlens.models.torch_model import TorchModel
 
 SCHEMES = ("int8",)
+# how the activation ranges are read off the calibration batches; the names are ONNX Runtime's
+# CalibrationMethod members, lower-cased
+CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
 
 
-def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 256, batch_size: int = 32) -> OnnxModel:
+def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 256, batch_size: int = 32,
+             calibrate_method: str = "minmax") -> OnnxModel:
     """An int8 copy of `model`, calibrated on up to `calibration_samples` inputs of `data`
     (a Dataset, an (x, y) pair, or a bare batch x: calibration needs no labels).
 
-    Weights are int8 per output channel, activations uint8 per tensor (min/max calibration).
+    Weights are int8 per output channel, activations uint8 per tensor. `calibrate_method`
+    sets their ranges: "minmax" (the observed extremes), "percentile" (clips the rarest
+    0.001 %), or "entropy" (the range that keeps the histogram's KL divergence smallest).
     The returned model runs on ONNX Runtime and carries a torch twin with the same int8
     weights and input scales, so that gradient and CAM explanations can still be computed.
     Its `fp32` is the float graph it was quantized from, whose own twin is a copy of the
@@ -42,6 +49,9 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     """
     if scheme not in SCHEMES:
         raise UnknownMethod(f"unknown quantization scheme {scheme!r}", closest(str(scheme), SCHEMES))
+    if calibrate_method not in CALIBRATE_METHODS:
+        raise UnknownMethod(f"unknown calibrate_method {calibrate_method!r}",
+                            closest(str(calibrate_method), CALIBRATE_METHODS))
     model = torch_model(model, "quantize")
     batch_size = positive_int("batch_size", batch_size, "use a positive int such as 32")
     calibration = calibration_inputs(_unlabelled(data), calibration_samples)
@@ -49,7 +59,7 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     first_scores(source, calibration)
     folded = fold_batchnorm(source)
     fp32_onnx = to_onnx(folded, torch.as_tensor(calibration[:1]))
-    int8_onnx = _quantize_static(fp32_onnx, calibration, batch_size)
+    int8_onnx = _quantize_static(fp32_onnx, calibration, batch_size, calibrate_method)
     fp32 = OnnxModel(fp32_onnx, twin=TorchModel(source))
     return OnnxModel(int8_onnx, twin=TorchModel(int8_twin(folded, int8_onnx)), fp32=fp32)
 
@@ -61,9 +71,10 @@ def _unlabelled(data) -> np.ndarray:
     return as_dataset(data).x
 
 
-def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int) -> bytes:
+def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int, calibrate_method: str) -> bytes:
     from onnxruntime.quantization import (
         CalibrationDataReader,
+        CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
@@ -86,15 +97,19 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int)
         quantize_static(
             str(prepared), str(quantized), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                              "entropy": CalibrationMethod.Entropy}[calibrate_method],
         )
         return quantized.read_bytes()
 
 
 @contextlib.contextmanager
 def _quiet_root_logger():
-    """ORT's quantizer logs advice we already follow (pre-processing) to the root logger."""
+    """ORT's quantizer logs advice we already follow (pre-processing) to the root logger, and its
+    histogram calibrators print their progress: neither belongs in a user's output."""
     logging.disable(logging.WARNING)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         logging.disable(logging.NOTSET)
