@@ -50,3 +50,26 @@ def test_the_stand_in_scores_survive_a_round_trip_through_npz(models, images, tm
     loaded = Explanation.from_npz(exp.to_npz(tmp_path / "e"))
     np.testing.assert_array_equal(loaded.stand_in_scores, exp.stand_in_scores)
     assert loaded.stand_in_fidelity == exp.stand_in_fidelity
+
+
+def test_twin_layers_and_graph_layers_pair_one_to_one():
+    # two layers with the same weights see inputs of different ranges (the second after a ×8 scale),
+    # so the graph quantizes them with different input scales: each twin layer must take its own
+    torch.manual_seed(0)
+    shared = torch.nn.Linear(16, 16)
+    second = torch.nn.Linear(16, 16)
+    second.load_state_dict(shared.state_dict())
+
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second, self.head = shared, second, torch.nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.second(8 * torch.relu(self.first(x)))))
+
+    x = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
+    int8 = ll.quantize(Twice().eval(), x)
+    scales = [int8.twin.module.get_submodule(name).scale for name in ("first", "second")]
+    assert scales[1] > 2 * scales[0]
+    assert ll.explain(int8, x, "saliency").stand_in_fidelity.agreement == 1.0

@@ -54,7 +54,10 @@ def int8_twin(folded: fx.GraphModule, int8_onnx: bytes) -> fx.GraphModule:
     for name, layer in list(twin.named_modules()):
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             continue
-        weight, input_scale, input_zero, output = _match(name, layer.weight.detach().cpu().numpy(), quantized)
+        # each graph layer stands for one torch layer: a matched one leaves the pool, so two torch
+        # layers with near-equal weights cannot both take the same graph layer's scales
+        weight, input_scale, input_zero, output = quantized.pop(
+            _match(name, layer.weight.detach().cpu().numpy(), quantized))
         with torch.no_grad():
             layer.weight.copy_(torch.as_tensor(weight))
         twin.set_submodule(name, QuantizedInput(layer, input_scale, input_zero, output))
@@ -112,16 +115,16 @@ def _dequantize(node, constants) -> np.ndarray:
     return (values - zero.reshape(shape)) * scale.reshape(shape)
 
 
-def _match(name: str, weight: np.ndarray, quantized) -> tuple[np.ndarray, float, int, Rounding | None]:
-    """The quantized layer whose int8 weight rounds to this float weight."""
+def _match(name: str, weight: np.ndarray, quantized) -> int:
+    """The index of the quantized layer whose int8 weight rounds to this float weight."""
     best, best_error = None, np.inf
-    for candidate in quantized:
+    for index, candidate in enumerate(quantized):
         q_weight = candidate[0]
         if q_weight.shape != weight.shape:
             continue
         error = np.abs(q_weight - weight).max() / (np.abs(weight).max() + 1e-12)
         if error < best_error:
-            best, best_error = candidate, error
+            best, best_error = index, error
     # Rounding to 255 levels moves a weight by at most half a step: well under 1 % of its range.
     if best is None or best_error > 0.01:
         raise BadInput(f"layer {name!r} has no int8 counterpart in the quantized model", "report this model as a bug")
