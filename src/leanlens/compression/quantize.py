@@ -16,18 +16,22 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from leanlens.compression.checks import calibration_inputs, first_scores, torch_model
 from leanlens.compression.onnx_export import fold_batchnorm, to_onnx
 from leanlens.compression.twin import int8_twin
 from leanlens.data import as_dataset, as_inputs
-from leanlens.errors import UnknownMethod, closest
+from leanlens.errors import BadOption, UnknownMethod, closest
 from leanlens.explain.options import positive_int
 from leanlens.models.onnx_model import OnnxModel
 from leanlens.models.torch_model import TorchModel
 
-SCHEMES = ("int8",)
+# int8: static, activation ranges calibrated ahead (QDQ; convs and linear layers);
+# int8-dynamic: weights int8 ahead, each linear layer's input rounded to its own range at run time
+# (MatMulInteger), the scheme for linear-heavy models; convs stay float
+SCHEMES = ("int8", "int8-dynamic")
 # how the activation ranges are read off the calibration batches; the names are ONNX Runtime's
 # CalibrationMethod members, lower-cased
 CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
@@ -38,6 +42,8 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     """An int8 copy of `model`, calibrated on up to `calibration_samples` inputs of `data`
     (a Dataset, an (x, y) pair, or a bare batch x: calibration needs no labels).
 
+    `scheme` is "int8" (static) or "int8-dynamic" (linear layers only; each input rounded to
+    its own range when it runs, so `data` only checks the input shape and no calibration runs).
     Weights are int8 per output channel, activations uint8 per tensor. `calibrate_method`
     sets their ranges: "minmax" (the observed extremes), "percentile" (clips the rarest
     0.001 %), or "entropy" (the range that keeps the histogram's KL divergence smallest).
@@ -59,7 +65,10 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     first_scores(source, calibration)
     folded = fold_batchnorm(source)
     fp32_onnx = to_onnx(folded, torch.as_tensor(calibration[:1]))
-    int8_onnx = _quantize_static(fp32_onnx, calibration, batch_size, calibrate_method)
+    if scheme == "int8":
+        int8_onnx = _quantize_static(fp32_onnx, calibration, batch_size, calibrate_method)
+    else:
+        int8_onnx = _quantize_dynamic(fp32_onnx)
     fp32 = OnnxModel(fp32_onnx, twin=TorchModel(source))
     return OnnxModel(int8_onnx, twin=TorchModel(int8_twin(folded, int8_onnx)), fp32=fp32)
 
@@ -79,8 +88,6 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     class Batches(CalibrationDataReader):
         def __init__(self):
             self._batches = iter(calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size))
@@ -90,10 +97,7 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
             return None if batch is None else {"x": np.ascontiguousarray(batch, dtype=np.float32)}
 
     with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
-        raw, prepared, quantized = (Path(tmp) / name for name in ("fp32.onnx", "prep.onnx", "int8.onnx"))
-        raw.write_bytes(fp32_onnx)
-        # Shape inference and graph clean-up first: without it ORT leaves some convs in fp32.
-        quant_pre_process(str(raw), str(prepared))
+        _, prepared, quantized = _prepared(fp32_onnx, Path(tmp))
         quantize_static(
             str(prepared), str(quantized), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -101,6 +105,33 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
                               "entropy": CalibrationMethod.Entropy}[calibrate_method],
         )
         return quantized.read_bytes()
+
+
+def _quantize_dynamic(fp32_onnx: bytes) -> bytes:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
+        _, prepared, quantized = _prepared(fp32_onnx, Path(tmp))
+        # per-channel weights, as in the static scheme; MatMul and Gemm only, since ORT's
+        # ConvInteger is slower on CPU than the float conv it replaces
+        quantize_dynamic(str(prepared), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+        graph = quantized.read_bytes()
+    if not any(node.op_type == "MatMulInteger" for node in onnx.load_from_string(graph).graph.node):
+        raise BadOption("scheme='int8-dynamic' quantizes linear layers (MatMul, Gemm), and this model has none",
+                        "use scheme='int8' for convolutional models")
+    return graph
+
+
+def _prepared(fp32_onnx: bytes, folder: Path) -> tuple[Path, Path, Path]:
+    """The float graph written to `folder`, shape-inferred and cleaned up, and where the
+    quantized one goes. Without the clean-up ORT leaves some layers in float."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    raw, prepared, quantized = (folder / name for name in ("fp32.onnx", "prep.onnx", "int8.onnx"))
+    raw.write_bytes(fp32_onnx)
+    quant_pre_process(str(raw), str(prepared))
+    return raw, prepared, quantized
 
 
 @contextlib.contextmanager

@@ -7,7 +7,8 @@ scales, and round their outputs where the int8 model stores them in uint8 (a con
 a residual addition, the class scores). Rounding of a residual sum that feeds only a
 pooling layer is not simulated, nor are the integer kernels' internal roundings, so its
 scores agree with ONNX Runtime's closely, not exactly (tests/test_compress.py bounds the
-difference).
+difference). A dynamically quantized graph rounds each linear layer's input to that tensor's own
+range at run time; its twin does the same.
 """
 
 from __future__ import annotations
@@ -30,34 +31,62 @@ class QuantizedInput(nn.Module):
 
     Inputs use torch's fake quantization (gradients stop outside the calibrated range, as
     the deployed model's values do). Outputs pass gradients straight through: a class score
-    beyond the calibrated range must still have a gradient to explain.
+    beyond the calibrated range must still have a gradient to explain. With no `scale`, the
+    input is rounded as dynamic quantization does it: to the range of the tensor at hand.
     """
 
-    def __init__(self, layer: nn.Module, scale: float, zero_point: int, output: Rounding | None = None):
+    def __init__(self, layer: nn.Module, scale: float | None, zero_point: int | None,
+                 output: Rounding | None = None):
         super().__init__()
         self.layer = layer
-        self.scale, self.zero_point = float(scale), int(zero_point)
+        self.scale = None if scale is None else float(scale)
+        self.zero_point = None if zero_point is None else int(zero_point)
         self.output = None if output is None else (float(output[0]), int(output[1]))
 
     def forward(self, x):
-        y = self.layer(torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, 255))
+        if self.scale is None:
+            y = self.layer(_round_to_own_range(x))
+        else:
+            y = self.layer(torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, 255))
         if self.output is None:
             return y
         rounded = torch.fake_quantize_per_tensor_affine(y, self.output[0], self.output[1], 0, 255)
         return y + (rounded - y).detach()
 
 
+def _round_to_own_range(x: torch.Tensor) -> torch.Tensor:
+    """ONNX Runtime's DynamicQuantizeLinear: uint8 over [min(x, 0), max(x, 0)] of the whole tensor.
+    The range is read, not differentiated: gradients pass as through a fixed rounding."""
+    low, high = x.detach().min().clamp(max=0), x.detach().max().clamp(min=0)
+    scale = ((high - low) / 255).float()
+    if scale == 0:
+        return x
+    zero = torch.round(-low / scale).clamp(0, 255).int()
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
+
+
 def int8_twin(folded: fx.GraphModule, int8_onnx: bytes) -> fx.GraphModule:
-    """A copy of `folded` computing with the int8 weights and activation scales of `int8_onnx`."""
-    quantized = _quantized_layers(onnx.load_from_string(int8_onnx))
+    """A copy of `folded` computing with the int8 weights and activation scales of `int8_onnx`.
+
+    A dynamically quantized graph (MatMulInteger) leaves layers in float by design (convs):
+    their twins stay float too. In a static graph every conv and linear layer must be found.
+    """
+    graph = onnx.load_from_string(int8_onnx)
+    quantized = _quantized_layers(graph)
+    dynamic = any(node.op_type == "MatMulInteger" for node in graph.graph.node)
     twin = copy.deepcopy(folded).eval()
     for name, layer in list(twin.named_modules()):
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             continue
+        index = _match(layer.weight.detach().cpu().numpy(), quantized)
+        if index is None and dynamic:
+            continue
+        if index is None:
+            raise BadInput(f"layer {name!r} has no int8 counterpart in the quantized model",
+                           "report this model as a bug")
         # each graph layer stands for one torch layer: a matched one leaves the pool, so two torch
         # layers with near-equal weights cannot both take the same graph layer's scales
-        weight, input_scale, input_zero, output = quantized.pop(
-            _match(name, layer.weight.detach().cpu().numpy(), quantized))
+        weight, input_scale, input_zero, output = quantized.pop(index)
         with torch.no_grad():
             layer.weight.copy_(torch.as_tensor(weight))
         twin.set_submodule(name, QuantizedInput(layer, input_scale, input_zero, output))
@@ -73,7 +102,8 @@ def _quantized_layers(model: onnx.ModelProto) -> list[tuple[np.ndarray, float, i
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    layers = []
+    layers = [(_dynamic_weight(node, producer, consumers, constants), None, None, None)
+              for node in model.graph.node if node.op_type == "MatMulInteger"]
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm"):
             continue
@@ -85,6 +115,19 @@ def _quantized_layers(model: onnx.ModelProto) -> list[tuple[np.ndarray, float, i
             weight = weight.T
         layers.append((weight, *_rounding(x_dq, constants), _output_rounding(node, consumers, constants)))
     return layers
+
+
+def _dynamic_weight(node, producer, consumers, constants) -> np.ndarray:
+    """The float weight (out, in) of a MatMulInteger: its int8 values less their zero points,
+    times the weight scales, which the quantizer multiplies into the input's scale after the
+    product (MatMulInteger → Cast → Mul by input scale × weight scale)."""
+    values = constants[node.input[1]].astype(np.float32)
+    zero = constants[node.input[3]].astype(np.float32) if len(node.input) > 3 else np.zeros(1, np.float32)
+    cast = consumers[node.output[0]][0]
+    rescale = consumers[cast.output[0]][0]
+    scales = producer[next(name for name in rescale.input if name != cast.output[0])]
+    weight_scale = next(constants[name] for name in scales.input if name in constants).astype(np.float32)
+    return ((values - zero) * weight_scale).T
 
 
 def _rounding(node, constants) -> Rounding:
@@ -115,8 +158,8 @@ def _dequantize(node, constants) -> np.ndarray:
     return (values - zero.reshape(shape)) * scale.reshape(shape)
 
 
-def _match(name: str, weight: np.ndarray, quantized) -> int:
-    """The index of the quantized layer whose int8 weight rounds to this float weight."""
+def _match(weight: np.ndarray, quantized) -> int | None:
+    """The index of the quantized layer whose int8 weight rounds to this float weight, if any."""
     best, best_error = None, np.inf
     for index, candidate in enumerate(quantized):
         q_weight = candidate[0]
@@ -126,6 +169,4 @@ def _match(name: str, weight: np.ndarray, quantized) -> int:
         if error < best_error:
             best, best_error = index, error
     # Rounding to 255 levels moves a weight by at most half a step: well under 1 % of its range.
-    if best is None or best_error > 0.01:
-        raise BadInput(f"layer {name!r} has no int8 counterpart in the quantized model", "report this model as a bug")
-    return best
+    return best if best is not None and best_error <= 0.01 else None
