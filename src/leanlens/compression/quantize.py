@@ -20,11 +20,12 @@ import onnx
 import torch
 
 from leanlens.compression.checks import calibration_inputs, first_scores, torch_model
+from leanlens.compression.fallback import within_drop
 from leanlens.compression.onnx_export import fold_batchnorm, to_onnx
 from leanlens.compression.twin import int8_twin
-from leanlens.data import as_dataset, as_inputs
-from leanlens.errors import BadOption, UnknownMethod, closest
-from leanlens.explain.options import positive_int
+from leanlens.data import Dataset, as_dataset, as_inputs
+from leanlens.errors import BadInput, BadOption, UnknownMethod, closest
+from leanlens.explain.options import positive_int, real
 from leanlens.models.onnx_model import OnnxModel
 from leanlens.models.torch_model import TorchModel
 
@@ -38,7 +39,7 @@ CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
 
 
 def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 256, batch_size: int = 32,
-             calibrate_method: str = "minmax") -> OnnxModel:
+             calibrate_method: str = "minmax", max_drop: float | None = None) -> OnnxModel:
     """An int8 copy of `model`, calibrated on up to `calibration_samples` inputs of `data`
     (a Dataset, an (x, y) pair, or a bare batch x: calibration needs no labels).
 
@@ -47,6 +48,9 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     Weights are int8 per output channel, activations uint8 per tensor. `calibrate_method`
     sets their ranges: "minmax" (the observed extremes), "percentile" (clips the rarest
     0.001 %), or "entropy" (the range that keeps the histogram's KL divergence smallest).
+    `max_drop` (accuracy points, e.g. 0.5; static int8 only, labelled `data`): when int8 loses
+    more than that on `data` against the float graph, the layers whose rounding hurts most run
+    in float, one more at a time, until it does not (`compression.float_layers()` lists them).
     The returned model runs on ONNX Runtime and carries a torch twin with the same int8
     weights and input scales, so that gradient and CAM explanations can still be computed.
     Its `fp32` is the float graph it was quantized from, whose own twin is a copy of the
@@ -59,18 +63,38 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
         raise UnknownMethod(f"unknown calibrate_method {calibrate_method!r}",
                             closest(str(calibrate_method), CALIBRATE_METHODS))
     model = torch_model(model, "quantize")
+    guard = _accuracy_guard(data, max_drop, scheme)
     batch_size = positive_int("batch_size", batch_size, "use a positive int such as 32")
     calibration = calibration_inputs(_unlabelled(data), calibration_samples)
     source = copy.deepcopy(model.module).eval()
     first_scores(source, calibration)
     folded = fold_batchnorm(source)
     fp32_onnx = to_onnx(folded, torch.as_tensor(calibration[:1]))
-    if scheme == "int8":
-        int8_onnx = _quantize_static(fp32_onnx, calibration, batch_size, calibrate_method)
-    else:
+    if scheme == "int8-dynamic":
         int8_onnx = _quantize_dynamic(fp32_onnx)
+    else:
+        def requantize(float_nodes: list[str]) -> bytes:
+            return _quantize_static(fp32_onnx, calibration, batch_size, calibrate_method, float_nodes)
+
+        int8_onnx = requantize([])
+        if guard is not None:
+            int8_onnx = within_drop(folded, fp32_onnx, int8_onnx, *guard, requantize)
     fp32 = OnnxModel(fp32_onnx, twin=TorchModel(source))
-    return OnnxModel(int8_onnx, twin=TorchModel(int8_twin(folded, int8_onnx)), fp32=fp32)
+    return OnnxModel(int8_onnx, twin=TorchModel(int8_twin(folded, int8_onnx)[0]), fp32=fp32)
+
+
+def _accuracy_guard(data, max_drop, scheme: str) -> tuple[Dataset, float] | None:
+    """The labelled data and the drop that `max_drop` asks to keep, checked before any work."""
+    if max_drop is None:
+        return None
+    drop = real("max_drop", max_drop, "use accuracy points of at least 0, e.g. max_drop=0.5", low=0)
+    if scheme != "int8":
+        raise BadOption(f"max_drop works with scheme='int8', not {scheme!r}",
+                        "quantize with scheme='int8', or leave max_drop out")
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        raise BadInput("max_drop needs labels to measure accuracy, and data is a bare batch",
+                       "pass (x, y) or a Dataset")
+    return as_dataset(data), drop
 
 
 def _unlabelled(data) -> np.ndarray:
@@ -80,7 +104,8 @@ def _unlabelled(data) -> np.ndarray:
     return as_dataset(data).x
 
 
-def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int, calibrate_method: str) -> bytes:
+def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int, calibrate_method: str,
+                     float_nodes: list[str]) -> bytes:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -100,7 +125,7 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
         _, prepared, quantized = _prepared(fp32_onnx, Path(tmp))
         quantize_static(
             str(prepared), str(quantized), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                               "entropy": CalibrationMethod.Entropy}[calibrate_method],
         )

@@ -14,6 +14,7 @@ range at run time; its twin does the same.
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -65,56 +66,71 @@ def _round_to_own_range(x: torch.Tensor) -> torch.Tensor:
     return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
 
 
-def int8_twin(folded: fx.GraphModule, int8_onnx: bytes) -> fx.GraphModule:
-    """A copy of `folded` computing with the int8 weights and activation scales of `int8_onnx`.
+class GraphLayer(NamedTuple):
+    """A conv or linear layer of the quantized graph, as the twin needs it."""
 
-    A dynamically quantized graph (MatMulInteger) leaves layers in float by design (convs):
-    their twins stay float too. In a static graph every conv and linear layer must be found.
+    weight: np.ndarray  # as the graph computes with it (dequantized int8, or float)
+    node: str  # the graph node's name, which ORT's `nodes_to_exclude` takes
+    input_rounding: Rounding | None  # None: rounded to its own range at run time (dynamic), or float
+    output_rounding: Rounding | None
+    quantized: bool
+
+
+def int8_twin(folded: fx.GraphModule, int8_onnx: bytes) -> tuple[fx.GraphModule, dict[str, str]]:
+    """A copy of `folded` computing with the int8 weights and activation scales of `int8_onnx`,
+    and which graph node each of its conv and linear layers stands for (torch name → node name).
+
+    A layer the graph computes in float (left out of quantization, or a conv under dynamic
+    quantization) stays float in the twin; any other layer must be found in the graph.
     """
-    graph = onnx.load_from_string(int8_onnx)
-    quantized = _quantized_layers(graph)
-    dynamic = any(node.op_type == "MatMulInteger" for node in graph.graph.node)
+    pool = graph_layers(onnx.load_from_string(int8_onnx))
     twin = copy.deepcopy(folded).eval()
+    nodes = {}
     for name, layer in list(twin.named_modules()):
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             continue
-        index = _match(layer.weight.detach().cpu().numpy(), quantized)
-        if index is None and dynamic:
-            continue
+        index = _match(layer.weight.detach().cpu().numpy(), pool)
         if index is None:
-            raise BadInput(f"layer {name!r} has no int8 counterpart in the quantized model",
-                           "report this model as a bug")
+            raise BadInput(f"layer {name!r} has no counterpart in the quantized model", "report this model as a bug")
         # each graph layer stands for one torch layer: a matched one leaves the pool, so two torch
         # layers with near-equal weights cannot both take the same graph layer's scales
-        weight, input_scale, input_zero, output = quantized.pop(index)
-        with torch.no_grad():
-            layer.weight.copy_(torch.as_tensor(weight))
-        twin.set_submodule(name, QuantizedInput(layer, input_scale, input_zero, output))
+        found = pool.pop(index)
+        nodes[name] = found.node
+        if found.quantized:
+            with torch.no_grad():
+                layer.weight.copy_(torch.as_tensor(found.weight))
+            scale, zero = found.input_rounding or (None, None)
+            twin.set_submodule(name, QuantizedInput(layer, scale, zero, found.output_rounding))
     twin.recompile()
-    return twin
+    return twin, nodes
 
 
-def _quantized_layers(model: onnx.ModelProto) -> list[tuple[np.ndarray, float, int, Rounding | None]]:
-    """(dequantized int8 weight, input scale, input zero point, output rounding) per Conv/Gemm."""
+def graph_layers(model: onnx.ModelProto) -> list[GraphLayer]:
+    """Every Conv, Gemm and MatMulInteger of the graph with what the twin copies from it."""
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
     consumers: dict[str, list] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    layers = [(_dynamic_weight(node, producer, consumers, constants), None, None, None)
+    layers = [GraphLayer(_dynamic_weight(node, producer, consumers, constants), node.name, None, None, True)
               for node in model.graph.node if node.op_type == "MatMulInteger"]
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm"):
-            continue
-        x_dq, w_dq = producer.get(node.input[0]), producer.get(node.input[1])
-        if x_dq is None or w_dq is None or x_dq.op_type != "DequantizeLinear" or w_dq.op_type != "DequantizeLinear":
-            continue  # left in float by the quantizer
-        weight = _dequantize(w_dq, constants)
-        if node.op_type == "Gemm" and any(a.name == "transB" and a.i == 0 for a in node.attribute):
-            weight = weight.T
-        layers.append((weight, *_rounding(x_dq, constants), _output_rounding(node, consumers, constants)))
-    return layers
+    layers += [_static_layer(node, producer, consumers, constants)
+               for node in model.graph.node if node.op_type in ("Conv", "Gemm")]
+    return [layer for layer in layers if layer is not None]
+
+
+def _static_layer(node, producer, consumers, constants) -> GraphLayer | None:
+    transposed = node.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in node.attribute)
+    x_dq, w_dq = producer.get(node.input[0]), producer.get(node.input[1])
+    if w_dq is None and node.input[1] in constants:  # left in float: its weight is a plain constant
+        weight = constants[node.input[1]].astype(np.float32)
+        return GraphLayer(weight.T if transposed else weight, node.name, None, None, False)
+    if x_dq is None or w_dq is None or x_dq.op_type != "DequantizeLinear" or w_dq.op_type != "DequantizeLinear":
+        return None  # a layer this module does not understand: its torch layer will not match
+    weight = _dequantize(w_dq, constants)
+    return GraphLayer(weight.T if transposed else weight, node.name, _rounding(x_dq, constants),
+                      _output_rounding(node, consumers, constants), True)
 
 
 def _dynamic_weight(node, producer, consumers, constants) -> np.ndarray:
@@ -158,11 +174,11 @@ def _dequantize(node, constants) -> np.ndarray:
     return (values - zero.reshape(shape)) * scale.reshape(shape)
 
 
-def _match(weight: np.ndarray, quantized) -> int | None:
-    """The index of the quantized layer whose int8 weight rounds to this float weight, if any."""
+def _match(weight: np.ndarray, pool: list[GraphLayer]) -> int | None:
+    """The index of the graph layer whose weight is (or rounds to) this float weight, if any."""
     best, best_error = None, np.inf
-    for index, candidate in enumerate(quantized):
-        q_weight = candidate[0]
+    for index, candidate in enumerate(pool):
+        q_weight = candidate.weight
         if q_weight.shape != weight.shape:
             continue
         error = np.abs(q_weight - weight).max() / (np.abs(weight).max() + 1e-12)
@@ -170,3 +186,12 @@ def _match(weight: np.ndarray, quantized) -> int | None:
             best, best_error = index, error
     # Rounding to 255 levels moves a weight by at most half a step: well under 1 % of its range.
     return best if best is not None and best_error <= 0.01 else None
+
+
+def float_layers(model) -> list[str]:
+    """The conv and linear layers that a quantized model's graph computes in float, by their
+    torch names (for a static int8 model: those `max_drop` sent back to float)."""
+    twin = model.twin.module
+    wrapped = {f"{name}.layer" for name, layer in twin.named_modules() if isinstance(layer, QuantizedInput)}
+    return [name for name, layer in twin.named_modules()
+            if isinstance(layer, (nn.Conv2d, nn.Linear)) and name not in wrapped]

@@ -214,7 +214,7 @@ def _int8_twin(source: nn.Module, int8_graph: bytes) -> nn.Module:
     from leanlens.compression.onnx_export import fold_batchnorm
     from leanlens.compression.twin import int8_twin
 
-    return int8_twin(fold_batchnorm(source), int8_graph)
+    return int8_twin(fold_batchnorm(source), int8_graph)[0]
 
 
 def _module(meta: dict, entries: dict[str, bytes]) -> nn.Module:
