@@ -31,10 +31,10 @@ def within_drop(folded: fx.GraphModule, fp32_onnx: bytes, int8_onnx: bytes, data
     floor = _accuracy(fp32_onnx, data) - max_drop / 100
     if _accuracy(int8_onnx, data) >= floor:
         return int8_onnx
-    twin, nodes = int8_twin(folded, int8_onnx)
+    twin, layers = int8_twin(folded, int8_onnx)
     ranked = _most_harmful_first(folded, twin, data.x[:SENSITIVITY_SAMPLES])
     for count in range(1, len(ranked)):
-        candidate = requantize([nodes[name] for name in ranked[:count]])
+        candidate = requantize([layers[name].node for name in ranked[:count]])
         if _accuracy(candidate, data) >= floor:
             return candidate
     raise BadOption(f"no int8 model stays within max_drop={max_drop}: it takes every layer in float",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
+import logging
 import warnings
 
 import torch
@@ -42,3 +44,15 @@ def to_onnx(module: nn.Module, example: torch.Tensor, opset: int = 17) -> bytes:
             dynamic_axes={"x": {0: "batch"}, "scores": {0: "batch"}},
         )
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def quiet_onnx_tools():
+    """ORT's quantizers log advice we already follow (pre-processing) and each node they visit,
+    and its histogram calibrators print their progress: none of it belongs in a user's output."""
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)

@@ -8,10 +8,7 @@ compile step, and the result is a deployable file. On this project's AVX2 CPU, U
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import logging
 import tempfile
 from pathlib import Path
 
@@ -21,7 +18,8 @@ import torch
 
 from leanlens.compression.checks import calibration_inputs, first_scores, torch_model
 from leanlens.compression.fallback import within_drop
-from leanlens.compression.onnx_export import fold_batchnorm, to_onnx
+from leanlens.compression.int4 import quantize_int4
+from leanlens.compression.onnx_export import fold_batchnorm, quiet_onnx_tools, to_onnx
 from leanlens.compression.twin import int8_twin
 from leanlens.data import Dataset, as_dataset, as_inputs
 from leanlens.errors import BadInput, BadOption, UnknownMethod, closest
@@ -32,7 +30,8 @@ from leanlens.models.torch_model import TorchModel
 # int8: static, activation ranges calibrated ahead (QDQ; convs and linear layers);
 # int8-dynamic: weights int8 ahead, each linear layer's input rounded to its own range at run time
 # (MatMulInteger), the scheme for linear-heavy models; convs stay float
-SCHEMES = ("int8", "int8-dynamic")
+# int4-weight: linear layers' weights in 4-bit blocks (MatMulNBits), activations float
+SCHEMES = ("int8", "int8-dynamic", "int4-weight")
 # how the activation ranges are read off the calibration batches; the names are ONNX Runtime's
 # CalibrationMethod members, lower-cased
 CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
@@ -43,8 +42,10 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     """An int8 copy of `model`, calibrated on up to `calibration_samples` inputs of `data`
     (a Dataset, an (x, y) pair, or a bare batch x: calibration needs no labels).
 
-    `scheme` is "int8" (static) or "int8-dynamic" (linear layers only; each input rounded to
-    its own range when it runs, so `data` only checks the input shape and no calibration runs).
+    `scheme` is "int8" (static), "int8-dynamic" (linear layers only; each input rounded to its
+    own range when it runs) or "int4-weight" (linear layers' weights in 4-bit blocks of 32, float
+    activations; refused for conv models, which have no 4-bit kernel). The last two run no
+    calibration: `data` only checks the input shape.
     Weights are int8 per output channel, activations uint8 per tensor. `calibrate_method`
     sets their ranges: "minmax" (the observed extremes), "percentile" (clips the rarest
     0.001 %), or "entropy" (the range that keeps the histogram's KL divergence smallest).
@@ -71,16 +72,18 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     folded = fold_batchnorm(source)
     fp32_onnx = to_onnx(folded, torch.as_tensor(calibration[:1]))
     if scheme == "int8-dynamic":
-        int8_onnx = _quantize_dynamic(fp32_onnx)
+        low_bit_onnx = _quantize_dynamic(fp32_onnx)
+    elif scheme == "int4-weight":
+        low_bit_onnx = quantize_int4(fp32_onnx)
     else:
         def requantize(float_nodes: list[str]) -> bytes:
             return _quantize_static(fp32_onnx, calibration, batch_size, calibrate_method, float_nodes)
 
-        int8_onnx = requantize([])
+        low_bit_onnx = requantize([])
         if guard is not None:
-            int8_onnx = within_drop(folded, fp32_onnx, int8_onnx, *guard, requantize)
+            low_bit_onnx = within_drop(folded, fp32_onnx, low_bit_onnx, *guard, requantize)
     fp32 = OnnxModel(fp32_onnx, twin=TorchModel(source))
-    return OnnxModel(int8_onnx, twin=TorchModel(int8_twin(folded, int8_onnx)[0]), fp32=fp32)
+    return OnnxModel(low_bit_onnx, twin=TorchModel(int8_twin(folded, low_bit_onnx)[0]), fp32=fp32)
 
 
 def _accuracy_guard(data, max_drop, scheme: str) -> tuple[Dataset, float] | None:
@@ -121,7 +124,7 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
             batch = next(self._batches, None)
             return None if batch is None else {"x": np.ascontiguousarray(batch, dtype=np.float32)}
 
-    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
+    with tempfile.TemporaryDirectory() as tmp, quiet_onnx_tools():
         _, prepared, quantized = _prepared(fp32_onnx, Path(tmp))
         quantize_static(
             str(prepared), str(quantized), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -135,7 +138,7 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
 def _quantize_dynamic(fp32_onnx: bytes) -> bytes:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
+    with tempfile.TemporaryDirectory() as tmp, quiet_onnx_tools():
         _, prepared, quantized = _prepared(fp32_onnx, Path(tmp))
         # per-channel weights, as in the static scheme; MatMul and Gemm only, since ORT's
         # ConvInteger is slower on CPU than the float conv it replaces
@@ -157,15 +160,3 @@ def _prepared(fp32_onnx: bytes, folder: Path) -> tuple[Path, Path, Path]:
     raw.write_bytes(fp32_onnx)
     quant_pre_process(str(raw), str(prepared))
     return raw, prepared, quantized
-
-
-@contextlib.contextmanager
-def _quiet_root_logger():
-    """ORT's quantizer logs advice we already follow (pre-processing) to the root logger, and its
-    histogram calibrators print their progress: neither belongs in a user's output."""
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logging.disable(logging.NOTSET)

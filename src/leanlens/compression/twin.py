@@ -22,6 +22,7 @@ import torch
 from onnx import numpy_helper
 from torch import fx, nn
 
+from leanlens.compression.int4 import dequantize_nbits
 from leanlens.errors import BadInput
 
 Rounding = tuple[float, int]  # (scale, zero point) of a uint8 activation
@@ -69,23 +70,28 @@ def _round_to_own_range(x: torch.Tensor) -> torch.Tensor:
 class GraphLayer(NamedTuple):
     """A conv or linear layer of the quantized graph, as the twin needs it."""
 
-    weight: np.ndarray  # as the graph computes with it (dequantized int8, or float)
+    weight: np.ndarray  # as the graph computes with it (dequantized int8 or int4, or float)
     node: str  # the graph node's name, which ORT's `nodes_to_exclude` takes
-    input_rounding: Rounding | None  # None: rounded to its own range at run time (dynamic), or float
-    output_rounding: Rounding | None
-    quantized: bool
+    inputs: str  # how the layer's input is rounded: "static" (input_rounding), "dynamic", "float"
+    input_rounding: Rounding | None = None
+    output_rounding: Rounding | None = None
+    quantized: bool = True  # False: the graph computes this layer in float
+    # how far, relative to the largest weight, rounding may move a weight: half a step of 255
+    # levels is well under 1 %; ORT's symmetric 4-bit blocks divide a block's largest |w| by 8
+    # into levels -8..7, so the largest positive weight is clipped by one step, 1/8 of it
+    tolerance: float = 0.01
 
 
-def int8_twin(folded: fx.GraphModule, int8_onnx: bytes) -> tuple[fx.GraphModule, dict[str, str]]:
-    """A copy of `folded` computing with the int8 weights and activation scales of `int8_onnx`,
-    and which graph node each of its conv and linear layers stands for (torch name → node name).
+def int8_twin(folded: fx.GraphModule, int8_onnx: bytes) -> tuple[fx.GraphModule, dict[str, GraphLayer]]:
+    """A copy of `folded` computing with the low-bit weights and activation scales of `int8_onnx`,
+    and which graph layer each of its conv and linear layers stands for (by torch name).
 
     A layer the graph computes in float (left out of quantization, or a conv under dynamic
     quantization) stays float in the twin; any other layer must be found in the graph.
     """
     pool = graph_layers(onnx.load_from_string(int8_onnx))
     twin = copy.deepcopy(folded).eval()
-    nodes = {}
+    layers = {}
     for name, layer in list(twin.named_modules()):
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             continue
@@ -94,43 +100,49 @@ def int8_twin(folded: fx.GraphModule, int8_onnx: bytes) -> tuple[fx.GraphModule,
             raise BadInput(f"layer {name!r} has no counterpart in the quantized model", "report this model as a bug")
         # each graph layer stands for one torch layer: a matched one leaves the pool, so two torch
         # layers with near-equal weights cannot both take the same graph layer's scales
-        found = pool.pop(index)
-        nodes[name] = found.node
+        found = layers[name] = pool.pop(index)
         if found.quantized:
             with torch.no_grad():
                 layer.weight.copy_(torch.as_tensor(found.weight))
+        if found.inputs != "float":
             scale, zero = found.input_rounding or (None, None)
             twin.set_submodule(name, QuantizedInput(layer, scale, zero, found.output_rounding))
     twin.recompile()
-    return twin, nodes
+    return twin, layers
 
 
 def graph_layers(model: onnx.ModelProto) -> list[GraphLayer]:
-    """Every Conv, Gemm and MatMulInteger of the graph with what the twin copies from it."""
+    """Every conv and linear layer of the graph with what the twin copies from it."""
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
     consumers: dict[str, list] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    layers = [GraphLayer(_dynamic_weight(node, producer, consumers, constants), node.name, None, None, True)
-              for node in model.graph.node if node.op_type == "MatMulInteger"]
-    layers += [_static_layer(node, producer, consumers, constants)
-               for node in model.graph.node if node.op_type in ("Conv", "Gemm")]
+    layers = []
+    for node in model.graph.node:
+        if node.op_type == "MatMulInteger":
+            layers.append(GraphLayer(_dynamic_weight(node, producer, consumers, constants), node.name, "dynamic"))
+        elif node.op_type == "MatMulNBits":  # 4-bit weights, float activations
+            layers.append(GraphLayer(dequantize_nbits(node, constants), node.name, "float", tolerance=0.13))
+        elif node.op_type in ("Conv", "Gemm", "MatMul"):
+            layers.append(_static_layer(node, producer, consumers, constants))
     return [layer for layer in layers if layer is not None]
 
 
 def _static_layer(node, producer, consumers, constants) -> GraphLayer | None:
-    transposed = node.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in node.attribute)
+    # torch stores (out, in); MatMul holds (in, out), and so does a Gemm not told transB=1
+    transposed = node.op_type == "MatMul" or (
+        node.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in node.attribute))
     x_dq, w_dq = producer.get(node.input[0]), producer.get(node.input[1])
     if w_dq is None and node.input[1] in constants:  # left in float: its weight is a plain constant
         weight = constants[node.input[1]].astype(np.float32)
-        return GraphLayer(weight.T if transposed else weight, node.name, None, None, False)
+        return GraphLayer(weight.T if transposed else weight, node.name, "float", quantized=False)
     if x_dq is None or w_dq is None or x_dq.op_type != "DequantizeLinear" or w_dq.op_type != "DequantizeLinear":
         return None  # a layer this module does not understand: its torch layer will not match
     weight = _dequantize(w_dq, constants)
-    return GraphLayer(weight.T if transposed else weight, node.name, _rounding(x_dq, constants),
-                      _output_rounding(node, consumers, constants), True)
+    return GraphLayer(weight.T if transposed else weight, node.name, "static", _rounding(x_dq, constants),
+                      _output_rounding(node, consumers, constants))
 
 
 def _dynamic_weight(node, producer, consumers, constants) -> np.ndarray:
@@ -178,20 +190,18 @@ def _match(weight: np.ndarray, pool: list[GraphLayer]) -> int | None:
     """The index of the graph layer whose weight is (or rounds to) this float weight, if any."""
     best, best_error = None, np.inf
     for index, candidate in enumerate(pool):
-        q_weight = candidate.weight
-        if q_weight.shape != weight.shape:
+        if candidate.weight.shape != weight.shape:
             continue
-        error = np.abs(q_weight - weight).max() / (np.abs(weight).max() + 1e-12)
-        if error < best_error:
+        error = np.abs(candidate.weight - weight).max() / (np.abs(weight).max() + 1e-12)
+        if error <= candidate.tolerance and error < best_error:
             best, best_error = index, error
-    # Rounding to 255 levels moves a weight by at most half a step: well under 1 % of its range.
-    return best if best is not None and best_error <= 0.01 else None
+    return best
 
 
 def float_layers(model) -> list[str]:
     """The conv and linear layers that a quantized model's graph computes in float, by their
     torch names (for a static int8 model: those `max_drop` sent back to float)."""
-    twin = model.twin.module
-    wrapped = {f"{name}.layer" for name, layer in twin.named_modules() if isinstance(layer, QuantizedInput)}
-    return [name for name, layer in twin.named_modules()
-            if isinstance(layer, (nn.Conv2d, nn.Linear)) and name not in wrapped]
+    from leanlens.compression.onnx_export import fold_batchnorm
+
+    _, layers = int8_twin(fold_batchnorm(model.fp32.twin.module), model.model_bytes)
+    return [name for name, layer in layers.items() if not layer.quantized]
