@@ -92,6 +92,10 @@ def _context(store: Store, method: str, title: str) -> dict:
 def report(source, out_dir, *, method: str = "gradcam++", title: str = "leanlens report") -> Path:
     """Write `out_dir/index.html`, a self-contained page about the store's versions.
 
+    The page holds the versions table, their history against the first version (accuracy,
+    speed-ups, each method's similarity as the gate `ll.check` reads it), every recorded gate
+    run, the heatmap grid of `method` and the accuracy/latency plot.
+
     Parameters
     ----------
     source : a `leanlens.store.Store`, or the path of a store file.
