@@ -265,7 +265,7 @@ def test_history_plot_has_one_polyline_per_method_and_one_point_per_version(stor
                   "accuracy": [FIGURES[v].accuracy for v in METRICS]}
     assert set(page.series) == set(values)
     xs = None
-    for label, series in page.series.items():
+    for series in page.series.values():
         assert len(series["lines"]) == 1 and len(series["points"]) == len(METRICS)
         assert series["lines"][0] == series["points"]  # the line runs through the points, in version order
         assert xs in (None, [x for x, _ in series["points"]])  # every series shares the versions' x positions

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import json
 import re
 import shutil
@@ -95,7 +96,7 @@ def _chromium(*args: str, cwd) -> str:
     command = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                "--force-device-scale-factor=1", f"--window-size={WINDOW[0]},{WINDOW[1]}",
                f"--user-data-dir={cwd / 'profile'}", "--virtual-time-budget=5000", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=cwd)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=cwd, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -106,7 +107,7 @@ def built(page):
     probed = page.with_name("probed.html")
     probed.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
     dom = _chromium("--dump-dom", probed.as_uri(), cwd=page.parent)
-    found = re.search(r'<pre id="probe-result">(.*?)</pre>', dom, re.S)
+    found = re.search(r'<pre id="probe-result">(.*?)</pre>', dom, re.DOTALL)
     assert found, "the probe script did not run"
     shot = page.with_name("shot.png")
     _chromium(f"--screenshot={shot}", page.as_uri(), cwd=page.parent)
@@ -169,7 +170,7 @@ def test_the_history_plot_draws_one_coloured_line_per_method(built):
     assert ys["ig"][0] == ys["gradcam++"][0] and all(a > b for a, b in zip(ys["ig"][1:], ys["gradcam++"][1:]))
     for m in METHODS:
         line = series[f"{m} Spearman"]["lines"][0]
-        for (x0, y0), (x1, y1) in zip(line, line[1:]):  # between two points the line is drawn in its colour
+        for (x0, y0), (x1, y1) in itertools.pairwise(line):  # between two points the line is drawn in its colour
             xm, ym = round((x0 + x1) / 2), round((y0 + y1) / 2)
             near = pixels[ym - 2:ym + 3, xm - 2:xm + 3].reshape(-1, 3)
             assert np.abs(near - _hex(colours[f"{m} Spearman"])).max(axis=1).min() <= 40, m

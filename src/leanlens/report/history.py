@@ -163,7 +163,7 @@ def _spearman(step: Step, method: str) -> float | None:
 def plot(h: History) -> Plot | None:
     """Spearman to the reference, one line per method, and accuracy dashed; None when nothing to draw."""
     # accuracy first, so the methods' lines are drawn over it
-    lines = [Line("accuracy", [s.accuracy for s in h.steps], ACCURACY_COLOR, dashed=True)]
+    lines = [Line("accuracy", [s.accuracy for s in h.steps], ACCURACY_COLOR, dashed=True, kind="percent")]
     lines += [Line(f"{m} Spearman", [_spearman(s, m) for s in h.steps], PALETTE[i % len(PALETTE)])
               for i, m in enumerate(h.methods)]
     lines = [line for line in lines if any(v is not None for v in line.values)]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from leanlens.metrics.record import FORMATS
+
 # distinct on white and from each other; gray is kept for the accuracy line
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d")
 ACCURACY_COLOR = "#6b7280"
@@ -27,6 +29,7 @@ class Line:
     values: list[float | None]
     color: str
     dashed: bool = False
+    kind: str = "score"  # how a value reads in its tooltip: a key of leanlens.metrics.record.FORMATS
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def _runs(points: list[Point | None]) -> list[str]:
     return runs
 
 
-def line_plot(names: list[str], lines: list[Line], fmt=lambda v: f"{v:.3f}") -> Plot:
+def line_plot(names: list[str], lines: list[Line]) -> Plot:
     """Versions evenly spaced along x, one polyline per line, values on a shared y axis."""
     right, bottom = WIDTH - RIGHT, HEIGHT - BOTTOM
     low, high = _y_range(lines)
@@ -100,7 +103,7 @@ def line_plot(names: list[str], lines: list[Line], fmt=lambda v: f"{v:.3f}") -> 
 
     series = []
     for line in lines:
-        points = [None if v is None else Point(x, y(v), f"{name}: {fmt(v)}")
+        points = [None if v is None else Point(x, y(v), f"{name}: {FORMATS[line.kind](v)}")
                   for x, name, v in zip(xs, names, line.values)]
         series.append(Series(line.label, line.color, line.dashed, _runs(points),
                              [p for p in points if p is not None]))
