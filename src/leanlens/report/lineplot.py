@@ -15,8 +15,8 @@ from leanlens.metrics.record import FORMATS
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d")
 ACCURACY_COLOR = "#6b7280"
 
-WIDTH, HEIGHT = 720, 300
-LEFT, RIGHT, TOP, BOTTOM = 48, 16, 16, 56  # room for tick labels and the rotated version names
+WIDTH, HEIGHT = 720, 320
+LEFT, RIGHT, TOP, BOTTOM = 48, 16, 16, 76  # room for tick labels and the rotated version names
 INSET = 24  # the first and last versions sit this far inside the plot area, clear of its edges
 NAME_CHARS = 14  # longer version names are shortened on the axis (the full name is in the tooltip)
 
