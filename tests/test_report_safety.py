@@ -27,6 +27,9 @@ def store_path(tmp_path):
             store.record(name, fingerprint=name, metrics=metrics, parent=parent,
                          explanations={"<m>": rng.random((3, 8, 8))}, scores={"<m>": ExplanationScores(spearman=0.5)})
             parent = name
+            # a gate run names its reference, its candidate's fingerprint and the methods it checked
+            store.record_gate_run(reference=name, candidate=f"<c{i}>", holds=False, verdict={
+                "checks": [{"name": "<m>", "score": 0.5, "threshold": 0.9, "passed": False}]})
     return path
 
 
@@ -45,6 +48,7 @@ def test_a_symlink_planted_at_the_old_temporary_name_is_not_written_through(stor
 def test_every_user_string_is_escaped_and_nothing_is_fetched(store_path, tmp_path):
     text = report(store_path, tmp_path / "out", method="<m>", title="<h1>t</h1>").read_text(encoding="utf-8")
     assert "<script" not in text and "<rt" not in text and "<m>" not in text and "<h1>t" not in text
+    assert "<c0>" not in text and "&lt;c0&gt;" in text and "&lt;c5&gt;" in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "&lt;rt0&gt;" in text
     assert 'onmouseover="x' not in text and "&#34; onmouseover=&#34;x" in text
     assert "&amp;amp;" in text and "&lt;/td&gt;&lt;/tr&gt;&lt;tr&gt;" in text

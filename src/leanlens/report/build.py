@@ -11,7 +11,8 @@ from leanlens.audit import ModelFigures
 from leanlens.errors import BadInput, BadOption
 from leanlens.metrics import ExplanationScores
 from leanlens.metrics.record import number
-from leanlens.report import figures, html, table
+from leanlens.report import figures, history, html, table
+from leanlens.report.gate_runs import gate_table
 from leanlens.report.grid import heatmap_grid
 from leanlens.store import Store, Version
 from leanlens.store.opened import opened
@@ -60,6 +61,9 @@ def _context(store: Store, method: str, title: str) -> dict:
     cols = table.columns(method)
     top, sub = table.headers(cols)
     tradeoff_src, tradeoff_notes = _tradeoff(versions)
+    scoring = _settings(versions, method)
+    past = history.history(store, versions, top_k_fraction=scoring.top_k_fraction)
+    history_top, history_sub, history_rows = history.table(past)
     return {
         "title": title,
         "store_path": str(Path(store.path).resolve()),
@@ -74,12 +78,23 @@ def _context(store: Store, method: str, title: str) -> dict:
         "outline_color": figures.OUTLINE_HEX,
         "tradeoff_src": tradeoff_src,
         "tradeoff_notes": tradeoff_notes,
-        "scoring": _settings(versions, method),
+        "scoring": scoring,
+        "history": past,
+        "history_top": history_top,
+        "history_sub": history_sub,
+        "history_rows": history_rows,
+        "history_notes": past.notes,
+        "history_plot": history.plot(past),
+        "gate": gate_table(store.gate_runs()),
     }
 
 
 def report(source, out_dir, *, method: str = "gradcam++", title: str = "leanlens report") -> Path:
     """Write `out_dir/index.html`, a self-contained page about the store's versions.
+
+    The page holds the versions table, their history against the first version (accuracy,
+    speed-ups, each method's similarity as the gate `ll.check` reads it), every recorded gate
+    run, the heatmap grid of `method` and the accuracy/latency plot.
 
     Parameters
     ----------
