@@ -90,7 +90,7 @@ def check(store, candidate, reference: str = "v0", *, data=None, methods=None, t
         model = wrap(candidate)
         every = records.probe()
         held, probe = every.held_out, every.part("held_out")
-        keep = _compared(probe, samples)
+        keep = compared_samples(probe, samples)
         _check_classes(records, reference, model, probe)
         names = list(records.explanations(reference)) if methods is None else list(methods)
         if not names:
@@ -118,7 +118,7 @@ def _check_options(samples: str, thresholds: dict) -> None:
             raise BadOption(f"{name}={value!r}", "a threshold is a number from 0 to 1, e.g. 0.92")
 
 
-def _compared(probe: Probe, samples: str) -> np.ndarray:
+def compared_samples(probe: Probe, samples: str) -> np.ndarray:
     """Which held-out probes the similarity is a mean over."""
     if len(probe) == 0:
         raise BadInput("the store's probe set has no held-out samples",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # the gate's choice of compared samples, shared so the two never disagree on what is compared
-from leanlens.audit.check import _compared
+from leanlens.audit.check import compared_samples
 from leanlens.audit.figures import ModelFigures
 from leanlens.errors import BadInput
 from leanlens.metrics import spearman, top_k_overlap
@@ -63,7 +63,7 @@ def _compared_rows(store: Store, notes: list[str]) -> np.ndarray | None:
     """Indices into the whole probe set of the probes the gate compares, or None (with a note)."""
     try:
         probe = store.probe()
-        keep = _compared(probe.part("held_out"), "with_object")
+        keep = compared_samples(probe.part("held_out"), "with_object")
     except BadInput as e:
         notes.append(f"No similarity: {e.problem}.")
         return None
