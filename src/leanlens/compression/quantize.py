@@ -116,6 +116,11 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
         QuantType,
         quantize_static,
     )
+
+    if calibrate_method != "minmax" and len(calibration) > batch_size:
+        # ORT's histogram calibrators stack the batches into one array, so they must be of one size
+        calibration = calibration[: len(calibration) - len(calibration) % batch_size]
+
     class Batches(CalibrationDataReader):
         def __init__(self):
             self._batches = iter(calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size))
