@@ -48,28 +48,34 @@ def test_each_timing_is_its_own_call_at_its_own_batch():
         ll.explain(model, data.x[:b], method="occlusion", window=2)
         samples_per_explanation[b] = model.take()  # what one served call scores: its time in ms
     costs = ll.explaining_cost(model, data, ["occlusion"], batch_sizes=(1, 8), options={"occlusion": {"window": 2}},
-                               repeats=4, warmup=1, clock=model.clock)
+                               repeats=3, warmup=0, clock=model.clock)
     assert [(r.method, r.batch) for r in costs.rows] == [("occlusion", 1), ("occlusion", 8)]
     for row in costs.rows:
         assert row.forward.median_ms == pytest.approx(row.batch) == pytest.approx(row.forward.min_ms)
         assert row.explained.median_ms == pytest.approx(samples_per_explanation[row.batch])
         assert row.overhead == pytest.approx(samples_per_explanation[row.batch] / row.batch)
         assert row.overhead_percent == pytest.approx(100 * (row.overhead - 1))
-        assert row.rounds == 4
+        assert row.rounds == 3
     plain = float(np.mean(data.x.reshape(8, -1)[:, :CLASSES].argmax(1) == data.y))  # the hand-computed accuracy
     assert costs.accuracy_samples == 8 and all(r.accuracy == r.explained_accuracy == plain for r in costs.rows)
     assert costs.row("occlusion", 8).accuracy_change == 0.0
 
 
-def test_a_slow_method_gets_fewer_rounds_but_never_fewer_than_three():
+def test_a_slow_method_gets_fewer_rounds_one_call_a_turn_and_never_fewer_than_three_rounds():
     model, data = Ticking(), _data()
-    # occlusion at batch 8 scores well over 8 samples: more than 10 ms a call, so a 30 ms budget allows 3
-    costs = ll.explaining_cost(model, data, ["occlusion"], batch_sizes=(8,), options={"occlusion": {"window": 2}},
-                               repeats=5, warmup=0, budget_s=0.03, clock=model.clock)
+    occlusion = {"occlusion": {"window": 2}}
+    ll.explain(model, data.x, method="occlusion", window=2)
+    per_call = model.take()  # samples one explanation of the 8 scores: its milliseconds, well over 10
+    # a 30 ms budget: the call that estimates the time, then 3 rounds of one forward and one explanation
+    costs = ll.explaining_cost(model, data, ["occlusion"], batch_sizes=(8,), options=occlusion,
+                               repeats=5, warmup=2, budget_s=0.03, clock=model.clock)
     assert costs.rows[0].rounds == 3
-    roomy = ll.explaining_cost(model, data, ["occlusion"], batch_sizes=(8,), options={"occlusion": {"window": 2}},
-                               repeats=5, warmup=0, budget_s=60, clock=model.clock)
+    assert model.take() == 8 + (1 + 3) * per_call + 3 * 8  # the first 8: the plain accuracy's forward
+    # room for every round: bursts of 3 calls a turn, after the warm-up rounds
+    roomy = ll.explaining_cost(model, data, ["occlusion"], batch_sizes=(8,), options=occlusion,
+                               repeats=5, warmup=1, budget_s=60, clock=model.clock)
     assert roomy.rows[0].rounds == 5
+    assert model.take() == 8 + (1 + 6 * 3) * per_call + 6 * 3 * 8
 
 
 class Mixed(nn.Module):

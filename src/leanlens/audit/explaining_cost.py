@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from leanlens.audit.timing import Clock, Timing, interleaved, torch_threads
+from leanlens.audit.timing import BURST, Clock, Timing, interleaved, torch_threads
 from leanlens.data import Dataset, as_dataset
 from leanlens.errors import BadOption, UnknownMethod
 from leanlens.explain import Explanation, explain
@@ -127,15 +127,26 @@ class _Served:
         self.last = explain(self.model, self.x, method=self.method, **self.options)
 
 
-def _rounds(call: Callable[[], object], clock: Clock, repeats: int, budget_s: float) -> int:
+@dataclass(frozen=True)
+class _Plan:
+    rounds: int
+    warmup: int
+    burst: int  # calls a turn (see `timing.BURST`)
+
+
+def _plan(call: Callable[[], object], clock: Clock, repeats: int, warmup: int, budget_s: float) -> _Plan:
     """Up to `repeats` rounds, fewer when one call is so slow that they would run past `budget_s`.
 
-    The call made here to estimate its time is also a warm-up.
+    The call made here to estimate its time is a warm-up. A call too slow for the budget is
+    made once a turn and gets no further warm-up: what a burst absorbs (the threads a
+    predecessor left spinning) is milliseconds, and its first run is already behind it.
     """
     start = clock()
     call()
-    seconds = clock() - start
-    return max(MIN_ROUNDS, min(repeats, int(budget_s / max(seconds, 1e-9))))
+    seconds = max(clock() - start, 1e-9)
+    if seconds * BURST * (repeats + warmup) <= budget_s:
+        return _Plan(repeats, warmup, BURST)
+    return _Plan(max(MIN_ROUNDS, min(repeats, int(budget_s / seconds))), 0, 1)
 
 
 def explaining_cost(
@@ -160,7 +171,8 @@ def explaining_cost(
     threads : intra-op threads of torch for every timed call (default: torch's current count).
     repeats : interleaved rounds of forward and explained call, at most.
     warmup : rounds run before the timed ones.
-    budget_s : seconds a method may take at one batch size; a slow one gets fewer rounds (at least 3).
+    budget_s : seconds a method may take at one batch size; a slow one gets fewer rounds (at least 3),
+        one call a turn and no warm-up round.
     clock : seconds as a monotonic float (tests inject a fake one).
     on_step : called as on_step(done, total) after each method at each batch size.
     """
@@ -186,13 +198,13 @@ def explaining_cost(
 def _timed(model, served: _Served, repeats: int, warmup: int, budget_s: float,
            clock: Clock) -> tuple[Timing, Timing, int]:
     """(forward, explained, rounds): the two calls on the same batch, in turns."""
-    rounds = _rounds(served, clock, repeats, budget_s)
+    plan = _plan(served, clock, repeats, warmup, budget_s)
     device = getattr(model, "device", None)
     sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else None
     x = served.x
     timed = interleaved({FORWARD: lambda: model.predict(x, batch_size=len(x)), EXPLAINED: served},
-                        repeats=rounds, warmup=warmup, clock=clock, sync=sync)
-    return timed[FORWARD], timed[EXPLAINED], rounds
+                        repeats=plan.rounds, warmup=plan.warmup, burst=plan.burst, clock=clock, sync=sync)
+    return timed[FORWARD], timed[EXPLAINED], plan.rounds
 
 
 def _counter(on_step: Callable[[int, int], None] | None, total: int):
