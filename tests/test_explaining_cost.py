@@ -157,3 +157,5 @@ def test_what_cannot_be_measured_is_refused_before_any_timing():
     assert "batch size 0" in _refused(BadOption, cost(batch_sizes=(0,)))
     assert "'ig'" in _refused(UnknownMethod, cost(options={"ig": {"steps": 8}}))
     assert "empty" in _refused(BadOption, cost(()))
+    assert "repeats=0" in _refused(BadOption, cost(batch_sizes=(2,), repeats=0))
+    assert "budget_s=-1" in _refused(BadOption, cost(batch_sizes=(2,), budget_s=-1))

@@ -103,6 +103,14 @@ def _check_batches(batch_sizes: Sequence[int], n: int) -> tuple[int, ...]:
     return tuple(int(b) for b in batches)
 
 
+def _check_rounds(repeats, warmup, budget_s) -> None:
+    for name, value, least in (("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise BadOption(f"{name}={value!r}", f"pass a whole number of rounds, at least {least}")
+    if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not budget_s >= 0:
+        raise BadOption(f"budget_s={budget_s!r}", "pass the seconds a method may take, e.g. budget_s=60")
+
+
 def _check_methods(model, methods: Sequence[str], options: Mapping[str, dict]) -> tuple[str, ...]:
     """Every method known and able to explain this model, before any timing."""
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
@@ -180,6 +188,7 @@ def explaining_cost(
     options = {m: dict(o) for m, o in (options or {}).items()}
     methods = _check_methods(model, methods, options)
     batches = _check_batches(batch_sizes, len(data))
+    _check_rounds(repeats, warmup, budget_s)
     threads = threads or torch.get_num_threads()
     clock, step = clock or time.perf_counter, _counter(on_step, len(methods) * len(batches))
     sample = data.subset(np.arange(max(batches)))
