@@ -171,38 +171,26 @@ def audit(
 
     from leanlens.audit import audit as run_audit
     from leanlens.cli_audit import as_json as json_of
-    from leanlens.cli_audit import (
-        check_fits,
-        check_methods,
-        destination,
-        methods_table,
-        models_table,
-        probe_for,
-        record,
-    )
-    from leanlens.cli_inputs import read_data
-    from leanlens.models.modelfile import resolve_model
+    from leanlens.cli_audit import methods_table, models_table, prepare, record
 
-    methods = tuple(method or ("gradcam++",))
     try:
-        check_methods(methods)
-        where = destination(store, name, parent)  # before the models: a mistake here costs no loading
-        models = resolve_model(reference, weights, trust_pickle), resolve_model(candidate, candidate_weights,
-                                                                                trust_pickle)
-        check_methods(methods, models)
-        dataset = read_data(data, n)
-        check_fits(where and where.probe, dataset, models[0])
-        probe = probe_for(where, dataset)
+        job = prepare(reference, candidate, data, tuple(method or ("gradcam++",)), n=n, store=store, name=name,
+                      parent=parent, weights=(weights, candidate_weights), trust_pickle=trust_pickle)
         # a bar only where someone watches: in a log it is noise, and a refusal must stay one line
         with _progress(transient=True, disable=as_json or not console.is_terminal) as progress:
-            done = _stage(progress)(f"auditing ({', '.join(methods)})", 1)
-            result = run_audit(*models, dataset, methods, probe=probe, pointing_tolerance=pointing_tolerance)
+            done = _stage(progress)(f"auditing ({', '.join(job.methods)})", 1)
+            result = run_audit(*job.models, job.data, job.methods, probe=job.probe,
+                               pointing_tolerance=pointing_tolerance)
             done(1, 1)
-        written = None if where is None else record(where, *models, result, probe)
+        written = None if job.where is None else record(job.where, *job.models, result, job.probe)
     except LeanlensError as error:
         raise _refused(error) from None
+    except Exception:  # noqa: BLE001
+        # as in `check`: a crash says why, and exits like a refusal (1 is the gate's "drifted")
+        console.print_exception()
+        raise typer.Exit(REFUSED) from None
     names = {"reference": reference, "candidate": candidate}
-    recorded = None if where is None else {"store": str(where.path), "versions": written}
+    recorded = None if job.where is None else {"store": str(job.where.path), "versions": written}
     if as_json:
         typer.echo(json.dumps(json_of(result, names, recorded)))
         return

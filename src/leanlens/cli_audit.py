@@ -15,12 +15,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from leanlens.audit import AuditResult, ModelFigures, fingerprint, probe_set
+from leanlens.cli_inputs import read_data
 from leanlens.data import Dataset
 from leanlens.errors import BadInput, BadOption
 from leanlens.explain.checks import require
 from leanlens.explain.registry import lookup
 from leanlens.metrics import ExplanationScores
 from leanlens.metrics.record import formatted
+from leanlens.models.modelfile import resolve_model
 from leanlens.store import Store, Version, held_out_split, opened
 
 # the name of an empty store's first version: the reference, as `leanlens check` expects by default
@@ -179,6 +181,26 @@ def as_json(result: AuditResult, names: dict[str, str], recorded: dict | None) -
     }
 
 
-def probe_for(where: Destination | None, data: Dataset) -> Dataset:
-    """The probes to explain: the store's when it has them, else the audit's default selection of DATA."""
-    return where.probe if where is not None and where.probe is not None else probe_set(data)
+@dataclass(frozen=True)
+class Job:
+    """What `leanlens audit` was asked to do, loaded and checked."""
+
+    models: tuple  # reference, candidate
+    data: Dataset
+    methods: tuple[str, ...]
+    probe: Dataset  # the store's probes when it has them, else the audit's default selection of DATA
+    where: Destination | None
+
+
+def prepare(reference: str, candidate: str, data: str, methods: tuple[str, ...], *, n: int | None,
+            store: Path | None, name: str | None, parent: str | None, weights: tuple, trust_pickle: bool) -> Job:
+    """The command's arguments as API values, cheapest checks first: nothing is audited yet."""
+    check_methods(methods)
+    where = destination(store, name, parent)  # before the models: a mistake here costs no loading
+    models = tuple(resolve_model(spec, w, trust_pickle) for spec, w in zip((reference, candidate), weights,
+                                                                          strict=True))
+    check_methods(methods, models)
+    dataset = read_data(data, n)
+    stored = None if where is None else where.probe
+    check_fits(stored, dataset, models[0])
+    return Job(models, dataset, methods, probe_set(dataset) if stored is None else stored, where)
