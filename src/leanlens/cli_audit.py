@@ -1,4 +1,4 @@
-"""`leanlens audit`: where the audit is recorded, and how its result reads in a terminal or as JSON.
+"""`leanlens audit`: its arguments loaded and checked, the store it records in, and its result as tables or JSON.
 
 Everything that can refuse is checked before the audit runs, so a mistake costs seconds,
 not minutes, and a refused audit writes nothing: a store file this command created is
