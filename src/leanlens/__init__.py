@@ -16,6 +16,7 @@ from leanlens.audit import (
     assess,
     audit,
     check,
+    explaining_cost,
     profile,
 )
 from leanlens.compression import Replay, finetune, prune, quantize
@@ -38,6 +39,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AuditResult", "BadInput", "BadOption", "Explanation", "ExplanationScores", "LeanlensError", "MissingCapability",
     "Model", "ModelFigures", "Replay", "Store", "UnknownMethod", "Verdict", "assess", "attribute", "audit", "check",
-    "data", "explain", "finetune", "load", "methods", "profile",
+    "data", "explain", "explaining_cost", "finetune", "load", "methods", "profile",
     "prune", "quantize", "report", "save", "wrap",
 ]

@@ -146,6 +146,61 @@ def check(
 
 
 @app.command()
+def audit(
+    reference: Annotated[str, typer.Argument(help=f"the model compressed from: {MODEL_HELP}")],
+    candidate: Annotated[str, typer.Argument(help=f"the compressed model: {MODEL_HELP}")],
+    data: Annotated[str, typer.Argument(help="an .npz file (x, y[, masks]) or a built-in dataset name")],
+    method: Annotated[list[str] | None, typer.Option(
+        "--method", help="an attribution method to compare (repeatable; default gradcam++)")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="audit on the first N samples only")] = None,
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="record the candidate in this store (made, with the reference as v0, if new)")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="the candidate's version name in --store")] = None,
+    parent: Annotated[str | None, typer.Option(
+        "--parent", help="the version the candidate was made from (default: the one holding REFERENCE)")] = None,
+    pointing_tolerance: Annotated[int, typer.Option(
+        "--pointing-tolerance", help="pixels around the mask that still count as a hit")] = 0,
+    weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory REFERENCE")] = None,
+    candidate_weights: Annotated[Path | None, typer.Option(
+        "--candidate-weights", help="safetensors weights for a factory CANDIDATE")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load pickled modules (runs their code)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as one JSON object")] = False,
+) -> None:
+    """Compare a candidate with its reference: accuracy, agreement, speed, size and explanations."""
+    import json
+
+    from leanlens.audit import audit as run_audit
+    from leanlens.cli_audit import as_json as json_of
+    from leanlens.cli_audit import methods_table, models_table, prepare, record
+
+    try:
+        job = prepare(reference, candidate, data, tuple(method or ("gradcam++",)), n=n, store=store, name=name,
+                      parent=parent, weights=(weights, candidate_weights), trust_pickle=trust_pickle)
+        # a bar only where someone watches: in a log it is noise, and a refusal must stay one line
+        with _progress(transient=True, disable=as_json or not console.is_terminal) as progress:
+            done = _stage(progress)(f"auditing ({', '.join(job.methods)})", 1)
+            result = run_audit(*job.models, job.data, job.methods, probe=job.probe,
+                               pointing_tolerance=pointing_tolerance)
+            done(1, 1)
+        written = None if job.where is None else record(job.where, *job.models, result, job.probe)
+    except LeanlensError as error:
+        raise _refused(error) from None
+    except Exception:  # noqa: BLE001
+        # as in `check`: a crash says why, and exits like a refusal (1 is the gate's "drifted")
+        console.print_exception()
+        raise typer.Exit(REFUSED) from None
+    names = {"reference": reference, "candidate": candidate}
+    recorded = None if job.where is None else {"store": str(job.where.path), "versions": written}
+    if as_json:
+        typer.echo(json.dumps(json_of(result, names, recorded)))
+        return
+    console.print(models_table(result, names))
+    console.print(methods_table(result))
+    if recorded is not None:
+        console.print(f"recorded in {escape(recorded['store'])}: {escape(', '.join(written))}")
+
+
+@app.command()
 def report(
     store: Annotated[Path, typer.Argument(help="the store whose versions the page shows")],
     out: Annotated[Path, typer.Option("--out", help="folder for index.html")] = Path("leanlens-report"),
@@ -187,10 +242,10 @@ def _verdict_line(verdict) -> str:
     return ("[green]holds[/green]" if verdict.holds else "[red]drifted[/red]") + f" ({figures})"
 
 
-def _progress() -> Progress:
+def _progress(*, transient: bool = False, disable: bool = False) -> Progress:
     return Progress(
         TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        console=console, transient=transient, disable=disable,
     )
 
 
