@@ -104,6 +104,50 @@ def explain(
     if explanation.delta is not None:
         console.print(f"completeness error |delta|: median {np.median(np.abs(explanation.delta)):.3g}, "
                       f"max {np.abs(explanation.delta).max():.3g}")
+    if explanation.stand_in_fidelity is not None:  # gradients came from the quantized graph's float twin
+        console.print(str(explanation.stand_in_fidelity))
+
+
+@app.command()
+def quantize(
+    model: Annotated[str, typer.Argument(help=f"the float model: {MODEL_HELP}")],
+    data: Annotated[str, typer.Argument(help="an .npz file (x, y) or a built-in dataset name to calibrate and measure on")],
+    scheme: Annotated[str, typer.Option("--scheme", help="int8, int8-dynamic or int4-weight")] = "int8",
+    out: Annotated[Path, typer.Option(
+        "--out", help="a leanlens model file (graph, float graph and twin), or a bare .onnx to deploy")
+    ] = Path("quantized.leanlens"),
+    calibrate_method: Annotated[str, typer.Option(
+        "--calibrate-method", help="int8 activation ranges: minmax, percentile or entropy")] = "minmax",
+    max_drop: Annotated[float | None, typer.Option(
+        "--max-drop", help="int8: accuracy points it may lose on DATA; the worst layers go back to float")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="use only the first N samples of DATA")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,
+) -> None:
+    """Quantize a float model and write it: real low-bit kernels on ONNX Runtime, with its twin."""
+    from leanlens.cli_inputs import read_data
+    from leanlens.compression import quantize as run_quantize
+    from leanlens.compression.twin import float_layers
+    from leanlens.models.modelfile import resolve_model, save
+
+    try:
+        if out.exists() and not force:
+            raise LeanlensError(f"{out} exists", "pass --force to replace it, or choose another --out")
+        dataset = read_data(data, n)
+        float_model = resolve_model(model, weights, trust_pickle)
+        quantized = run_quantize(float_model, dataset, scheme, calibrate_method=calibrate_method, max_drop=max_drop)
+        written = quantized.save(out) if out.suffix.lower() == ".onnx" else save(quantized, out)
+    except LeanlensError as error:
+        raise _refused(error) from None
+    fp32, low_bit = (m.predict(dataset.x).argmax(1) for m in (quantized.fp32, quantized))
+    console.print(f"{escape(scheme)}: {len(quantized.fp32.model_bytes) / 1024:,.0f} KiB float graph → "
+                  f"{len(quantized.model_bytes) / 1024:,.0f} KiB; accuracy on {len(dataset)} samples "
+                  f"{(fp32 == dataset.y).mean():.2%} → {(low_bit == dataset.y).mean():.2%}, "
+                  f"{int((fp32 != low_bit).sum())} predictions changed")
+    if max_drop is not None:
+        console.print(f"layers kept in float: {escape(', '.join(float_layers(quantized)) or 'none')}")
+    console.print(f"written: {escape(str(written))}")
 
 
 @app.command()
