@@ -18,7 +18,7 @@ from leanlens.audit import (
     check,
     profile,
 )
-from leanlens.compression import Replay, finetune, prune, quantize
+from leanlens.compression import Budget, Replay, compress, finetune, prune, quantize
 from leanlens.errors import (
     BadInput,
     BadOption,
@@ -36,8 +36,9 @@ from leanlens.store import Store
 __version__ = "0.1.0"
 
 __all__ = [
-    "AuditResult", "BadInput", "BadOption", "Explanation", "ExplanationScores", "LeanlensError", "MissingCapability",
+    "AuditResult", "BadInput", "BadOption", "Budget", "Explanation", "ExplanationScores", "LeanlensError",
+    "MissingCapability",
     "Model", "ModelFigures", "Replay", "Store", "UnknownMethod", "Verdict", "assess", "attribute", "audit", "check",
-    "data", "explain", "finetune", "load", "methods", "profile",
+    "compress", "data", "explain", "finetune", "load", "methods", "profile",
     "prune", "quantize", "report", "save", "wrap",
 ]

@@ -10,7 +10,12 @@ import torch
 from torch import nn
 
 from leanlens.compression import surgery
-from leanlens.compression.checks import check_labels, fraction, same_trainability, torch_model
+from leanlens.compression.checks import (
+    check_labels,
+    fraction,
+    same_trainability,
+    torch_model,
+)
 from leanlens.compression.criteria import CRITERIA, scorer
 from leanlens.data import Dataset, as_dataset
 from leanlens.errors import BadInput, BadOption, UnknownMethod, closest
