@@ -172,3 +172,24 @@ def test_distillation_follows_the_teacher_not_the_labels(trained, digits, one_th
     assert accuracy(student, test) >= 0.9
     refused(BadOption, lambda: ll.finetune(digits_cnn(), train, teacher=trained, student_loss_weight=1.5),
             "student_loss_weight")
+
+
+def test_an_allocation_hook_decides_which_layers_shrink(trained, digits, one_thread):
+    # The hook slice of a latency-aware allocation plugs into: here it spares the first two
+    # convs, so the budget must be met by the third alone.
+    train, test = digits
+    seen = []
+
+    def last_conv_only(module, strength):
+        seen.append(strength)
+        return {"0": 0.0, "3": 0.0}
+
+    result = ll.compress(trained, train, budget="macs=0.8", max_drop=100.0, validation=test, steps=1,
+                         allocation=last_conv_only, epochs_per_step=0.1)
+    widths = dict(result.trajectory[-1].widths)
+    assert widths["0"] == 32 and widths["3"] == 64 and widths["7"] < 64
+    assert result.share("macs") <= 0.8 and seen
+    refused(BadOption, lambda: ll.compress(trained, train, budget="macs=0.8", allocation=lambda m, s: {"fc": 0.5}),
+            "allocation names 'fc'")
+    refused(BadOption, lambda: ll.compress(trained, train, budget="macs=0.1", max_drop=100.0, steps=1, epochs_per_step=0.1,
+                                           allocation=last_conv_only), r"not reached.*keep 0\.\d+ of the macs")

@@ -128,6 +128,7 @@ def compress(model, data, *, budget, max_drop: float = 1.0, criterion: str = "ta
             on_step(point, steps)
         if not within(point):
             raise _guard_failure(trajectory, budget, max_drop, steps)
+    _refuse_short(plan, costs, start, budget)
     return CompressionResult(TorchModel(plan.module), tuple(trajectory), budget)
 
 
@@ -223,6 +224,15 @@ def _refuse_unreachable(plan: Pruning, costs, start, budget: Budget) -> None:
                 f"budget {budget} cannot be met: with every prunable layer at its narrowest "
                 f"({plan.round_to or 1} channels) the model keeps {least:.3g} of its {key}",
                 f"use {key}={math.ceil(least * 100) / 100:g} or more, a smaller round_to, or protect fewer layers")
+
+
+def _refuse_short(plan: Pruning, costs, start, budget: Budget) -> None:
+    """Only an allocation that spares too many layers stops short of a reachable budget."""
+    for key, cost in costs.items():
+        reached = cost(plan.module, plan.example) / start[key]
+        if reached > budget.limits[key]:
+            raise BadOption(f"budget {budget} was not reached: the allocation's widths keep {reached:.3g} of the {key}",
+                            "let the allocation narrow more layers, or loosen the budget")
 
 
 def _measure(k: int, strength: float, plan: Pruning, held, drift: ExplanationDrift) -> Step:
