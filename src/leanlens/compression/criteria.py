@@ -34,11 +34,16 @@ def criterion(name: str) -> Callable[[Criterion], Criterion]:
     return register
 
 
+def lookup(name: str) -> Criterion:
+    """The criterion registered as `name` (UnknownMethod with the closest names otherwise)."""
+    if not isinstance(name, str) or name not in CRITERIA:
+        raise UnknownMethod(f"unknown pruning criterion {name!r}", closest(str(name), CRITERIA))
+    return CRITERIA[name]
+
+
 def scorer(name: str, module: nn.Module, batches: Batches, seed: int = 0):
     """The scorer of criterion `name` for `module` now, from `batches` of (x, y) tensors."""
-    if name not in CRITERIA:
-        raise UnknownMethod(f"unknown pruning criterion {name!r}", closest(name, CRITERIA))
-    return CRITERIA[name](module, batches, seed)
+    return lookup(name)(module, batches, seed)
 
 
 @criterion("magnitude")

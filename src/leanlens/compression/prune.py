@@ -16,9 +16,9 @@ from leanlens.compression.checks import (
     same_trainability,
     torch_model,
 )
-from leanlens.compression.criteria import CRITERIA, scorer
+from leanlens.compression.criteria import lookup
 from leanlens.data import Dataset, as_dataset
-from leanlens.errors import BadInput, BadOption, UnknownMethod, closest
+from leanlens.errors import BadInput, BadOption
 from leanlens.explain.options import positive_int
 from leanlens.models.torch_model import TorchModel
 
@@ -36,13 +36,14 @@ def prune(model, data, ratio: float = 0.5, criterion: str = "taylor", round_to: 
     """
     model = torch_model(model, "prune")
     ratio = fraction("ratio", ratio)
+    batches = positive_int("batches", batches, "use a positive int such as 8")
+    batch_size = positive_int("batch_size", batch_size, "use a positive int such as 64")
     plan = Pruning(model.module, as_dataset(data), criterion, round_to, protect, "prune")
     widths = plan.widths()
     keep = surgery.target_widths(widths, dict.fromkeys(widths, ratio), plan.round_to)
     if keep == widths:
         _refuse_no_change(widths, ratio, plan.round_to)
-    plan.cut(keep, batches=positive_int("batches", batches, "use a positive int such as 8"),
-             batch_size=positive_int("batch_size", batch_size, "use a positive int such as 64"), seed=seed)
+    plan.cut(keep, batches=batches, batch_size=batch_size, seed=seed)
     return TorchModel(plan.module)
 
 
@@ -52,13 +53,14 @@ class Pruning:
 
     def __init__(self, module: nn.Module, data: Dataset, criterion: str, round_to: int | None,
                  protect, verb: str):
-        if criterion not in CRITERIA:
-            raise UnknownMethod(f"unknown pruning criterion {criterion!r}", closest(criterion, CRITERIA))
+        self.criterion = lookup(criterion)  # a misspelt name is reported before any work
         surgery.refuse_unprunable(module, verb)
+        if next(module.parameters(), None) is None:
+            raise BadInput(f"{verb}() got a model without parameters", "pass a model with conv or linear layers")
         self.module = copy.deepcopy(module).eval()
         check_labels(self.module, data)
         self.trainable = {name: p.requires_grad for name, p in self.module.named_parameters()}
-        self.data, self.criterion = data, criterion
+        self.data = data
         self.round_to = None if round_to is None else positive_int(
             "round_to", round_to, "use a positive int such as 8, or None")
         self.example = torch.as_tensor(data.x[:1], device=next(self.module.parameters()).device)
@@ -94,7 +96,7 @@ class Pruning:
         """Narrow the module in place to the widths `keep`, scoring channels on the data now."""
         for parameter in self.module.parameters():  # the graph and gradients need them all
             parameter.requires_grad_(True)
-        score = scorer(self.criterion, self.module, self._batches(batches, batch_size), seed)
+        score = self.criterion(self.module, self._batches(batches, batch_size), seed)
         surgery.remove_channels(self.module, self.graph, score, keep, self.kept)
         self.module.zero_grad(set_to_none=True)
         self.graph = surgery.dependency_graph(self.module, self.example)

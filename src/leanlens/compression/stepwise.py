@@ -39,6 +39,7 @@ from leanlens.models.torch_model import TorchModel
 # Without `steps`, each step keeps at least this share of the cost left: gentle enough that
 # one recovery fine-tune brings accuracy back on small CNNs.
 STEP_SHARE = 0.6
+SCORING_BATCHES = 8  # batches of 64 the criterion reads each step: enough for stable Taylor scores
 SEARCH_ROUNDS = 12  # bisection of the step's strength: 2^-12 is finer than one channel of 4096
 Allocation = Callable[[nn.Module, float], Mapping[str, float]]
 
@@ -120,7 +121,7 @@ def compress(model, data, *, budget, max_drop: float = 1.0, criterion: str = "ta
         if all(cost(plan.module, plan.example) <= step_goal[key] for key, cost in costs.items()):
             continue  # rounding in an earlier step already went this far
         strength, keep = _strength_for(plan, costs, step_goal, allocation)
-        plan.cut(keep, batches=8, batch_size=64, seed=seed + k)
+        plan.cut(keep, batches=SCORING_BATCHES, batch_size=64, seed=seed + k)
         point = _recover(plan, recover, functools.partial(_measure, k, strength, plan, held, drift),
                          within=within, rounds=1 + patience, seed=seed + 100 * k)
         trajectory.append(point)
