@@ -74,7 +74,7 @@ class CompressionResult:
 
 
 def compress(model, data, *, budget, max_drop: float = 1.0, criterion: str = "taylor", steps: int | None = None,
-             epochs_per_step: float = 1.0, lr: float = 1e-3, batch_size: int = 32, distill: bool = False,
+             epochs_per_step: float = 2.0, lr: float = 1e-3, batch_size: int = 32, distill: bool = False,
              temperature: float = 3.0, protect=(), round_to: int | None = 8, validation=None,
              validation_fraction: float = 0.2, allocation: Allocation | None = None, probes: int = 16,
              patience: int = 2, seed: int = 0, on_step: Callable[[Step, int], None] | None = None) -> CompressionResult:
@@ -104,7 +104,7 @@ def compress(model, data, *, budget, max_drop: float = 1.0, criterion: str = "ta
     costs = countable(budget)
     max_drop = real("max_drop", max_drop, "use accuracy points >= 0, e.g. max_drop=1.0", low=0.0)
     epochs_per_step = real("epochs_per_step", epochs_per_step, "use a positive number such as 2.0", low=0.0, strict=True)
-    patience = _count("patience", patience)
+    patience, probes = _count("patience", patience), _count("probes", probes)
     steps = _step_count(budget) if steps is None else positive_int("steps", steps, "use a positive int such as 3")
     train, held = _holdout(data, validation, validation_fraction, seed)
     plan = Pruning(original.module, train, criterion, round_to, protect, "compress")
