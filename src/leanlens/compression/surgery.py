@@ -32,6 +32,11 @@ def refuse_unprunable(module: nn.Module, verb: str) -> None:
         if isinstance(layer, UNPRUNABLE):
             raise BadInput(f"{verb}() cannot remove channels around {type(layer).__name__} layer {name!r}",
                            "prune a model of conv, linear and norm layers, or quantize this one instead")
+        # Channels of a grouped conv must go group by group, which remove_channels does not do;
+        # depthwise convs (one channel a group) are fine.
+        if isinstance(layer, nn.modules.conv._ConvNd) and 1 < layer.groups < layer.in_channels:
+            raise BadInput(f"{verb}() cannot yet narrow the grouped conv {name!r} (groups={layer.groups})",
+                           "prune a model without grouped convs (depthwise ones are fine), or quantize this one")
 
 
 def dependency_graph(module: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
