@@ -13,6 +13,7 @@ from torch import nn
 
 import leanlens as ll
 from leanlens.audit.profile import cost
+from leanlens.compression.criteria import CRITERIA
 from leanlens.compression.finetune import Distillation
 from leanlens.errors import BadInput, BadOption, LeanlensError, UnknownMethod
 
@@ -193,3 +194,21 @@ def test_an_allocation_hook_decides_which_layers_shrink(trained, digits, one_thr
             "allocation names 'fc'")
     refused(BadOption, lambda: ll.compress(trained, train, budget="macs=0.1", max_drop=100.0, steps=1, epochs_per_step=0.1,
                                            allocation=last_conv_only), r"not reached.*keep 0\.\d+ of the macs")
+
+
+def test_the_criterion_is_rescored_on_each_step_s_model(trained, digits, monkeypatch, one_thread):
+    train, test = digits
+    seen = []
+
+    def spy(module, batches, seed):
+        seen.append((module[0].out_channels, module[0].weight.detach().clone()))
+        return CRITERIA["magnitude"](module, batches, seed)
+
+    monkeypatch.setitem(CRITERIA, "spy", spy)
+    result = ll.compress(trained, train, budget="macs=0.3", criterion="spy", steps=3, max_drop=100.0,
+                         validation=test, epochs_per_step=0.1)
+    widths = [w for w, _ in seen]
+    assert len(seen) == len(result.trajectory) - 1 >= 2
+    assert widths[0] == 32 and all(a > b for a, b in itertools.pairwise(widths))  # each call sees the last cut
+    original = trained.module[0].weight.detach()
+    assert not any(torch.equal(row, kept) for row in seen[1][1] for kept in original)  # and fine-tuned weights
