@@ -81,13 +81,11 @@ def as_budget(budget) -> Budget:
 def _parse(text: str) -> dict[str, float]:
     limits = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = part.partition("=")
+        key, _, value = part.partition("=")
         try:
-            limits[key.strip()] = float(value) if sep else None
+            limits[key.strip()] = float(value)  # "" (no "=") and "half" are both refused here
         except ValueError:
-            limits[key.strip()] = None
-        if limits[key.strip()] is None:
-            raise BadOption(f"budget part {part!r} is not key=fraction", "use e.g. budget='macs=0.5'")
+            raise BadOption(f"budget part {part!r} is not key=fraction", "use e.g. budget='macs=0.5'") from None
     return limits
 
 
