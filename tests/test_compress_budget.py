@@ -173,6 +173,8 @@ def test_distillation_follows_the_teacher_not_the_labels(trained, digits, one_th
     assert accuracy(student, test) >= 0.9
     refused(BadOption, lambda: ll.finetune(digits_cnn(), train, teacher=trained, student_loss_weight=1.5),
             "student_loss_weight")
+    five_classes = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
+    refused(BadInput, lambda: ll.finetune(digits_cnn(), train, teacher=five_classes), r"teacher returns scores of shape \(1, 5\)")
 
 
 def test_an_allocation_hook_decides_which_layers_shrink(trained, digits, one_thread):

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leanlens.compression.checks import check_labels, torch_model
+from leanlens.compression.checks import check_labels, first_scores, torch_model
 from leanlens.compression.replay import Replay
 from leanlens.data import as_dataset
-from leanlens.errors import BadOption
+from leanlens.errors import BadInput, BadOption
 from leanlens.explain.options import positive_int, real
 from leanlens.models.torch_model import TorchModel
 
@@ -54,7 +54,9 @@ def finetune(
     data = as_dataset(data)
     distill = Distillation.of(teacher, temperature, student_loss_weight)
     module = copy.deepcopy(model.module)
-    check_labels(module.eval(), data)
+    classes = check_labels(module.eval(), data)
+    if distill is not None:
+        distill.check(classes, data.x)
     module.train()
     for p in module.parameters():
         p.requires_grad_(True)
@@ -112,6 +114,13 @@ class Distillation:
             raise BadOption(f"student_loss_weight={student_loss_weight!r}", "use a weight between 0 and 1 such as 0.5")
         # A copy in eval mode: the caller's teacher keeps its own mode and flags.
         return cls(copy.deepcopy(torch_model(teacher, "finetune").module).eval(), temperature, weight)
+
+    def check(self, classes: int, x: np.ndarray) -> None:
+        """Refuse a teacher whose scores do not line up with the student's classes."""
+        scores = first_scores(self.teacher, x)
+        if scores.dim() != 2 or scores.shape[1] != classes:
+            raise BadInput(f"the teacher returns scores of shape {tuple(scores.shape)}, the student {classes} classes",
+                           "distil from a teacher with one score a class of the student")
 
     def loss(self, scores: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
