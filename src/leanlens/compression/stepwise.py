@@ -91,7 +91,8 @@ def compress(model, data, *, budget, max_drop: float = 1.0, criterion: str = "ta
     distill : recover by distillation from the original (`temperature` softens both).
     protect : names of layers whose width stays; the layers producing the output always do.
     round_to : widths stay multiples of this (8 suits CPU kernels); None for any width.
-    validation : held-out data for the accuracy guard; None holds out `validation_fraction` of `data`.
+    validation : held-out data for the accuracy guard; None holds out `validation_fraction` of `data`
+        (if the original was trained on all of `data`, that split flatters it: pass unseen data).
     allocation : `allocation(module, strength) -> {layer name: share to remove}` replaces the
         uniform share (layers it leaves out get `strength`).
     on_step : called as `on_step(step, steps)` after each step, for progress.
