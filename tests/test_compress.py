@@ -1,4 +1,4 @@
-"""Pruning really removes channels; int8 really runs integer kernels."""
+"""Pruning really removes channels, scored by each criterion as it claims; int8 really runs integer kernels."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from torch import nn
 
 import leanlens as ll
 from leanlens.audit.profile import serialized_bytes
+from leanlens.compression import surgery
+from leanlens.compression.criteria import scorer
 from leanlens.errors import BadInput, BadOption, UnknownMethod
 from leanlens.models import OnnxModel, SmallResNet, TorchModel
 
@@ -150,3 +152,130 @@ def test_finetune_learns_and_copies(lesion_data):
     trained = ll.finetune(start, train, epochs=3.0, lr=3e-3)
     assert (trained.predict(test.x).argmax(1) == test.y).mean() >= 0.9
     assert all(torch.equal(a, b) for a, b in zip(before, start.module.parameters()))
+
+
+def batches(x: np.ndarray, y: np.ndarray):
+    return [(torch.as_tensor(x), torch.as_tensor(y))]
+
+
+@pytest.fixture(scope="module")
+def digits_like():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(64, 1, 8, 8)).astype(np.float32), np.arange(64) % 3
+
+
+def group_scores(module: nn.Module, layer: nn.Module, score, example: torch.Tensor) -> torch.Tensor:
+    graph = surgery.dependency_graph(module, example)
+    for group in graph.get_all_groups(root_module_types=surgery.ROOTS):
+        if group[0].dep.target.module is layer:
+            return score(group)
+    raise AssertionError("no group rooted at the layer")
+
+
+def decoy_model() -> nn.Sequential:
+    """conv0's channel 0 has weights 100x the others but conv1 reads it with zero weights:
+    magnitude must rank it first, activation x gradient last (its gradient is exactly 0)."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+    with torch.no_grad():
+        module[0].weight[0] *= 100
+        module[0].bias[0] = 1.0  # ReLU keeps it alive: the activation is large, only the gradient is 0
+        module[2].weight[:, 0] = 0
+    return module.eval()
+
+
+def test_attribution_and_magnitude_disagree_on_a_decoy_channel(digits_like):
+    x, y = digits_like
+    module = decoy_model()
+    example = torch.as_tensor(x[:1])
+    by_magnitude = group_scores(module, module[0], scorer("magnitude", module, []), example)
+    by_attribution = group_scores(module, module[0], scorer("attribution", module, batches(x, y)), example)
+    assert int(by_magnitude.argmax()) == 0
+    assert int(by_attribution.argmin()) == 0 and float(by_attribution[0]) == 0.0
+    assert float(by_attribution[1:].min()) > 0.0
+
+
+def test_attribution_is_mean_abs_activation_times_gradient(digits_like):
+    # The oracle, by hand: hooks-free autograd on conv2's output for the true classes.
+    x, y = digits_like
+    module = decoy_model()
+    inputs = torch.as_tensor(x)
+    hidden = module[:3](inputs)
+    scores = module[3:](hidden)
+    (grad,) = torch.autograd.grad(scores.gather(1, torch.as_tensor(y)[:, None]).sum(), hidden)
+    expected = (hidden * grad).abs().mean(dim=(0, 2, 3))
+    got = group_scores(module, module[2], scorer("attribution", module, batches(x, y)), inputs[:1])
+    torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-7)
+
+
+def test_taylor_scores_a_zeroed_channel_lowest(digits_like):
+    x, y = digits_like
+    module = decoy_model()
+    with torch.no_grad():
+        module[2].weight[3] = 0  # conv1's channel 3 computes nothing but its bias
+        module[2].bias[3] = 0
+    scores = group_scores(module, module[2], scorer("taylor", module, batches(x, y)), torch.as_tensor(x[:1]))
+    assert int(scores.argmin()) == 3 and float(scores[3]) == 0.0
+    assert float(torch.sort(scores).values[1]) > 0.0  # the others carry loss
+
+
+def test_random_criterion_repeats_with_its_seed_only(digits_like):
+    x, _ = digits_like
+    module = decoy_model()
+    example = torch.as_tensor(x[:1])
+    first, again, other = (group_scores(module, module[2], scorer("random", module, [], seed), example) for seed in (1, 1, 2))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+class ConvHead(nn.Module):
+    """A 1x1-conv head before global pooling: its 5 outputs are the classes, and nothing about
+    the number 5 marks it (no Linear, no other layer of width 5)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.classify = nn.Conv2d(16, 5, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool(self.classify(self.body(x))).flatten(1)
+
+
+class TwoHeads(nn.Module):
+    """Two Linear heads whose scores are added: both produce the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.left, self.right = nn.Linear(16, 4), nn.Linear(16, 4)
+
+    def forward(self, x):
+        hidden = self.features(x)
+        return self.left(hidden) + self.right(hidden)
+
+
+@pytest.mark.parametrize(("model", "heads"), [(ConvHead, ["classify"]), (TwoHeads, ["left", "right"])])
+def test_output_layers_are_found_by_structure(model, heads):
+    module = model()
+    graph = surgery.dependency_graph(module, torch.zeros(1, 1, 8, 8))
+    names = {layer: name for name, layer in module.named_modules()}
+    assert sorted(names[layer] for layer in surgery.output_layers(graph)) == heads
+
+
+def test_prune_keeps_a_conv_head_and_protected_layers():
+    torch.manual_seed(0)
+    x = np.random.default_rng(1).normal(size=(20, 1, 8, 8)).astype(np.float32)
+    small = ll.prune(ConvHead(), (x, np.arange(20) % 5), ratio=0.5, criterion="magnitude", round_to=None,
+                     protect=["body.0"])
+    assert small.module.classify.out_channels == 5
+    assert small.module.body[0].out_channels == 16  # protected by name
+    assert small.module.body[3].out_channels == 8  # the one layer left to prune
+    assert small.predict(x).shape == (20, 5)
+
+
+def test_protect_names_a_layer_the_model_has():
+    x = np.zeros((6, 1, 8, 8), np.float32)
+    with pytest.raises(BadOption, match=r"'body\.9'.*did you mean"):
+        ll.prune(ConvHead(), (x, np.arange(6) % 5), protect=["body.9"])

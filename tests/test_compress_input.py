@@ -185,3 +185,14 @@ def test_a_wrong_channel_count_or_a_dict_output_is_one_line(compress):
     with pytest.raises(BadInput, match="returns a dict, not a tensor") as error:
         run(_Pair(), (x[:, :1], y))
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("verb", ["prune", "compress"])
+def test_a_grouped_conv_is_refused_in_one_line(data, verb):
+    module = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=2),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    before = snapshot(module)
+    run = {"prune": lambda: ll.prune(module, data, round_to=None),
+           "compress": lambda: ll.compress(module, data, budget="macs=0.5", round_to=None)}[verb]
+    refused(BadInput, run, r"grouped conv '2' \(groups=2\)")
+    assert_unchanged(module, before)

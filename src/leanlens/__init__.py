@@ -19,7 +19,7 @@ from leanlens.audit import (
     explaining_cost,
     profile,
 )
-from leanlens.compression import Replay, finetune, prune, quantize
+from leanlens.compression import Budget, Replay, compress, finetune, prune, quantize, sparsify
 from leanlens.errors import (
     BadInput,
     BadOption,
@@ -37,8 +37,9 @@ from leanlens.store import Store
 __version__ = "0.1.0"
 
 __all__ = [
-    "AuditResult", "BadInput", "BadOption", "Explanation", "ExplanationScores", "LeanlensError", "MissingCapability",
+    "AuditResult", "BadInput", "BadOption", "Budget", "Explanation", "ExplanationScores", "LeanlensError",
+    "MissingCapability",
     "Model", "ModelFigures", "Replay", "Store", "UnknownMethod", "Verdict", "assess", "attribute", "audit", "check",
-    "data", "explain", "explaining_cost", "finetune", "load", "methods", "profile",
-    "prune", "quantize", "report", "save", "wrap",
+    "compress", "data", "explain", "explaining_cost", "finetune", "load", "methods", "profile",
+    "prune", "quantize", "report", "save", "sparsify", "wrap",
 ]
