@@ -103,7 +103,7 @@ def test_protected_layers_and_a_one_by_one_conv_head_keep_their_width():
     model = Residual()
     plan = layout(model, EXAMPLE)
     assert output_layers(model, EXAMPLE) == ["head"]
-    assert set(plan.groups) == {"a", "b"} or set(plan.groups) == {"c", "b"}  # a and c add: one group
+    assert plan.groups == {"c": 16, "b": 24}  # a and c add: one group, named after its root
     residual = plan.layers["a"].out_group
     assert plan.layers["c"].out_group == residual == plan.layers["head"].in_group
     scores = {g: np.arange(w, dtype=float) for g, w in plan.groups.items()}
@@ -137,6 +137,16 @@ def test_the_cache_is_reused_and_measured_again_when_the_input_shape_or_threads_
     latency_table(tiny_cnn(), torch.randn(2, 3, 12, 12), cache_dir=tmp_path, threads=1)
     latency_table(tiny_cnn(), EXAMPLE, cache_dir=tmp_path, threads=2)
     assert len(calls) == 12
+
+
+def test_layers_of_one_shape_are_timed_once(monkeypatch, tmp_path):
+    calls: list[int] = []
+    monkeypatch.setattr(latency, "interleaved", counting_timer(calls))
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1),
+                          nn.Conv2d(16, 16, 3, padding=1), nn.Flatten(), nn.Linear(16 * 64, 4))
+    table = latency_table(model, EXAMPLE, cache_dir=tmp_path, threads=1)
+    assert len(table.entries) == 4 and len(calls) == table.measured == 3  # convs 1 and 2 share one shape
+    assert table.entries["1"] == table.entries["2"]
 
 
 def test_a_real_table_is_positive_and_never_slower_when_narrower(tmp_path):

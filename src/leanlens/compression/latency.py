@@ -16,7 +16,7 @@ import json
 import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,7 @@ class LatencyTable:
     device: str
     threads: int
     entries: Mapping[str, Entry]
-    measured: int = 0  # layer timings run to build this table: 0 when it came from the cache
+    measured: int = 0  # distinct layer shapes timed to build this table: 0 when it came from the cache
 
     def ms(self, layer: str, cin: int, cout: int) -> float:
         """The time of `layer` with `cin` inputs and `cout` outputs, interpolated between measured widths."""
@@ -87,13 +87,17 @@ def latency_table(model, example, *, widths: Iterable[float] = FRACTIONS, device
     cached = _read(path, key, device, threads)
     if cached is not None:
         return cached
-    entries, total = {}, len(layers)
+    entries, measured = {}, {}
     with torch_threads(threads):
         for done, (name, layer) in enumerate(layers.items(), start=1):
-            entries[name] = _measure(layer, grids[name], device, dtype, repeats)
+            # Repeated blocks (a ResNet stage's 2nd to last) have one shape: timed once.
+            same = (replace(layer, name="", in_group=None, out_group=None), grids[name])
+            if same not in measured:
+                measured[same] = _measure(layer, grids[name], device, dtype, repeats)
+            entries[name] = measured[same]
             if on_step is not None:
-                on_step(done, total)
-    table = LatencyTable(key, device, threads, entries, measured=total)
+                on_step(done, len(layers))
+    table = LatencyTable(key, device, threads, entries, measured=len(measured))
     _write(path, table)
     return table
 
