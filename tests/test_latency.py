@@ -8,11 +8,16 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-import leanlens.compression.latency as latency
 from leanlens.audit.timing import Timing
+from leanlens.compression import latency
 from leanlens.compression.allocation import allocate, cost
 from leanlens.compression.latency import Entry, LatencyTable, latency_table
-from leanlens.compression.widths import channel_scores, layout, output_layers, prune_to_widths
+from leanlens.compression.widths import (
+    channel_scores,
+    layout,
+    output_layers,
+    prune_to_widths,
+)
 from leanlens.errors import BadInput, BadOption
 
 
