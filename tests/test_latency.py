@@ -104,6 +104,13 @@ def test_pruned_to_the_widths_the_model_has_those_channels_and_the_predicted_par
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # input untouched
 
 
+def test_scoring_a_model_in_training_moves_no_batch_norm_statistics():
+    model = tiny_cnn().train()
+    stats = model[1].running_mean.clone()
+    channel_scores(model, EXAMPLE, tp.importance.MagnitudeImportance(p=1))
+    assert torch.equal(model[1].running_mean, stats) and model.training and model[1].training
+
+
 def test_protected_layers_and_a_one_by_one_conv_head_keep_their_width():
     model = Residual()
     plan = layout(model, EXAMPLE)

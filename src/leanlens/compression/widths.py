@@ -97,7 +97,7 @@ def output_layers(module: nn.Module, example: torch.Tensor) -> list[str]:
     1×1-conv head or several heads are all found whatever their widths.
     """
     made_by: dict[object, str] = {}
-    with torch.enable_grad(), _trainable(module), _watching(module, WEIGHTED, lambda name, _i, out: made_by.setdefault(out.grad_fn, name)):
+    with torch.enable_grad(), _traceable(module), _watching(module, WEIGHTED, lambda name, _i, out: made_by.setdefault(out.grad_fn, name)):
         out = module(example)
     found, seen = set(), set()
     todo = [t.grad_fn for t in _tensors(out)]
@@ -127,7 +127,7 @@ def prune_to_widths(module: nn.Module, example: torch.Tensor, widths: Mapping[st
                     scores: Mapping[str, np.ndarray]) -> nn.Module:
     """A copy of `module` whose groups keep `widths[group]` channels: those with the highest scores."""
     module = copy.deepcopy(module)
-    with _trainable(module):
+    with _traceable(module):
         graph = _graph(module, example)
         known = {root: group for root, group in _groups(module, example, graph)}
         for name, width in widths.items():
@@ -147,7 +147,7 @@ def prune_to_widths(module: nn.Module, example: torch.Tensor, widths: Mapping[st
 
 def _graph(module: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     # torch-pruning traces through autograd: frozen parameters would hide their layers.
-    with _trainable(module):
+    with _traceable(module):
         return tp.DependencyGraph().build_dependency(module, example_inputs=example)
 
 
@@ -162,16 +162,21 @@ def _groups(module: nn.Module, example: torch.Tensor, graph: tp.DependencyGraph)
 
 
 @contextlib.contextmanager
-def _trainable(module: nn.Module) -> Iterator[None]:
-    """Every parameter requires grad inside the block; each gets its own flag back after it."""
+def _traceable(module: nn.Module) -> Iterator[None]:
+    """Every parameter requires grad, and the module is in eval mode (no batch-norm statistics move),
+    inside the block; each parameter and submodule gets its own flag back after it."""
     flags = [(p, p.requires_grad) for p in module.parameters()]
+    modes = [(m, m.training) for m in module.modules()]
     try:
+        module.eval()
         for p, _ in flags:
             p.requires_grad_(True)
         yield
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+        for m, mode in modes:
+            m.train(mode)
 
 
 def _tensors(out) -> list[torch.Tensor]:
