@@ -72,6 +72,11 @@ def test_the_layer_the_table_makes_expensive_is_pruned_hardest(expensive):
     assert all(kept[g] == 1.0 for g in kept if g != expensive)  # 50× cheaper per channel: untouched
 
 
+def test_max_pruning_ratio_bounds_what_a_group_loses():
+    widths = allocate(tiny_cnn(), EXAMPLE, {"latency": 0.6}, UNIFORM, fake_table("3"), max_pruning_ratio=0.5)
+    assert widths == {"0": 32, "3": 32, "6": 64}  # half of the costly group, not the 8 it would lose unbounded
+
+
 def test_with_a_table_a_params_budget_also_removes_the_costly_channels_first():
     plan = layout(tiny_cnn(), EXAMPLE)
     without = allocate(tiny_cnn(), EXAMPLE, {"params": 0.6}, UNIFORM)
@@ -187,6 +192,8 @@ def test_bad_scores_tables_and_options_are_one_line(tmp_path):
         (BadInput, "another model", lambda: allocate(tiny_cnn(), EXAMPLE, {"latency": 0.5}, UNIFORM, other)),
         (BadOption, "protect", lambda: allocate(tiny_cnn(), EXAMPLE, {"params": 0.5}, UNIFORM, protect=["conv9"])),
         (BadOption, "round_to", lambda: allocate(tiny_cnn(), EXAMPLE, {"params": 0.5}, UNIFORM, round_to=0)),
+        (BadOption, "max_pruning_ratio",
+         lambda: allocate(tiny_cnn(), EXAMPLE, {"params": 0.5}, UNIFORM, max_pruning_ratio=1.5)),
         (BadOption, "widths", lambda: latency_table(tiny_cnn(), EXAMPLE, widths=(0.0, 1.0), cache_dir=tmp_path)),
         (BadInput, "does not have", lambda: prune_to_widths(tiny_cnn(), EXAMPLE, {"9": 4}, UNIFORM)),
     ]

@@ -3,9 +3,10 @@
 HALP (Shen et al. 2022) prunes under a latency budget by removing, again and again, the
 channels whose latency saved per unit of importance lost is largest. Here a step removes one
 `round_to` slice of a group's least important channels; the budget may be on params, MACs or
-latency. Without a latency table a step is worth the budget it frees per importance lost; with
-one, the share of latency it frees is added, so that at equal params the time-costly channels
-(early, high-resolution layers) go first. The result is one width a group, for `prune_to_widths`.
+latency. With a latency table a step is worth the latency it frees per importance lost, whatever
+the budget, so that at equal params the time-costly channels (early, high-resolution layers) go
+first; the budget only says when to stop. Without a table a step is worth the budget it frees.
+The result is one width a group, for `prune_to_widths`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ BUDGETS = ("params", "macs", "latency")
 
 def allocate(model, example, budget: Mapping[str, float], scores: Mapping[str, np.ndarray],
              table: LatencyTable | None = None, *, round_to: int | str | None = "auto",
-             protect: Iterable[str] = ()) -> dict[str, int]:
+             protect: Iterable[str] = (), max_pruning_ratio: float = 1.0) -> dict[str, int]:
     """Widths, one a group (named by its root layer), that meet `budget` keeping the most importance.
 
     Parameters
@@ -37,6 +38,8 @@ def allocate(model, example, budget: Mapping[str, float], scores: Mapping[str, n
     table : a `latency_table` of this model and input shape; needed for a latency budget.
     round_to : widths stay multiples of it ("auto": 8 on CPU, 32/64 on CUDA, from the table's device).
     protect : layer names whose output width is kept; the layers producing the output always are.
+    max_pruning_ratio : the largest fraction of a group's channels removed (as in torch-pruning);
+        a group always keeps at least `round_to` channels.
     """
     from leanlens.compression.checks import torch_model
 
@@ -45,11 +48,12 @@ def allocate(model, example, budget: Mapping[str, float], scores: Mapping[str, n
     if kind == "latency" and table is None:
         raise BadOption(f"budget={dict(budget)!r} needs a latency table", "pass table=latency_table(model, example)")
     round_to = _round_to(round_to, table)
+    floor = 1.0 - _ratio(max_pruning_ratio)
     example = torch.as_tensor(example, device=next(module.parameters()).device)
     plan = layout(module, example, protect)
     _check_scores(plan, scores)
     _check_table(plan, table)
-    return _Greedy(plan, scores, table, kind, round_to).run(fraction)
+    return _Greedy(plan, scores, table, kind, round_to, floor).run(fraction)
 
 
 def cost(plan: Layout, widths: Mapping[str, int], kind: str, table: LatencyTable | None = None) -> float:
@@ -61,8 +65,9 @@ def cost(plan: Layout, widths: Mapping[str, int], kind: str, table: LatencyTable
 class _Greedy:
     """The state of the allocation: current widths, channels removed so far, each group's next step."""
 
-    def __init__(self, plan: Layout, scores, table, kind: str, round_to: int | None):
+    def __init__(self, plan: Layout, scores, table, kind: str, round_to: int | None, floor: float = 0.0):
         self.plan, self.table, self.kind, self.round_to = plan, table, kind, round_to
+        self.floor = {g: floor * w for g, w in plan.groups.items()}  # least width a group may keep
         self.widths = dict(plan.groups)
         # Cumulative importance of each group's channels, least important first: a step's loss.
         self.lost = {g: np.concatenate([[0.0], np.cumsum(np.sort(np.asarray(scores[g], dtype=float)))])
@@ -72,7 +77,8 @@ class _Greedy:
                          for g in plan.groups}
         self.neighbours = {g: {n for layer in self.touching[g] for n in (layer.in_group, layer.out_group) if n}
                            for g in plan.groups}
-        self.dense = {k: cost(plan, self.widths, k, table) for k in self._kinds()}
+        self.worth = "latency" if table is not None else kind  # what a step is judged by
+        self.dense = {k: cost(plan, self.widths, k, table) for k in {kind, self.worth}}
 
     def run(self, fraction: float) -> dict[str, int]:
         target = fraction * self.dense[self.kind]
@@ -89,23 +95,19 @@ class _Greedy:
                 values[g] = self._value(g)
         return self.widths
 
-    def _kinds(self) -> tuple[str, ...]:
-        return (self.kind, "latency") if self.table is not None and self.kind != "latency" else (self.kind,)
-
     def _narrower(self, group: str) -> int | None:
         width, step = self.widths[group], self.round_to or 1
         narrower = (width - 1) // step * step
-        return narrower if narrower >= step else None
+        return narrower if narrower >= max(step, self.floor[group]) else None
 
     def _value(self, group: str) -> float | None:
-        """Share of the budget (and of latency, with a table) freed by the group's next step, per importance lost."""
+        """Latency (with a table) or budget freed by the group's next step, per importance lost."""
         narrower = self._narrower(group)
         if narrower is None:
             return None
         full, width = self.plan.groups[group], self.widths[group]
         lost = self.lost[group][full - narrower] - self.lost[group][full - width]
-        freed = sum(self._saved(group, k) / self.dense[k] for k in self._kinds() if self.dense[k] > 0)
-        return freed / (max(lost, 0.0) + self.tiny)
+        return self._saved(group, self.worth) / (max(lost, 0.0) + self.tiny)
 
     def _saved(self, group: str, kind: str) -> float:
         after = {**self.widths, group: self._narrower(group)}
@@ -139,6 +141,12 @@ def _budget(budget) -> tuple[str, float]:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise BadOption(f"budget={{{kind!r}: {fraction!r}}}", "the fraction to keep is in (0, 1], e.g. 0.3")
     return kind, float(fraction)
+
+
+def _ratio(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise BadOption(f"max_pruning_ratio={value!r}", "use a fraction in [0, 1], e.g. 0.8")
+    return float(value)
 
 
 def _round_to(round_to, table: LatencyTable | None) -> int | None:
