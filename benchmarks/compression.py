@@ -9,7 +9,7 @@ backward on random labels; speed needs the architecture, not the accuracy):
 - dense;
 - leanlens: widths from `allocate` on a latency table measured here (cached), params budget;
 - Torch-Pruning's MetaPruner + TaylorImportance, the same ratio in every layer, round_to 8 and
-  None (ANCHORS' rows), its ratio the smallest that reaches the same params budget.
+  None (ANCHORS' rows; 32 too on CUDA), its ratio the smallest that reaches the same params budget.
 Every contender runs in turns (interleaved rounds, equal threads); the table gives median and
 least ms, the speed-up over dense (median), the MAC ratio dense/pruned and speed-up / MAC ratio.
 """
@@ -38,13 +38,14 @@ def main() -> None:
     device = args.device
     side, batches, repeats = (32, (2,), 2) if args.smoke else (224, args.batches or _default_batches(device), args.repeats)
     threads = args.threads or torch.get_num_threads()
+    torch.backends.cudnn.benchmark = True  # for every contender alike
     torch.manual_seed(0)
     dense = ResNet50().eval().to(device)
     small = torch.randn(1, 3, side, side, device=device)  # for graphs and counting: sizes, not speed
     target = PARAMS_TARGET / _params(dense)
     models = {"dense": dense, "leanlens latency-aware": _ours(dense, small, batches[0], side, target, threads, args)}
     halvings = 3 if args.smoke else 8  # of the uniform ratio's interval: 0.9 / 2**8 ≈ 0.004 at full size
-    for round_to in (8, None):
+    for round_to in (8, 32, None) if device == "cuda" else (8, None):  # 32: ANCHORS' best GPU row
         name = f"Torch-Pruning uniform Taylor, round_to={round_to}"
         models[name] = _uniform_taylor(dense, small, target, round_to, halvings)
     dtypes = (torch.float32, torch.bfloat16) if device == "cuda" else (torch.float32,)
