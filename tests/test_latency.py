@@ -100,6 +100,8 @@ def test_pruned_to_the_widths_the_model_has_those_channels_and_the_predicted_par
     widths = allocate(model, EXAMPLE, {"params": 0.5}, scores, round_to=8)
     pruned = prune_to_widths(model, EXAMPLE, widths, scores)
     plan = layout(model, EXAMPLE)
+    # 3×3 convs on 8×8, then 4×4 after the stride: 32·3·9·64 + 64·32·9·16 + 64·64·9·16, and 64·10
+    assert cost(plan, plan.groups, "macs") == 55296 + 294912 + 589824 + 640
     assert [pruned[i].out_channels for i in (0, 3, 6)] == [widths["0"], widths["3"], widths["6"]]
     assert pruned[10].out_features == 10  # the head keeps its classes
     params = sum(p.numel() for p in pruned.parameters())

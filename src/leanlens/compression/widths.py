@@ -37,8 +37,8 @@ class Layer:
     outputs_per_channel: int  # output positions per sample and channel (H×W for a 2-D conv)
     in_group: str | None  # None: this width is fixed (the image's channels, the head's classes)
     out_group: str | None
-    kernel_size: int = 1  # weights per input channel and output channel
-    bias: bool = False  # a norm layer: whether it has affine weight and bias
+    kernel_size: int = 1  # kernel positions: weights per (input channel, output channel) pair
+    bias: bool = False  # has a bias; for a norm layer, an affine weight and bias
     depthwise: bool = False
     geometry: tuple = ()  # a conv's (kernel_size, stride, padding, dilation), to time it as it runs
     normed: bool = False  # a norm layer shares its outputs: timed as conv → norm → ReLU
