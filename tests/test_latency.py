@@ -198,6 +198,8 @@ def test_bad_scores_tables_and_options_are_one_line(tmp_path):
          lambda: allocate(tiny_cnn(), EXAMPLE, {"params": 0.5}, UNIFORM, max_pruning_ratio=1.5)),
         (BadOption, "widths", lambda: latency_table(tiny_cnn(), EXAMPLE, widths=(0.0, 1.0), cache_dir=tmp_path)),
         (BadInput, "does not have", lambda: prune_to_widths(tiny_cnn(), EXAMPLE, {"9": 4}, UNIFORM)),
+        (BadInput, "channel", lambda: allocate(tiny_cnn(), np.zeros((2, 1, 8, 8)), {"params": 0.5}, UNIFORM)),
+        (BadOption, "threads", lambda: latency_table(tiny_cnn(), EXAMPLE, threads=0, cache_dir=tmp_path)),
     ]
     if not torch.cuda.is_available():
         cases.append((BadOption, "no CUDA", lambda: latency_table(tiny_cnn(), EXAMPLE, device="cuda", cache_dir=tmp_path)))

@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-import torch
 
 from leanlens.compression.latency import LatencyTable, default_round_to
-from leanlens.compression.widths import Layer, Layout, layout
+from leanlens.compression.widths import Layer, Layout, as_example, layout
 from leanlens.errors import BadInput, BadOption, closest
 from leanlens.explain.options import positive_int
 
@@ -49,8 +48,7 @@ def allocate(model, example, budget: Mapping[str, float], scores: Mapping[str, n
         raise BadOption(f"budget={dict(budget)!r} needs a latency table", "pass table=latency_table(model, example)")
     round_to = _round_to(round_to, table)
     floor = 1.0 - _ratio(max_pruning_ratio)
-    example = torch.as_tensor(example, device=next(module.parameters()).device)
-    plan = layout(module, example, protect)
+    plan = layout(module, as_example(module, example), protect)
     _check_scores(plan, scores)
     _check_table(plan, table)
     return _Greedy(plan, scores, table, kind, round_to, floor).run(fraction)

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from leanlens.audit.timing import interleaved, torch_threads
-from leanlens.compression.widths import Layer, layout
+from leanlens.compression.widths import Layer, as_example, layout
 from leanlens.errors import BadInput, BadOption
+from leanlens.explain.options import positive_int
 
 FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.125)  # of each layer's width: the candidate grid
 TABLE_VERSION = 1  # bump when what a table holds changes, so old caches are measured again
@@ -78,9 +79,10 @@ def latency_table(model, example, *, widths: Iterable[float] = FRACTIONS, device
     module = torch_model(model, "latency_table").module
     fractions = _fractions(widths)
     device = _device(device, module)
-    threads = threads if threads is not None else torch.get_num_threads()
-    example = torch.as_tensor(np.asarray(example) if not isinstance(example, torch.Tensor) else example)
-    layers = _timed_layers(layout(module, example.to(next(module.parameters()).device)))
+    threads = positive_int("threads", threads if threads is not None else torch.get_num_threads(),
+                           "use a positive int, e.g. the threads the model will run with")
+    repeats = positive_int("repeats", repeats, "use a positive int such as 5")
+    layers = _timed_layers(layout(module, as_example(module, example)))
     grids = {name: _grid(layer, fractions) for name, layer in layers.items()}
     key = _key(module, layers, grids, device, dtype, threads)
     path = Path(cache_dir or _default_cache()) / f"{key}.json"

@@ -65,6 +65,17 @@ class Layout:
     fixed_params: int  # parameters no group changes (embeddings, the head's bias, ...)
 
 
+def as_example(module: nn.Module, example) -> torch.Tensor:
+    """`example` as a float tensor on the module's device, refused in one line if the module cannot take it."""
+    from leanlens.compression.checks import first_scores
+
+    if not isinstance(example, torch.Tensor):
+        example = torch.as_tensor(np.asarray(example, dtype=np.float32))
+    example = example.to(next(module.parameters()).device)
+    first_scores(module, example)
+    return example
+
+
 def layout(module: nn.Module, example: torch.Tensor, protect: Iterable[str] = ()) -> Layout:
     """The groups of `module` that may be narrowed, leaving out the output layers and `protect`."""
     module = copy.deepcopy(module).eval()
