@@ -19,6 +19,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from leanlens.compression import surgery
 from leanlens.errors import BadInput, BadOption, closest
 
 WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
@@ -102,26 +103,10 @@ def layout(module: nn.Module, example: torch.Tensor, protect: Iterable[str] = ()
 
 
 def output_layers(module: nn.Module, example: torch.Tensor) -> list[str]:
-    """The conv and linear layers whose outputs reach the model's output with no weighted layer between.
-
-    Found structurally, through the autograd graph of one forward pass, so a Linear head, a
-    1×1-conv head or several heads are all found whatever their widths.
-    """
-    made_by: dict[object, str] = {}
-    with torch.enable_grad(), _traceable(module), _watching(module, WEIGHTED, lambda name, _i, out: made_by.setdefault(out.grad_fn, name)):
-        out = module(example)
-    found, seen = set(), set()
-    todo = [t.grad_fn for t in _tensors(out)]
-    while todo:
-        node = todo.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if node in made_by:
-            found.add(made_by[node])
-        else:
-            todo.extend(next_node for next_node, _ in node.next_functions)
-    return sorted(found)
+    """The names of the layers that produce the model's output (`surgery.output_layers`: the first
+    channel-mixing layer on every path back from the output, a Linear or a 1×1-conv head alike)."""
+    names = {layer: name for name, layer in module.named_modules()}
+    return sorted(names[layer] for layer in surgery.output_layers(_graph(module, example)))
 
 
 def channel_scores(module: nn.Module, example: torch.Tensor, importance) -> dict[str, np.ndarray]:
@@ -188,14 +173,6 @@ def _traceable(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
         for m, mode in modes:
             m.train(mode)
-
-
-def _tensors(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, Mapping):
-        out = list(out.values())
-    return [t for item in out for t in _tensors(item)] if isinstance(out, (list, tuple)) else []
 
 
 def _shapes(module: nn.Module, example: torch.Tensor) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
