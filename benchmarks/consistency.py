@@ -1,6 +1,6 @@
 """Consistency over five successive versions, with and without explanation replay (issue 13).
 
-    PYTHONPATH=src python benchmarks/consistency.py [--seeds 0 1 2] [--weight 1] [--sweep 0,0.3,1,3]
+    PYTHONPATH=src python benchmarks/consistency.py [--seeds 0 1] [--weight 1] [--sweep 0,0.3,1,3]
     PYTHONPATH=src python benchmarks/consistency.py --smoke    # tiny sizes: does every row run?
 
 Per seed, on the hard lesions set: v0 is SmallResNet(width=32) trained as the demo trains it.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -72,6 +72,7 @@ class Recipe:
 
     scale: Scale
     method: str
+    metric: str  # of the replay distance: "spearman" or "pearson"
     weight: float
     seed: int
 
@@ -112,7 +113,7 @@ def replay_of(v0, setting: Setting, recipe: Recipe) -> ll.Replay | None:
         return None
     memory = ll.explain(v0, setting.replayed.x, recipe.method, target=setting.replayed.y,
                         **options(recipe.method, recipe.scale))
-    return ll.Replay.from_explanation(memory, setting.replayed.x, weight=recipe.weight)
+    return ll.Replay.from_explanation(memory, setting.replayed.x, weight=recipe.weight, metric=recipe.metric)
 
 
 def chain(v0, setting: Setting, recipe: Recipe) -> dict[str, ll.Model]:
@@ -171,7 +172,7 @@ def sweep(v0, setting: Setting, recipe: Recipe, weights: list[float], reference)
     pruned = ll.prune(v0, setting.train, ratio=0.5, criterion="taylor", round_to=None)
     results = {}
     for weight in weights:
-        replay = replay_of(v0, setting, Recipe(recipe.scale, recipe.method, weight, recipe.seed))
+        replay = replay_of(v0, setting, replace(recipe, weight=weight))
         tuned = ll.finetune(pruned, setting.train, epochs=recipe.scale.finetune_epochs, lr=1e-3,
                             seed=recipe.seed + 1, replay=replay)
         results[weight] = compare(tuned, setting, reference, recipe.scale)
@@ -182,17 +183,19 @@ def sweep(v0, setting: Setting, recipe: Recipe, weights: list[float], reference)
 # --- one seed, then the tables --------------------------------------------------------------------
 
 
-def run_seed(scale: Scale, seed: int, method: str, weight: float, weights: list[float]) -> dict:
+def run_seed(recipe: Recipe, weights: list[float]) -> dict:
+    scale, seed = recipe.scale, recipe.seed
     setting = make_setting(scale, seed)
     v0 = train_v0(setting, scale, seed)
     log(f"seed {seed}: v0 trained, {accuracy(v0, setting.test):.3f} on test")
     reference = {m: explain(v0, setting.held, m, scale) for m in COMPARED}
     versions = {}
-    for replayed, λ in ((False, 0.0), (True, weight)):
-        for name, model in chain(v0, setting, Recipe(scale, method, λ, seed)).items():
+    for replayed in (False, True):
+        for name, model in chain(v0, setting, recipe if replayed else replace(recipe, weight=0.0)).items():
             versions[name, replayed] = compare(model, setting, reference, scale)
     return {"v0": compare(v0, setting, reference, scale), "pointing": v0_pointing(v0, setting.test, scale),
-            "versions": versions, "sweep": sweep(v0, setting, Recipe(scale, method, weight, seed), weights, reference)}
+            "versions": versions, "sweep": sweep(v0, setting, recipe, weights, reference),
+            "model": v0, "test": setting.test}
 
 
 def cell(values: list[float], digits: int = 3, worst: bool = False) -> str:
@@ -204,14 +207,14 @@ def cell(values: list[float], digits: int = 3, worst: bool = False) -> str:
 def versions_table(runs: list[dict]) -> str:
     """Per version and chain: accuracy and similarity to v0, means over seeds."""
     v0_accuracy = [run["v0"]["accuracy"] for run in runs]
-    lines = ["| version | replay | accuracy % | Δ points | Grad-CAM++ ρ, lesion (worst seed) | ρ, lesion-free | "
-             "top-10 %, lesion | IG ρ, lesion | IG ρ, lesion-free | IG top-10 %, lesion | pointing % |",
+    lines = [("| version | replay | accuracy % | Δ points | Grad-CAM++ ρ, lesion (worst seed) | ρ, lesion-free | "
+              "top-10 %, lesion | IG ρ, lesion | IG ρ, lesion-free | IG top-10 %, lesion | pointing % |"),
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     rows = [("v0", "", [run["v0"] for run in runs])]
     for name, replayed in runs[0]["versions"]:
         rows.append((name, "yes" if replayed else "no", [run["versions"][name, replayed] for run in runs]))
     for name, replayed, figures in rows:
-        def column(key):
+        def column(key, figures=figures):
             return [f[key] for f in figures]
         drop = [100 * (f["accuracy"] - a) for f, a in zip(figures, v0_accuracy)]
         lines.append(" | ".join([
@@ -247,22 +250,22 @@ def sweep_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cost_of_explaining() -> str:
-    """INTEGRATOR: the cost-of-explaining table goes here, from benchmarks/explaining_cost.py."""
+def cost_of_explaining(v0, test: Dataset) -> str:
+    """INTEGRATOR: the cost-of-explaining table, from benchmarks/explaining_cost.py (another slice)."""
     try:
-        from explaining_cost import cost_table  # benchmarks/ is on sys.path when this file runs as a script
+        # benchmarks/ is on sys.path when this file runs as a script
+        from explaining_cost import cost_table
     except ImportError:
         return "(benchmarks/explaining_cost.py is not there yet: no cost-of-explaining table)"
-    scale = FULL
-    train, test = lesions(scale.images, seed=0, difficulty="hard").split(0.25, seed=0)
-    return cost_table(train_v0(Setting(train, test, test, test, test), scale, 0), test)
+    return cost_table(v0, test)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one full run per seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one full run per seed")
     parser.add_argument("--method", default="gradcam++", help="the replayed attribution method")
-    parser.add_argument("--weight", type=float, default=1.0, help="λ of the replay chain")
+    parser.add_argument("--metric", default="spearman", help="the replay distance: spearman (soft ranks) or pearson")
+    parser.add_argument("--weight", type=float, default=3.0, help="λ of the replay chain")
     parser.add_argument("--sweep", default="0,0.3,1,3", help="λ values of the sweep, comma-separated")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that every row runs")
     parser.add_argument("--no-cost", action="store_true", help="skip the cost-of-explaining table")
@@ -270,16 +273,16 @@ def main() -> None:
     scale = SMOKE if args.smoke else FULL
     weights = [float(w) for w in args.sweep.split(",")]
     start = time.perf_counter()
-    runs = [run_seed(scale, seed, args.method, args.weight, weights) for seed in args.seeds]
+    runs = [run_seed(Recipe(scale, args.method, args.metric, args.weight, seed), weights) for seed in args.seeds]
     print(f"lesions (hard), {scale.images} images (a quarter for testing), SmallResNet(width={scale.width}); "
-          f"replay of {args.method!r} at λ = {args.weight:g} on {scale.probes // 2} probes, similarity on the "
+          f"replay of {args.method!r} ({args.metric}) at λ = {args.weight:g} on {scale.probes // 2} probes, similarity on the "
           f"{scale.probes // 2} held-out ones; IG at {scale.ig_steps} steps; seeds {args.seeds}"
           + (" - SMOKE RUN, figures mean nothing" if args.smoke else "") + "\n")
     print(versions_table(runs), "\n")
     print(pointing_table(runs), "\n")
     print(sweep_table(runs), "\n")
     if not args.no_cost:
-        print(cost_of_explaining(), "\n")
+        print(cost_of_explaining(runs[0]["model"], runs[0]["test"]), "\n")
     print(f"{time.perf_counter() - start:.0f} s, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 
