@@ -52,7 +52,7 @@ class Scale:
 
 
 FULL = Scale(images=4000, width=32, train_epochs=2.0, finetune_epochs=1.0, probes=256, ig_steps=32)
-SMOKE = Scale(images=160, width=8, train_epochs=0.2, finetune_epochs=0.2, probes=16, ig_steps=4)
+SMOKE = Scale(images=160, width=8, train_epochs=1.0, finetune_epochs=0.5, probes=16, ig_steps=4)
 
 
 @dataclass(frozen=True)
@@ -267,16 +267,21 @@ def main() -> None:
     parser.add_argument("--metric", default="spearman", help="the replay distance: spearman (soft ranks) or pearson")
     parser.add_argument("--weight", type=float, default=3.0, help="λ of the replay chain")
     parser.add_argument("--sweep", default="0,0.3,1,3", help="λ values of the sweep, comma-separated")
+    parser.add_argument("--epochs", type=float, help="fine-tune epochs after each prune, with replay and without "
+                        f"(default {FULL.finetune_epochs:g})")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that every row runs")
     parser.add_argument("--no-cost", action="store_true", help="skip the cost-of-explaining table")
     args = parser.parse_args()
     scale = SMOKE if args.smoke else FULL
+    if args.epochs is not None:
+        scale = replace(scale, finetune_epochs=args.epochs)
     weights = [float(w) for w in args.sweep.split(",")]
     start = time.perf_counter()
     runs = [run_seed(Recipe(scale, args.method, args.metric, args.weight, seed), weights) for seed in args.seeds]
     print(f"lesions (hard), {scale.images} images (a quarter for testing), SmallResNet(width={scale.width}); "
           f"replay of {args.method!r} ({args.metric}) at λ = {args.weight:g} on {scale.probes // 2} probes, similarity on the "
-          f"{scale.probes // 2} held-out ones; IG at {scale.ig_steps} steps; seeds {args.seeds}"
+          f"{scale.probes // 2} held-out ones; {scale.finetune_epochs:g} fine-tune epochs after each prune; "
+          f"IG at {scale.ig_steps} steps; seeds {args.seeds}"
           + (" - SMOKE RUN, figures mean nothing" if args.smoke else "") + "\n")
     print(versions_table(runs), "\n")
     print(pointing_table(runs), "\n")
