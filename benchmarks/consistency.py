@@ -26,6 +26,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+# benchmarks/ is on sys.path when a benchmark runs as a script
+from lesions_hard import Scale as Sizes
+
 import leanlens as ll
 from leanlens.audit import probe_set
 from leanlens.data import Dataset, lesions
@@ -42,11 +45,9 @@ FRESH = 7919  # offset of the seed that draws the retrain's images: none of them
 
 
 @dataclass(frozen=True)
-class Scale:
-    images: int
-    width: int
-    train_epochs: float
-    finetune_epochs: float
+class Scale(Sizes):
+    """The hard-lesions calibration's sizes, and what this benchmark explains."""
+
     probes: int  # half replayed, half held out
     ig_steps: int
 
