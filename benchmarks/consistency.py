@@ -233,8 +233,8 @@ def pointing_table(runs: list[dict]) -> str:
     lines = ["| method | pointing game % (mean over seeds) | per seed |", "|---|---:|---|"]
     lines += [f"| {m} | {np.mean(h):.1f} | {', '.join(f'{x:.1f}' for x in h)} |" for m, h in hits.items()]
     cam, plus = np.mean(hits["gradcam"]), np.mean(hits["gradcam++"])
-    lines.append(f"\nGrad-CAM++ − Grad-CAM: {plus - cam:+.1f} points, {100 * (plus - cam) / cam:+.1f} % relative "
-                 "(the seeds claim +17 %).")
+    relative = f"{100 * (plus - cam) / cam:+.1f} %" if cam > 0 else "n/a (Grad-CAM never hits)"
+    lines.append(f"\nGrad-CAM++ − Grad-CAM: {plus - cam:+.1f} points, {relative} relative (the seeds claim +17 %).")
     return "\n".join(lines)
 
 
