@@ -1,6 +1,6 @@
 """Consistency over five successive versions, with and without explanation replay (issue 13).
 
-    PYTHONPATH=src python benchmarks/consistency.py [--seeds 0 1] [--weight 1] [--sweep 0,0.3,1,3]
+    PYTHONPATH=src python benchmarks/consistency.py [--seeds 0 1] [--weight 3] [--epochs 3] [--sweep 0,1,3,10]
     PYTHONPATH=src python benchmarks/consistency.py --smoke    # tiny sizes: does every row run?
 
 Per seed, on the hard lesions set: v0 is SmallResNet(width=32) trained as the demo trains it.
@@ -9,11 +9,11 @@ once without: prune 30 %, prune 50 %, prune 70 % of v0's channels (each pruned f
 the previous version of its own chain, then fine-tuned), int8 of the 70 % model (ONNX
 Runtime, explained through its differentiable twin), and a retrain from scratch with a new
 seed on freshly drawn images. Every version is compared with v0 on the held-out half of a
-probe set (the store's `held_out_split`: replay trains on the other half only), lesion
-images and lesion-free images apart: Grad-CAM++ and Integrated Gradients, Spearman and
-top-10 % overlap, the Grad-CAM++ pointing game, and test accuracy. The script also scores
-v0's pointing game per method and sweeps λ on one step (prune 50 % of v0). Prints
-Markdown tables; the smoke run's figures mean nothing.
+probe set drawn apart from the training and test images (the store's `held_out_split`:
+replay trains on the other half only), lesion images and lesion-free images apart:
+Grad-CAM++ and Integrated Gradients, Spearman and top-10 % overlap, the Grad-CAM++ pointing
+game, and test accuracy. The script also scores v0's pointing game per method and sweeps λ
+on one step (prune 50 % of v0). Prints Markdown tables; the smoke run's figures mean nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import torch
 from lesions_hard import Scale as Sizes
 
 import leanlens as ll
-from leanlens.audit import probe_set
 from leanlens.data import Dataset, lesions
 from leanlens.metrics import pointing_game, spearman, top_k_overlap
 from leanlens.models import SmallResNet
@@ -42,6 +41,7 @@ TOLERANCE = 4  # the pointing game's 15 px on 224 px images, scaled to 64 px (as
 LESION = 1
 PRUNED = (0.3, 0.5, 0.7)  # share of v0's channels removed, cumulative along the chain
 FRESH = 7919  # offset of the seed that draws the retrain's images: none of them is in v0's set
+PROBED = 104729  # offset of the seed that draws the probe images: neither training nor test images
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ class Scale(Sizes):
     ig_steps: int
 
 
-FULL = Scale(images=4000, width=32, train_epochs=2.0, finetune_epochs=1.0, probes=256, ig_steps=32)
+# 500 replay probes and 3 epochs: what took the held-out lesion maps past 0.95 (RESULTS.md).
+FULL = Scale(images=4000, width=32, train_epochs=2.0, finetune_epochs=3.0, probes=1000, ig_steps=32)
 SMOKE = Scale(images=160, width=8, train_epochs=1.0, finetune_epochs=0.5, probes=16, ig_steps=4)
 
 
@@ -85,7 +86,8 @@ def log(message: str, started: float = time.perf_counter()) -> None:
 
 def make_setting(scale: Scale, seed: int) -> Setting:
     train, test = lesions(scale.images, seed=seed, difficulty="hard").split(0.25, seed=seed)
-    probe = probe_set(test, n=scale.probes, seed=seed)
+    # Probes of their own, so that replaying half of them leaves the test accuracy untouched.
+    probe = lesions(scale.probes, seed=seed + PROBED, difficulty="hard")
     held = held_out_split(probe.y, seed=seed)
     fresh = lesions(len(train), seed=seed + FRESH, difficulty="hard")
     return Setting(train, test, probe.subset(~held), probe.subset(held), fresh)
@@ -169,7 +171,7 @@ def v0_pointing(v0, test: Dataset, scale: Scale) -> dict[str, float]:
 
 
 def sweep(v0, setting: Setting, recipe: Recipe, weights: list[float], reference) -> dict[float, dict]:
-    """One step (prune 50 % of v0, fine-tune) per λ: what λ buys on the held-out probes."""
+    """One step (prune 50 % of v0, fine-tune as the chain does) per λ: what λ buys on the held-out probes."""
     pruned = ll.prune(v0, setting.train, ratio=0.5, criterion="taylor", round_to=None)
     results = {}
     for weight in weights:
@@ -267,7 +269,7 @@ def main() -> None:
     parser.add_argument("--method", default="gradcam++", help="the replayed attribution method")
     parser.add_argument("--metric", default="spearman", help="the replay distance: spearman (soft ranks) or pearson")
     parser.add_argument("--weight", type=float, default=3.0, help="λ of the replay chain")
-    parser.add_argument("--sweep", default="0,0.3,1,3", help="λ values of the sweep, comma-separated")
+    parser.add_argument("--sweep", default="0,1,3,10", help="λ values of the sweep, comma-separated")
     parser.add_argument("--epochs", type=float, help="fine-tune epochs after each prune, with replay and without "
                         f"(default {FULL.finetune_epochs:g})")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that every row runs")
