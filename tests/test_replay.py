@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import leanlens as ll
-from leanlens.compression.replay import Replay, explanation_distance
+from leanlens.compression.replay import Replay, explanation_distance, rank_distance
 from leanlens.errors import BadInput, BadOption, LeanlensError, UnknownMethod
 from leanlens.metrics.similarity import spearman
 from leanlens.models import SmallResNet, TorchModel
@@ -87,15 +87,16 @@ def test_replay_changes_the_update_and_leaves_the_input_alone(tiny):
     assert module.training and all(p.requires_grad for p in module.parameters())
 
 
-@pytest.mark.parametrize("method", ["gradcam", "input_x_gradient"])
-def test_replay_loss_gradient_reaches_the_weights_exactly(method):
+@pytest.mark.parametrize("method, metric", [("gradcam", "pearson"), ("input_x_gradient", "pearson"),
+                                            ("gradcam++", "pearson"), ("gradcam++", "spearman")])
+def test_replay_loss_gradient_reaches_the_weights_exactly(method, metric):
     """d(replay loss)/d(weight) by autograd through the explanation equals central differences."""
     model = small_cnn().double().train()
     x = np.random.default_rng(1).normal(size=(3, 1, 8, 8))
     reference = ll.explain(small_cnn().double(), x, method, target=[0, 1, 1]).values
     # Another net's maps: the distance is well away from its minimum, so the gradient is not ~0.
     reference = np.roll(reference, 2, axis=-1)
-    replay = Replay(x, reference, [0, 1, 1], method=method, weight=2.5)
+    replay = Replay(x, reference, [0, 1, 1], method=method, weight=2.5, metric=metric)
     trainee, weight = TorchModel(model), model[3].weight
     rows = np.arange(3)
     running_mean = model[1].running_mean.clone()
@@ -137,11 +138,32 @@ def test_distance_is_one_minus_pearson_free_of_scale_and_offset():
     assert torch.isfinite(dead.grad).all()
 
 
+def test_rank_distance_is_one_minus_spearman_of_the_pooled_maps():
+    """The soft ranks follow scipy's Spearman on the 16×16 grid a 64 px map is pooled to."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(4, 64, 64))
+    b = a + rng.normal(scale=[[[0.3]], [[1.0]], [[3.0]], [[10.0]]], size=a.shape)
+    pooled = [x.reshape(4, 16, 4, 16, 4).mean(axis=(2, 4)) for x in (a, b)]
+    want = 1 - spearman(*pooled)
+    got = rank_distance(torch.as_tensor(a), torch.as_tensor(b)).numpy()
+    np.testing.assert_allclose(got, want, atol=0.01)
+    assert want[0] < want[1] < want[2] < want[3]  # the noise levels really spread the figures
+    # Spearman sees the order, not the values: a monotone transform costs almost nothing,
+    # while 1 − Pearson counts it; a ReLU'd map with tied zeros matches itself exactly.
+    grid = torch.as_tensor(rng.normal(size=(4, 16, 16)))
+    curved = torch.exp(grid)
+    assert rank_distance(curved, grid).max() < 0.01
+    assert explanation_distance(curved, grid).min() > 0.1
+    cut = torch.relu(torch.as_tensor(a) - 1)
+    np.testing.assert_allclose(rank_distance(cut, 5 * cut).numpy(), 0.0, atol=1e-6)
+
+
 def test_from_explanation_carries_method_layer_targets_and_options():
     x = np.random.default_rng(3).normal(size=(4, 1, 8, 8)).astype(np.float32)
     cam = ll.explain(small_cnn(), x, "gradcam++")
-    replay = Replay.from_explanation(cam, x, weight=0.5, batch_size=2)
+    replay = Replay.from_explanation(cam, x, weight=0.5, batch_size=2, metric="spearman")
     assert (replay.method, replay.layer, replay.weight, replay.batch_size) == ("gradcam++", "4", 0.5, 2)
+    assert replay.metric == "spearman" and replay.distance(small_cnn()) == pytest.approx(0.0, abs=1e-5)
     np.testing.assert_array_equal(replay.target, cam.target)
     ig = Replay.from_explanation(ll.explain(small_cnn(), x, "ig", steps=8, target=1), x)
     assert ig.options["steps"] == 8 and ig.layer is None and list(ig.target) == [1] * 4
@@ -173,6 +195,7 @@ CAM = np.zeros((4, 8, 8), np.float32)
     ({"options": {"create_graph": False}}, BadOption, "'create_graph' itself"),
     ({"options": {"stepz": 4}, "method": "ig", "reference": X}, BadOption, "no option 'stepz'"),
     ({"layer": "4", "method": "saliency", "reference": X}, BadOption, "has no layer"),
+    ({"metric": "spearmann"}, UnknownMethod, "unknown replay metric 'spearmann'.*did you mean 'spearman'"),
 ])
 def test_bad_replay_is_one_line(kwargs, error, match):
     arguments = {"x": X, "reference": CAM, "target": 0, **kwargs}

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from leanlens.errors import BadInput, BadOption
+from leanlens.errors import BadInput, BadOption, UnknownMethod, closest
 from leanlens.explain.api import attribute
 from leanlens.explain.checks import bind_options
 from leanlens.explain.explanation import Explanation
@@ -30,6 +30,9 @@ from leanlens.explain.registry import lookup
 RESERVED = ("create_graph", "fold_bn", "layer", "batch_size")
 DIFFERENTIABLE_HINT = "use 'gradcam', 'gradcam++', 'input_x_gradient', 'saliency', 'ig' or 'smoothgrad'"
 FLOOR = 1e-9  # share of the mean squared map length under which a map counts as all zero
+METRICS = ("pearson", "spearman")  # what the distance is one minus
+RANKED_CELLS = 16  # the soft-ranked map's side: a CAM's own grid on the demo's 64 px images
+SOFTNESS = 0.1  # the soft rank's sigmoid width, in standard deviations of the map
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +50,9 @@ class Replay:
     layer : the CAM layer; None picks the last spatial one. Pruning keeps layer names.
     batch_size : replay probes drawn each training step, so a step's cost stays bounded.
     options : further options of the method, e.g. {"steps": 16} for "ig".
+    metric : the distance: "pearson" (1 − Pearson correlation of the maps) or "spearman" (1 − Pearson of their
+        soft ranks, on maps pooled to at most 16×16 cells: nearer the Spearman figure the gate reads,
+        which weighs the faint background's order as much as the peak's).
     """
 
     x: np.ndarray
@@ -57,12 +63,15 @@ class Replay:
     layer: str | None = None
     batch_size: int = 16
     options: Mapping[str, Any] = field(default_factory=dict)
+    metric: str = "pearson"
 
     def __post_init__(self) -> None:
         spec = lookup(self.method)  # UnknownMethod with the closest names
         if "create_graph" not in spec.options:
             raise BadOption(f"replay method {self.method!r} cannot be differentiated to the weights", DIFFERENTIABLE_HINT)
         _check_options(self.method, spec, self.options, self.layer)
+        if self.metric not in METRICS:
+            raise UnknownMethod(f"unknown replay metric {self.metric!r}", closest(str(self.metric), METRICS))
         x = _finite_batch("replay x", self.x)
         reference = _finite_batch("reference", self.reference)
         expected = (len(x), *x.shape[2:]) if spec.family == "cam" else x.shape
@@ -78,14 +87,15 @@ class Replay:
         object.__setattr__(self, "options", dict(self.options))
 
     @classmethod
-    def from_explanation(cls, explanation: Explanation, x, *, weight: float = 1.0, batch_size: int = 16) -> Replay:
+    def from_explanation(cls, explanation: Explanation, x, *, weight: float = 1.0, batch_size: int = 16,
+                         metric: str = "pearson") -> Replay:
         """Replay `explanation` of the probes `x`: its values, targets, method, layer and options."""
         if not isinstance(explanation, Explanation):
             raise BadInput(f"from_explanation() takes an ll.Explanation, got {type(explanation).__name__}",
                            "pass the result of ll.explain(model, x, method)")
         options = {k: v for k, v in explanation.options.items() if k not in RESERVED}
         return cls(x, explanation.values, explanation.target, explanation.method, weight,
-                   explanation.options.get("layer"), batch_size, options)
+                   explanation.options.get("layer"), batch_size, options, metric)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -94,7 +104,7 @@ class Replay:
         """`weight` × the mean distance on probes `rows`, differentiable to the model's weights."""
         current = self._attribute(model, rows, create_graph=True)
         reference = torch.as_tensor(self.reference[rows], device=current.device)
-        return self.weight * explanation_distance(current, reference).mean()
+        return self.weight * self._distance(current, reference).mean()
 
     def distance(self, model) -> float:
         """The mean distance of `model`'s explanations to the reference over every probe (no graph)."""
@@ -103,8 +113,13 @@ class Replay:
         for rows in chunks:
             current = self._attribute(model, rows, create_graph=False)
             reference = torch.as_tensor(self.reference[rows], device=current.device)
-            total += float(explanation_distance(current, reference).sum())
+            total += float(self._distance(current, reference).sum())
         return total / len(self)
+
+    def _distance(self, current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        if self.metric == "spearman":
+            return rank_distance(current, reference)
+        return explanation_distance(current, reference)
 
     def _attribute(self, model, rows: np.ndarray, create_graph: bool) -> torch.Tensor:
         layer = {} if self.layer is None else {"layer": self.layer}
@@ -124,6 +139,39 @@ def explanation_distance(current: torch.Tensor, reference: torch.Tensor) -> torc
     """
     b = reference.flatten(1).to(current.dtype)
     return 1.0 - (_standardised(current.flatten(1)) * _standardised(b)).sum(dim=1)
+
+
+def rank_distance(current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """1 − Pearson correlation of the maps' soft ranks, shape (N,): a differentiable Spearman.
+
+    Why: Spearman weighs every pixel's place in the order alike, so a faint background
+    ordered differently costs as much as a moved peak, while Pearson hardly sees it. Maps
+    larger than 16×16 are average-pooled to at most that first (a CAM is upsampled from
+    such a grid; the pairwise soft rank costs cells²).
+    """
+    b = reference.to(current.dtype)
+    return explanation_distance(soft_rank(_coarse(current)), soft_rank(_coarse(b)))
+
+
+def soft_rank(maps: torch.Tensor) -> torch.Tensor:
+    """Each row's values replaced by their soft rank: Σ_j sigmoid((v_i − v_j) / (SOFTNESS · std)).
+
+    Equal values share a rank (as Spearman's average ranks do); a constant row ranks flat.
+    """
+    flat = maps.flatten(1)
+    width = SOFTNESS * flat.std(dim=1, keepdim=True) + torch.finfo(flat.dtype).tiny
+    gaps = (flat[:, :, None] - flat[:, None, :]) / width[:, :, None]
+    return torch.sigmoid(gaps).sum(dim=2)
+
+
+def _coarse(maps: torch.Tensor) -> torch.Tensor:
+    """Image-like maps (N, [C,] H, W), channels summed, average-pooled to at most RANKED_CELLS a side."""
+    if maps.dim() == 4:
+        maps = maps.sum(dim=1)
+    if maps.dim() != 3 or max(maps.shape[-2:]) <= RANKED_CELLS:
+        return maps
+    cells = (min(RANKED_CELLS, maps.shape[-2]), min(RANKED_CELLS, maps.shape[-1]))
+    return torch.nn.functional.adaptive_avg_pool2d(maps[:, None], cells)[:, 0]
 
 
 def _standardised(maps: torch.Tensor) -> torch.Tensor:
