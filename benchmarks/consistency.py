@@ -255,7 +255,9 @@ def sweep_table(runs: list[dict]) -> str:
 
 def cost_of_explaining(v0, test: Dataset) -> str:
     """The cost-of-explaining table of benchmarks/explaining_cost.py, for this run's v0."""
-    from explaining_cost import cost_table  # benchmarks/ is on sys.path when this file runs as a script
+    from explaining_cost import (
+        cost_table,  # benchmarks/ is on sys.path when this file runs as a script
+    )
 
     return cost_table(v0, test)
 

@@ -19,7 +19,15 @@ from leanlens.audit import (
     explaining_cost,
     profile,
 )
-from leanlens.compression import Budget, Replay, compress, finetune, prune, quantize, sparsify
+from leanlens.compression import (
+    Budget,
+    Replay,
+    compress,
+    finetune,
+    prune,
+    quantize,
+    sparsify,
+)
 from leanlens.errors import (
     BadInput,
     BadOption,
