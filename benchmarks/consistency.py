@@ -253,13 +253,14 @@ def sweep_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cost_of_explaining(v0, test: Dataset) -> str:
+def cost_of_explaining(v0, test: Dataset, smoke: bool) -> str:
     """The cost-of-explaining table of benchmarks/explaining_cost.py, for this run's v0."""
-    from explaining_cost import (
-        cost_table,  # benchmarks/ is on sys.path when this file runs as a script
-    )
+    from explaining_cost import SMOKE, cost_table  # benchmarks/ is on sys.path when this file runs as a script
 
-    return cost_table(v0, test)
+    if not smoke:
+        return cost_table(v0, test)
+    return cost_table(v0, test, batch_sizes=SMOKE["batch_sizes"], options=SMOKE["options"],
+                      repeats=SMOKE["repeats"], budget_s=SMOKE["budget_s"])
 
 
 def main() -> None:
@@ -289,7 +290,7 @@ def main() -> None:
     print(pointing_table(runs), "\n")
     print(sweep_table(runs), "\n")
     if not args.no_cost:
-        print(cost_of_explaining(runs[0]["model"], runs[0]["test"]), "\n")
+        print(cost_of_explaining(runs[0]["model"], runs[0]["test"], args.smoke), "\n")
     print(f"{time.perf_counter() - start:.0f} s, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 
