@@ -255,7 +255,10 @@ def sweep_table(runs: list[dict]) -> str:
 
 def cost_of_explaining(v0, test: Dataset, smoke: bool) -> str:
     """The cost-of-explaining table of benchmarks/explaining_cost.py, for this run's v0."""
-    from explaining_cost import SMOKE, cost_table  # benchmarks/ is on sys.path when this file runs as a script
+    from explaining_cost import (  # benchmarks/ is on sys.path when this file runs as a script
+        SMOKE,
+        cost_table,
+    )
 
     if not smoke:
         return cost_table(v0, test)
