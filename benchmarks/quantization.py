@@ -6,7 +6,7 @@ time each model interleaved with the best fp32 paths of the same model (ORT fp32
 at batch 1 and 32, with equal threads. Agreement is the share of test predictions that equal
 the fp32 model's, with the count of changed predictions and its Wilson 95 % interval.
 
-    python benchmarks/quantization.py            # about 10 min on 2 CPU cores
+    python benchmarks/quantization.py            # about 4 min on 2 idle CPU cores
     python benchmarks/quantization.py --smoke    # a tiny run that checks the script
 """
 
