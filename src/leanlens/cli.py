@@ -151,6 +151,43 @@ def quantize(
 
 
 @app.command()
+def compress(
+    model: Annotated[str, typer.Argument(help=f"the trained float model: {MODEL_HELP}")],
+    data: Annotated[str, typer.Argument(help="an .npz file (x, y) or a built-in dataset name to prune and recover on")],
+    budget: Annotated[str, typer.Option("--budget", help="shares of the original to reach, e.g. macs=0.3 or params=0.5")],
+    out: Annotated[Path, typer.Option("--out", help="a folder for model.leanlens and summary.json")],
+    max_drop: Annotated[float, typer.Option("--max-drop", help="accuracy points the result may lose")] = 1.0,
+    criterion: Annotated[str, typer.Option("--criterion", help="taylor, magnitude, attribution or random")] = "taylor",
+    epochs_per_step: Annotated[float, typer.Option("--epochs-per-step", help="recovery fine-tuning a step")] = 2.0,
+    distill: Annotated[bool, typer.Option("--distill", help="recover by distillation from the original")] = False,
+    n: Annotated[int | None, typer.Option("--n", help="use only the first N samples of DATA")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replace what --out holds")] = False,
+) -> None:
+    """Prune a model in steps to a budget, recovering after each, within an accuracy guard."""
+    from leanlens.cli_compress import check_out, trajectory_table, write
+    from leanlens.cli_inputs import read_data
+    from leanlens.compression import compress as run_compress
+    from leanlens.models.modelfile import resolve_model
+
+    try:
+        check_out(out, force)
+        dataset = read_data(data, n)
+        original = resolve_model(model, weights, trust_pickle)
+        with _progress(transient=True, disable=not console.is_terminal) as progress:
+            advance = _stage(progress)("pruning and recovering", 0)
+            result = run_compress(original, dataset, budget=budget, max_drop=max_drop, criterion=criterion,
+                                  epochs_per_step=epochs_per_step, distill=distill,
+                                  on_step=lambda step, steps: advance(step.step, steps))
+        write(result, out)
+    except LeanlensError as error:
+        raise _refused(error) from None
+    console.print(trajectory_table(result))
+    console.print(f"written: {escape(str(out))} (model.leanlens, summary.json)")
+
+
+@app.command()
 def check(
     store: Annotated[Path, typer.Argument(help="the store that holds the reference version")],
     candidate: Annotated[str, typer.Option("--candidate", help=f"the model to gate: {MODEL_HELP}")],
