@@ -74,9 +74,11 @@ def sparsify(model, data, sparsity: float = 0.5, *, scheme: str = "binned", bins
     if scheme == "magnitude":
         _zero_smallest(layers, target)
     else:
-        gradients = _score_gradients(module, layers, data, positive_int("batches", batches, "use e.g. 8"),
-                                     positive_int("batch_size", batch_size, "use e.g. 64"))
-        _zero_binned(layers, gradients, target, bins)
+        index = {name: _bin_index(layer.weight.detach(), bins) for name, layer in layers.items()}
+        contributions = _bin_contributions(module, layers, index, bins, data,
+                                           positive_int("batches", batches, "use e.g. 8"),
+                                           positive_int("batch_size", batch_size, "use e.g. 64"))
+        _zero_binned(layers, index, contributions, target, bins)
     return _report(module, layers, scheme)
 
 
@@ -109,37 +111,40 @@ def _zero_smallest(layers: dict[str, nn.Module], target: float) -> None:
             start += size
 
 
-def _score_gradients(module, layers, data, batches: int, batch_size: int) -> dict[str, list[torch.Tensor]]:
-    """Per layer, one ∂(sum of true-class scores)/∂w per batch (kept apart: bins sum them in |·|)."""
+def _bin_index(weight: torch.Tensor, bins: int) -> torch.Tensor:
+    """Each weight's bin: `bins` equal widths of |w| from 0 to the layer's largest."""
+    magnitude = weight.abs()
+    edges = torch.linspace(0, float(magnitude.max()), bins + 1, device=weight.device)
+    return torch.bucketize(magnitude, edges[1:-1], right=True)
+
+
+def _bin_contributions(module, layers, index, bins: int, data, batches: int, batch_size: int) -> dict:
+    """Per layer and bin, Σ over batches of |Σ_{w∈bin} w · ∂(sum of true-class scores)/∂w|.
+    Each batch is folded in as it comes: no gradient outlives its batch."""
     device = next(module.parameters()).device
     weights = {name: layer.weight for name, layer in layers.items()}
-    per_batch: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    totals = {name: torch.zeros(bins, dtype=w.dtype, device=w.device) for name, w in weights.items()}
     for i, (x, y) in enumerate(data.batches(batch_size)):
         if i == batches:
             break
         scores = module(torch.as_tensor(x, device=device))
         true_class = scores.gather(1, torch.as_tensor(y, device=device).long().view(-1, 1)).sum()
         grads = torch.autograd.grad(true_class, list(weights.values()), allow_unused=True)
-        for name, grad in zip(weights, grads):
-            per_batch[name].append(torch.zeros_like(weights[name]) if grad is None else grad.detach())
-    return per_batch
+        for (name, weight), grad in zip(weights.items(), grads):
+            if grad is not None:
+                per_bin = torch.zeros(bins, dtype=weight.dtype, device=weight.device)
+                totals[name] += per_bin.scatter_add_(0, index[name].flatten(), (weight.detach() * grad).flatten()).abs()
+    return totals
 
 
-def _zero_binned(layers, gradients, target: float, bins: int) -> None:
+def _zero_binned(layers, index, contributions, target: float, bins: int) -> None:
     """Zero whole bins, those with the least contribution per weight first, until `target` is met."""
     candidates = []  # (contribution per weight, layer name, bin mask)
     total = sum(layer.weight.numel() for layer in layers.values())
-    for name, layer in layers.items():
-        weight = layer.weight.detach()
-        magnitude = weight.abs()
-        edges = torch.linspace(0, float(magnitude.max()), bins + 1, device=weight.device)
-        index = torch.bucketize(magnitude, edges[1:-1], right=True)
-        flat = index.flatten()
-        counts = torch.bincount(flat, minlength=bins)
-        contribution = sum(torch.zeros(bins, dtype=weight.dtype, device=weight.device)
-                           .scatter_add_(0, flat, (weight * g).flatten()).abs() for g in gradients[name])
+    for name in layers:
+        counts = torch.bincount(index[name].flatten(), minlength=bins)
         for b in torch.nonzero(counts).flatten().tolist():
-            candidates.append((float(contribution[b] / counts[b]), name, index == b))
+            candidates.append((float(contributions[name][b] / counts[b]), name, index[name] == b))
     zeroed = 0
     with torch.no_grad():
         for _, name, mask in sorted(candidates, key=lambda c: c[0]):
