@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from errors_support import refused_in_one_line
 from typer.testing import CliRunner
 
 import leanlens as ll
@@ -49,8 +50,7 @@ def test_what_cannot_be_compressed_is_one_line_and_writes_nothing(saved, tmp_pat
     model_file, train, _ = saved
     out = tmp_path / "small"
     run = runner.invoke(app, ["compress", str(model_file), str(train), "--out", str(out), *extra])
-    lines = [line for line in run.output.splitlines() if line.strip()]
-    assert run.exit_code == 2 and len(lines) == 1 and message in lines[0], run.output
+    refused_in_one_line(run, message)
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []  # no staging folder left behind
 
 
