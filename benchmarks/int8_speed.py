@@ -35,7 +35,7 @@ from leanlens.compression import prune
 from leanlens.models import SmallResNet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from resnet50 import ResNet50  # noqa: E402 - the benchmarks share the architecture
+from resnet50 import ResNet50
 
 BATCHES = (1, 32)
 THREAD_COUNTS = (1, 2)
