@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from compress_support import accuracy, assert_budget_and_accuracy_held
 from sklearn.datasets import load_digits
 from torch import nn
 
 import leanlens as ll
-from leanlens.audit.profile import cost
 from leanlens.compression.criteria import CRITERIA
 from leanlens.compression.finetune import Distillation
 from leanlens.errors import BadInput, BadOption, LeanlensError, UnknownMethod
@@ -44,10 +44,6 @@ def trained(digits, one_thread):
     return ll.finetune(digits_cnn(), train, epochs=8.0, lr=1e-2, batch_size=64)
 
 
-def accuracy(model, data) -> float:
-    return float((model.predict(data.x).argmax(1) == data.y).mean())
-
-
 @pytest.fixture(scope="module")
 def compressed(trained, digits, one_thread):
     train, test = digits
@@ -62,13 +58,7 @@ def compressed(trained, digits, one_thread):
 @pytest.mark.parametrize("share", [0.5, 0.3])
 def test_compress_meets_the_budget_and_keeps_accuracy(compressed, trained, digits, share):
     _, test = digits
-    result = compressed[0][share]
-    dense, small = cost(trained, test.x).macs, cost(result.model, test.x).macs  # counted afresh, not trusted
-    assert small <= share * dense
-    assert accuracy(trained, test) >= 0.97  # a model worth keeping
-    assert accuracy(result.model, test) >= accuracy(trained, test) - 0.01
-    assert result.trajectory[-1].macs == small and result.trajectory[0].macs == dense
-    assert result.trajectory[-1].accuracy == accuracy(result.model, test)
+    assert_budget_and_accuracy_held(trained, compressed[0][share], test, share, least=0.97)
 
 
 def test_compress_narrows_hidden_layers_only_in_rounded_widths(compressed, trained):
