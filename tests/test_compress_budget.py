@@ -204,3 +204,26 @@ def test_the_criterion_is_rescored_on_each_step_s_model(trained, digits, monkeyp
     assert widths[0] == 32 and all(a > b for a, b in itertools.pairwise(widths))  # each call sees the last cut
     original = trained.module[0].weight.detach()
     assert not any(torch.equal(row, kept) for row in seen[1][1] for kept in original)  # and fine-tuned weights
+
+
+class ConvHeadNet(nn.Module):
+    """Scores from a 1x1 conv before global pooling: no Linear marks the head."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU())
+        self.classify = nn.Conv2d(32, 10, 1)
+
+    def forward(self, x):
+        return self.classify(self.body(x)).mean((2, 3))
+
+
+def test_compress_keeps_a_one_by_one_conv_head_and_the_protected_layers(digits, one_thread):
+    train, test = digits
+    torch.manual_seed(0)
+    result = ll.compress(ConvHeadNet(), train, budget="macs=0.6", protect=["body.0"], criterion="magnitude", steps=1,
+                         max_drop=100.0, validation=test, epochs_per_step=0.1)
+    small = result.model.module
+    assert (small.classify.out_channels, small.body[0].out_channels) == (10, 16)
+    assert small.body[2].out_channels < 32 and result.share("macs") <= 0.6  # the one layer left took the cut
+    assert result.model.predict(test.x[:3]).shape == (3, 10)
