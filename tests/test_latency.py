@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import latency_support
 import numpy as np
 import pytest
 import torch
 import torch_pruning as tp
 from torch import nn
-
-import latency_support
 
 from leanlens.audit.timing import Timing
 from leanlens.compression import latency

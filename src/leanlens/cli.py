@@ -173,7 +173,13 @@ def compress(
 ) -> None:
     """Prune a model in steps to a budget, recovering after each, within an accuracy guard."""
     from leanlens.cli_audit import check_fits, destination
-    from leanlens.cli_compress import HELD_OUT, check_out, record_in_store, trajectory_table, write
+    from leanlens.cli_compress import (
+        HELD_OUT,
+        check_out,
+        record_in_store,
+        trajectory_table,
+        write,
+    )
     from leanlens.cli_inputs import read_data
     from leanlens.compression import compress as run_compress
     from leanlens.models.modelfile import resolve_model

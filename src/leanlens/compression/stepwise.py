@@ -31,7 +31,12 @@ from leanlens.compression.budget import (
 from leanlens.compression.checks import check_labels, torch_model
 from leanlens.compression.drift import ExplanationDrift
 from leanlens.compression.finetune import finetune
-from leanlens.compression.latency import LatencyTable, latency_table, measured_ms, predicted_ms
+from leanlens.compression.latency import (
+    LatencyTable,
+    latency_table,
+    measured_ms,
+    predicted_ms,
+)
 from leanlens.compression.prune import Pruning
 from leanlens.compression.step_widths import (
     LATENCY,
