@@ -1,8 +1,8 @@
 """ResNet-50 pruned to ≤ 8.3 M params: latency-aware widths against Torch-Pruning's uniform Taylor, in wall time.
 
     PYTHONPATH=src python benchmarks/compression.py                 # this CPU, batches 16 and 32
-    PYTHONPATH=src python benchmarks/compression.py --device cuda   # batch 256, fp32 and bf16 autocast
-    PYTHONPATH=src python benchmarks/compression.py --smoke         # tiny sizes: does every row run?
+    PYTHONPATH=src python benchmarks/compression.py --device cuda   # batch 256, fp32 and bf16 autocast, eager
+    PYTHONPATH=src python benchmarks/compression.py --smoke         # the GPU rows at tiny sizes on CPU: do they run?
 
 Contenders, all from the same random-weight ResNet-50 and the same Taylor gradients (one
 backward on random labels; speed needs the architecture, not the accuracy):
@@ -45,10 +45,11 @@ def main() -> None:
     target = PARAMS_TARGET / _params(dense)
     models = {"dense": dense, "leanlens latency-aware": _ours(dense, small, batches[0], side, target, threads, args)}
     halvings = 3 if args.smoke else 8  # of the uniform ratio's interval: 0.9 / 2**8 ≈ 0.004 at full size
-    for round_to in (8, 32, None) if device == "cuda" else (8, None):  # 32: ANCHORS' best GPU row
+    gpu_rows = device == "cuda" or args.smoke  # the smoke run takes the GPU's code path, on CPU
+    for round_to in (8, 32, None) if gpu_rows else (8, None):  # 32: ANCHORS' best GPU row
         name = f"Torch-Pruning uniform Taylor, round_to={round_to}"
         models[name] = _uniform_taylor(dense, small, target, round_to, halvings)
-    dtypes = (torch.float32, torch.bfloat16) if device == "cuda" else (torch.float32,)
+    dtypes = (torch.float32, torch.bfloat16) if gpu_rows else (torch.float32,)
     print(f"ResNet-50 {side}×{side}, {device}, {threads} threads, {repeats} interleaved rounds; "
           f"params target {PARAMS_TARGET / 1e6:.1f} M\n")
     for dtype in dtypes:

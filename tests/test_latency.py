@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import latency_support
 import numpy as np
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from leanlens.audit.timing import Timing
 from leanlens.compression import latency
 from leanlens.compression.allocation import allocate, cost
-from leanlens.compression.latency import Entry, LatencyTable, latency_table
+from leanlens.compression.latency import LatencyTable, latency_table
 from leanlens.compression.widths import (
     channel_scores,
     layout,
@@ -50,16 +51,7 @@ UNIFORM = {"0": np.ones(32), "3": np.ones(64), "6": np.ones(64)}
 
 
 def fake_table(expensive: str) -> LatencyTable:
-    """Every layer costs 1 ms per output channel at full width, `expensive` 50 ms: no input dependence."""
-    plan = layout(tiny_cnn(), EXAMPLE)
-    entries = {}
-    for name, layer in plan.layers.items():
-        if layer.kind == "norm":
-            continue
-        couts = tuple(range(1, layer.cout + 1))
-        per_channel = 50.0 if name == expensive else 1.0
-        entries[name] = Entry((layer.cin,), couts, (tuple(per_channel * c for c in couts),))
-    return LatencyTable("fake", "cpu", 1, entries)
+    return latency_support.fake_table(tiny_cnn(), EXAMPLE, expensive)
 
 
 @pytest.mark.parametrize("expensive", ["3", "6"])

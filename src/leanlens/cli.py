@@ -154,37 +154,59 @@ def quantize(
 def compress(
     model: Annotated[str, typer.Argument(help=f"the trained float model: {MODEL_HELP}")],
     data: Annotated[str, typer.Argument(help="an .npz file (x, y) or a built-in dataset name to prune and recover on")],
-    budget: Annotated[str, typer.Option("--budget", help="shares of the original to reach, e.g. macs=0.3 or params=0.5")],
+    budget: Annotated[str, typer.Option(
+        "--budget", help="shares of the original to reach, e.g. macs=0.3, params=0.5 or latency=0.4")],
     out: Annotated[Path, typer.Option("--out", help="a folder for model.leanlens and summary.json")],
     max_drop: Annotated[float, typer.Option("--max-drop", help="accuracy points the result may lose")] = 1.0,
     criterion: Annotated[str, typer.Option("--criterion", help="taylor, magnitude, attribution or random")] = "taylor",
+    allocation: Annotated[str, typer.Option(
+        "--allocation", help="uniform (every layer alike) or latency (from a latency table measured here)")] = "uniform",
     epochs_per_step: Annotated[float, typer.Option("--epochs-per-step", help="recovery fine-tuning a step")] = 2.0,
     distill: Annotated[bool, typer.Option("--distill", help="recover by distillation from the original")] = False,
     n: Annotated[int | None, typer.Option("--n", help="use only the first N samples of DATA")] = None,
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="record the original (as v0 if new) and the compressed model in this store")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="the compressed model's version name in --store")] = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
     force: Annotated[bool, typer.Option("--force", help="replace what --out holds")] = False,
 ) -> None:
     """Prune a model in steps to a budget, recovering after each, within an accuracy guard."""
-    from leanlens.cli_compress import check_out, trajectory_table, write
+    from leanlens.cli_audit import check_fits, destination
+    from leanlens.cli_compress import (
+        HELD_OUT,
+        check_out,
+        record_in_store,
+        trajectory_table,
+        write,
+    )
     from leanlens.cli_inputs import read_data
     from leanlens.compression import compress as run_compress
     from leanlens.models.modelfile import resolve_model
 
     try:
         check_out(out, force)
+        where = destination(store, name, None)  # before the model loads: a mistake here costs nothing
         dataset = read_data(data, n)
         original = resolve_model(model, weights, trust_pickle)
+        if where is not None:
+            check_fits(where.probe, dataset, original)
+        train, held = dataset.split(HELD_OUT, seed=0)
         with _progress(transient=True, disable=not console.is_terminal) as progress:
             advance = _stage(progress)("pruning and recovering", 0)
-            result = run_compress(original, dataset, budget=budget, max_drop=max_drop, criterion=criterion,
-                                  epochs_per_step=epochs_per_step, distill=distill,
+            result = run_compress(original, train, validation=held, budget=budget, max_drop=max_drop,
+                                  criterion=criterion, epochs_per_step=epochs_per_step, distill=distill,
+                                  allocation=None if allocation == "uniform" else allocation,
                                   on_step=lambda step, steps: advance(step.step, steps))
-        write(result, out)
+        recorded: list[str] = []
+        # recorded last before --out is moved into place: a failure leaves neither half
+        write(result, out, before_done=lambda: where and recorded.extend(record_in_store(where, original, result, held)))
     except LeanlensError as error:
         raise _refused(error) from None
     console.print(trajectory_table(result))
     console.print(f"written: {escape(str(out))} (model.leanlens, summary.json)")
+    if recorded:
+        console.print(f"recorded in {escape(str(store))}: {escape(', '.join(recorded))}")
 
 
 @app.command()

@@ -111,8 +111,10 @@ def check_fits(probe: Dataset | None, data: Dataset, reference) -> None:
                        "record into a store made for this data, or a new --store")
 
 
-def record(where: Destination, reference, candidate, result: AuditResult, probe: Dataset) -> list[str]:
-    """Record the candidate (after the reference, in a store without versions); the names written."""
+def record(where: Destination, reference, candidate, result: AuditResult, probe: Dataset,
+           extra: dict | None = None) -> list[str]:
+    """Record the candidate (after the reference, in a store without versions), with the `extra`
+    metrics; the names written."""
     created = not where.path.exists()
     try:
         with Store(where.path) as store:
@@ -124,7 +126,7 @@ def record(where: Destination, reference, candidate, result: AuditResult, probe:
                 written.append(REFERENCE_NAME)
                 parent = parent or REFERENCE_NAME
             parent = parent or _recorded_as(where.versions, fingerprint(reference))
-            store.record_assessment(where.name, candidate, result, parent=parent)
+            store.record_assessment(where.name, candidate, result, parent=parent, extra=extra)
             return [*written, where.name]
     except BaseException:
         if created:  # nothing half-written stays behind: a new store goes with its SQLite side files

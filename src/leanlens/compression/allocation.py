@@ -165,6 +165,11 @@ def _check_scores(plan: Layout, scores: Mapping[str, np.ndarray]) -> None:
                            "pass one finite score a channel of the group's root layer")
 
 
+def check_table(module, example, table: LatencyTable) -> None:
+    """Refuse, in one line, a latency table that lacks a row for a prunable layer of `module`."""
+    _check_table(layout(module, as_example(module, example)), table)
+
+
 def _check_table(plan: Layout, table: LatencyTable | None) -> None:
     if table is None:
         return

@@ -2,8 +2,9 @@
 
 A budget is a fraction of the original model's cost to reach: `Budget(macs=0.3)` means at
 most 30 % of the original multiply-accumulates. `"macs=0.3,params=0.5"` or
-`{"macs": 0.3}` say the same in short. Each figure is counted by a function in `COSTS`;
-a latency cost (measured on the target device) registers itself there when available.
+`{"macs": 0.3}` say the same in short. MACs and params are counted by a function in `COSTS`;
+latency is what a latency table, measured once on the target device, predicts for the model's
+widths (`latency.predicted_ms`), so a budget step is read from the table, not from a noisy clock.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch_pruning as tp
 from torch import nn
 
 from leanlens.compression.checks import fraction
+from leanlens.compression.latency import LatencyTable, predicted_ms
 from leanlens.errors import BadOption, closest
 
 Cost = Callable[[nn.Module, torch.Tensor], float]
@@ -32,10 +34,8 @@ def count_params(module: nn.Module, example: torch.Tensor) -> float:
     return float(sum(p.numel() for p in module.parameters()))
 
 
-# What `compress` can count today; a budget key without a cost here is refused with a hint.
+# The figures counted on the module alone; latency needs a table (see `countable`).
 COSTS: dict[str, Cost] = {"macs": count_macs, "params": count_params}
-LATER = {"latency": "latency budgets need the latency table of the latency-aware allocation; "
-                    "until it is plugged in use macs= (MACs track CPU time closely) or params="}
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,11 @@ def _parse(text: str) -> dict[str, float]:
     return limits
 
 
-def countable(budget: Budget) -> dict[str, Cost]:
-    """The cost function of each figure `budget` limits, refusing those not countable yet."""
-    for key in budget.limits:
-        if key not in COSTS:
-            raise BadOption(f"budget {key}= is not supported yet", LATER.get(key, "use macs= or params="))
-    return {key: COSTS[key] for key in budget.limits}
+def countable(budget: Budget, table: LatencyTable | None = None) -> dict[str, Cost]:
+    """The cost function of each figure `budget` limits; latency as `table` predicts it."""
+    costs = {key: COSTS[key] for key in budget.limits if key in COSTS}
+    if budget.latency is not None:
+        if table is None:
+            raise BadOption(f"budget {budget} needs a latency table", "pass table=latency_table(model, batch)")
+        costs["latency"] = lambda module, example: predicted_ms(table, module)
+    return costs

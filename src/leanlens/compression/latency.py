@@ -242,3 +242,29 @@ def _write(path: Path, table: LatencyTable) -> None:
     except OSError as error:
         raise BadInput(f"cannot write the latency table to {path.parent}: {error.strerror}",
                        "pass cache_dir= a folder you can write to") from None
+
+
+def predicted_ms(table: LatencyTable, module: nn.Module) -> float:
+    """The time `table` predicts for `module` at its current widths: the sum of its timed layers'
+    times (the cost a latency budget limits; the allocator's `cost(..., "latency", table)` as well)."""
+    total = 0.0
+    for name, layer in module.named_modules():
+        if name in table.entries:
+            cin = getattr(layer, "in_channels", None) or layer.in_features
+            cout = getattr(layer, "out_channels", None) or layer.out_features
+            total += table.ms(name, cin, cout)
+    return total
+
+
+def measured_ms(module: nn.Module, batch: torch.Tensor, *, repeats: int = 7) -> float:
+    """Wall time of one no-grad forward pass of `batch`, where the module's parameters are, with
+    torch's current threads: the median of `repeats` timed passes after two untimed ones."""
+    device = next(module.parameters()).device
+    batch = batch.to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+
+    def call():
+        with torch.no_grad():
+            return module(batch)
+
+    return interleaved({"model": call}, repeats=repeats, warmup=2, sync=sync, burst=1)["model"].median_ms

@@ -92,11 +92,16 @@ class Pruning:
                            "or protect fewer layers")
         return widths
 
-    def cut(self, keep: Mapping[str, int], *, batches: int, batch_size: int, seed: int) -> None:
-        """Narrow the module in place to the widths `keep`, scoring channels on the data now."""
+    def scorer(self, *, batches: int, batch_size: int, seed: int):
+        """The criterion's importance of the module now, read from `batches` batches of the data."""
         for parameter in self.module.parameters():  # the graph and gradients need them all
             parameter.requires_grad_(True)
-        score = self.criterion(self.module, self._batches(batches, batch_size), seed)
+        return self.criterion(self.module, self._batches(batches, batch_size), seed)
+
+    def cut(self, keep: Mapping[str, int], *, batches: int, batch_size: int, seed: int, scorer=None) -> None:
+        """Narrow the module in place to the widths `keep`, scoring channels on the data now
+        (or with `scorer`, an importance this plan's `scorer()` gave for the module as it is)."""
+        score = self.scorer(batches=batches, batch_size=batch_size, seed=seed) if scorer is None else scorer
         surgery.remove_channels(self.module, self.graph, score, keep, self.kept)
         self.module.zero_grad(set_to_none=True)
         self.graph = surgery.dependency_graph(self.module, self.example)

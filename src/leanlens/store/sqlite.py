@@ -192,17 +192,19 @@ class Store:
                 self._insert_predictions(vid, preds)
         return version
 
-    def record_assessment(self, name, model, result, *, parent=None) -> Version:
+    def record_assessment(self, name, model, result, *, parent=None, extra=None) -> Version:
         """Record `model` with an `assess()` or `audit()` result of it, as version `name`.
 
         Keeps the result's figures, each method's explanation with its targets, options and
         scores, and the model's predictions on the probe set; the fingerprint is the model's.
+        `extra` holds more scalar metrics to keep beside the figures (how the model was made).
         """
         from leanlens.audit import fingerprint
 
         explanations = result.explanations
         first = next(iter(explanations.values()), None)
-        return self.record(name, fingerprint=fingerprint(model), metrics=result.figures().to_json(),
+        metrics = {**result.figures().to_json(), **(extra or {})}
+        return self.record(name, fingerprint=fingerprint(model), metrics=metrics,
                            explanations=explanations, scores=result.scores, parent=parent,
                            predictions=None if first is None else first.predictions)
 
