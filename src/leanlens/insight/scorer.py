@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from leanlens.errors import BadInput, MissingCapability
 from leanlens.insight.tabular import Table, with_background
 from leanlens.models.architecture import first_line
+from leanlens.models.base import Model
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,12 @@ def aligned(model, x):
 def _scorer(model) -> Scorer:
     if is_estimator(model):
         return _estimator_scorer(model)
+    if callable(model) and not isinstance(model, (Model, torch.nn.Module)):
+        # a predict_proba-like function sees the rows as the user holds them: a DataFrame stays one
+        return Scorer(model, None, "score", None)
     from leanlens.models.wrap import wrap
 
-    wrapped = wrap(model)  # a leanlens Model, an .onnx path, a torch module or a function
+    wrapped = wrap(model)  # a leanlens Model (ONNX, torch), an .onnx path or a torch module
     return Scorer(lambda rows: wrapped.predict(np.asarray(rows, np.float32), batch_size=len(rows)),
                   None, "score", None)
 

@@ -9,6 +9,8 @@ for forests and single trees, log-odds (binary) or per-class logits for gradient
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from leanlens.errors import BadInput, MissingCapability
@@ -77,7 +79,9 @@ def tree_shap(model, x, *, background=None, target=None) -> Attribution:
 
 def _shap():
     try:
-        import shap
+        with warnings.catch_warnings():  # shap's plotting colours warn about matplotlib on import; we draw none
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            import shap
     except ImportError:
         raise MissingCapability("TreeSHAP needs the shap package",
                                 "pip install 'leanlens[sklearn]' (or pip install shap)") from None
