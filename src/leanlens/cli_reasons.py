@@ -120,7 +120,9 @@ def _is_tree(model) -> bool:
 
 def _numeric(rows, model: Path):
     """A forward-only model file holds no encoder: every column must already be a number."""
-    text = [str(c) for c in rows.columns if rows[c].dtype == object]
+    from leanlens.insight.tabular import is_numeric_column
+
+    text = [str(c) for c in rows.columns if not is_numeric_column(rows[c])]
     if text:
         raise BadInput(f"column {text[0]!r} holds text, and {model.name} holds no encoder for it",
                        "save a scikit-learn pipeline that encodes it as .skops, or encode the column as numbers")

@@ -106,7 +106,7 @@ def _from_frame(frame) -> Table:
     columns, categories = [], []
     for name in frame.columns:
         column = frame[name]
-        if _is_numeric(column):
+        if is_numeric_column(column):
             columns.append(column.to_numpy(dtype=np.float64))
             categories.append(None)
             continue
@@ -120,7 +120,7 @@ def _from_frame(frame) -> Table:
     return Table(_finite(np.column_stack(columns), names), names, tuple(categories), frame=True)
 
 
-def _is_numeric(column) -> bool:
+def is_numeric_column(column) -> bool:
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     return is_numeric_dtype(column.dtype) or is_bool_dtype(column.dtype)
