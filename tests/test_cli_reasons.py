@@ -64,6 +64,13 @@ def run(*args):
     return runner.invoke(app, ["reasons", *map(str, args)])
 
 
+def run_to_json(model, data, background: int, out):
+    """The command's printed output and the JSON it wrote (it must succeed)."""
+    result = run(model, data, "--target", "defaulted", "--out", out, "--background", background)
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads(out.read_text())
+
+
 def test_a_skops_forest_gives_exact_treeshap_reasons_as_csv(files, tmp_path):
     folder, models = files
     out = tmp_path / "reasons.csv"
@@ -80,12 +87,8 @@ def test_a_skops_forest_gives_exact_treeshap_reasons_as_csv(files, tmp_path):
 
 def test_a_pipeline_with_a_text_column_writes_json_with_category_values(files, tmp_path):
     folder, _ = files
-    out = tmp_path / "reasons.json"
-    result = run(folder / "pipeline.skops", folder / "credit.csv", "--target", "defaulted", "--out", out,
-                 "--background", "8")
-    assert result.exit_code == 0, result.output
-    assert "KernelSHAP against a background" in result.output and "probability" in result.output
-    written = json.loads(out.read_text())
+    output, written = run_to_json(folder / "pipeline.skops", folder / "credit.csv", 8, tmp_path / "reasons.json")
+    assert "KernelSHAP against a background" in output and "probability" in output
     assert written["method"] == "kernelshap" and len(written["rows"]) == 120
     employment = [r["value"] for row in written["rows"] for r in row["reasons"] if r["feature"] == "employment"]
     assert employment and set(employment) <= {"employed", "self-employed", "unemployed"}
@@ -94,12 +97,8 @@ def test_a_pipeline_with_a_text_column_writes_json_with_category_values(files, t
 
 def test_an_onnx_model_is_explained_forward_only_and_says_so(files, tmp_path):
     folder, models = files
-    out = tmp_path / "reasons.json"
-    result = run(folder / "linear.onnx", folder / "numeric.csv", "--target", "defaulted", "--out", out,
-                 "--background", "10")
-    assert result.exit_code == 0, result.output
-    assert "KernelSHAP (the model is forward-only)" in result.output
-    written = json.loads(out.read_text())
+    output, written = run_to_json(folder / "linear.onnx", folder / "numeric.csv", 10, tmp_path / "reasons.json")
+    assert "KernelSHAP (the model is forward-only)" in output
     # the same logistic regression through scikit-learn, with the same ten background rows
     rows = models["features"]
     background = rows.iloc[np.sort(np.random.default_rng(0).choice(len(rows), 10, replace=False))]

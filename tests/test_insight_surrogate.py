@@ -73,7 +73,7 @@ def test_a_linear_model_is_its_own_local_surrogate():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3))
     weights = np.array([0.05, -0.02, 0.0])
-    model = lambda rows: np.stack([0.5 - rows @ weights, 0.5 + rows @ weights], axis=1)  # noqa: E731
+    model = lambda rows: np.stack([0.5 - rows @ weights, 0.5 + rows @ weights], axis=1)
     surrogate = local_surrogate(model, 7, x, target=1, n_samples=300)
     assert surrogate.fidelity == pytest.approx(1.0, abs=1e-9)
     np.testing.assert_allclose(surrogate.coef, weights, atol=1e-9)
@@ -82,7 +82,7 @@ def test_a_linear_model_is_its_own_local_surrogate():
 
 def test_a_curve_at_its_bottom_has_no_local_linear_fidelity():
     x = np.vstack([[0.0, 0.0], grid(20)])  # row 0 sits at the vertex
-    model = lambda rows: np.stack([rows[:, 0] ** 2, 1 - rows[:, 0] ** 2], axis=1)  # noqa: E731
+    model = lambda rows: np.stack([rows[:, 0] ** 2, 1 - rows[:, 0] ** 2], axis=1)
     near = local_surrogate(model, 0, x, target=0, n_samples=4000, kernel_width=0.5)
     # symmetric noise around the vertex: x0 and x0² are uncorrelated, so a line explains nothing
     assert near.fidelity < 0.02

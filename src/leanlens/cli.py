@@ -359,7 +359,7 @@ def summary_table(versions, method: str) -> Table:
 
 
 # commands in their own modules, registered here (they import the helpers above)
-from leanlens.cli_reasons import reasons as _reasons  # noqa: E402
+from leanlens.cli_reasons import reasons as _reasons
 
 app.command(name="reasons")(_reasons)
 

@@ -4,9 +4,18 @@ pipelines, leanlens Models and functions of a NumPy batch, with arrays or pandas
 
 from leanlens.insight.attribution import Attribution
 from leanlens.insight.credit import credit_applications
-from leanlens.insight.importance import Importance, drop_column_importance, permutation_importance
+from leanlens.insight.importance import (
+           Importance,
+           drop_column_importance,
+           permutation_importance,
+)
 from leanlens.insight.reasons import ReasonCodes, reasons
-from leanlens.insight.surrogate import LinearSurrogate, TreeSurrogate, global_surrogate, local_surrogate
+from leanlens.insight.surrogate import (
+           LinearSurrogate,
+           TreeSurrogate,
+           global_surrogate,
+           local_surrogate,
+)
 from leanlens.insight.treeshap import is_tree_model, tree_shap
 
 __all__ = ["Attribution", "Importance", "LinearSurrogate", "ReasonCodes", "TreeSurrogate", "credit_applications",

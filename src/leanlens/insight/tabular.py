@@ -56,7 +56,7 @@ class Table:
     def value(self, row: int, j: int):
         """The user's own value of feature j in a row: the category itself, or the number."""
         if self.categories[j] is not None:
-            return self.categories[j][int(round(self.matrix[row, j]))]
+            return self.categories[j][int(np.rint(self.matrix[row, j]))]
         return float(self.matrix[row, j])
 
 
