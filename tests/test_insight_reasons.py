@@ -76,6 +76,7 @@ def test_a_pipeline_with_text_columns_gets_kernelshap_reasons_with_category_valu
     for i in range(len(rows)):
         for j, value in zip(codes.features[i], codes.values[i]):
             assert value == rows.iloc[i, j]  # the applicant's own value, a category by name
+            assert isinstance(value, int) == (codes.feature_names[j] == "late_payments")  # a count stays whole
     cites_job = (codes.features == job).any(1)
     # being unemployed weighs toward default: every unemployed applicant predicted to default cites it
     refused_unemployed = (codes.decisions[:6] == 1)

@@ -31,6 +31,7 @@ class Table:
     feature_names: tuple[str, ...]
     categories: tuple[tuple | None, ...]
     frame: bool
+    whole: tuple[bool, ...] = ()  # which numeric columns held integers (counts), to report them as such
 
     def __len__(self) -> int:
         return len(self.matrix)
@@ -51,13 +52,13 @@ class Table:
 
     def rows(self, index) -> Table:
         """The same table restricted to some rows."""
-        return Table(self.matrix[index], self.feature_names, self.categories, self.frame)
+        return Table(self.matrix[index], self.feature_names, self.categories, self.frame, self.whole)
 
     def value(self, row: int, j: int):
         """The user's own value of feature j in a row: the category itself, or the number."""
         if self.categories[j] is not None:
             return self.categories[j][int(np.rint(self.matrix[row, j]))]
-        return float(self.matrix[row, j])
+        return int(self.matrix[row, j]) if self.whole and self.whole[j] else float(self.matrix[row, j])
 
 
 def as_table(x, feature_names=None) -> Table:
@@ -74,7 +75,8 @@ def as_table(x, feature_names=None) -> Table:
     names = tuple(feature_names) if feature_names is not None else tuple(f"x{j}" for j in range(matrix.shape[1]))
     if len(names) != matrix.shape[1]:
         raise BadInput(f"{len(names)} feature names for {matrix.shape[1]} columns", "pass one name a column")
-    return Table(_finite(matrix.astype(np.float64), names), names, (None,) * len(names), frame=False)
+    whole = (np.issubdtype(matrix.dtype, np.integer),) * len(names)
+    return Table(_finite(matrix.astype(np.float64), names), names, (None,) * len(names), frame=False, whole=whole)
 
 
 def with_background(x, background) -> tuple[Table, Table | None]:
@@ -92,7 +94,7 @@ def with_background(x, background) -> tuple[Table, Table | None]:
         if list(background.columns) != list(x.columns):
             raise BadInput("the background's columns differ from the data's", "pass background rows with the same columns")
         joint = as_table(pd.concat([x, background], ignore_index=True))
-    elif np.ndim(background) != 2 or np.shape(background)[1] != np.shape(x)[1]:
+    elif np.ndim(background) != 2 or np.ndim(x) != 2 or np.shape(background)[1] != np.shape(x)[1]:
         raise BadInput(f"the background has shape {np.shape(background)}, the data {np.shape(x)}",
                        "pass background rows with the data's columns")
     else:
@@ -117,7 +119,10 @@ def _from_frame(frame) -> Table:
         columns.append(column.map(codes).to_numpy(dtype=np.float64))
         categories.append(values)
     names = tuple(str(name) for name in frame.columns)
-    return Table(_finite(np.column_stack(columns), names), names, tuple(categories), frame=True)
+    from pandas.api.types import is_integer_dtype
+
+    whole = tuple(is_integer_dtype(frame[name].dtype) for name in frame.columns)
+    return Table(_finite(np.column_stack(columns), names), names, tuple(categories), frame=True, whole=whole)
 
 
 def is_numeric_column(column) -> bool:
