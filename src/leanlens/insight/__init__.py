@@ -1,6 +1,6 @@
 """Global explanations for tabular models: TreeSHAP, permutation and drop-column importance,
 surrogates, and credit-style reason codes. Works on fitted scikit-learn estimators and
-pipelines, leanlens Models and functions of a NumPy batch, with arrays or pandas DataFrames."""
+pipelines, leanlens Models and predict_proba-like functions, with arrays or pandas DataFrames."""
 
 from leanlens.insight.attribution import Attribution
 from leanlens.insight.credit import credit_applications

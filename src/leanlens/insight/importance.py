@@ -69,7 +69,7 @@ def permutation_importance(model, x, y, *, scoring=None, n_repeats: int = 5, ran
     Parameters
     ----------
     model : a fitted scikit-learn estimator or pipeline, a leanlens Model, or a function
-        of a NumPy batch returning class scores (its classes are then 0..k-1).
+        of the rows (as given) returning class scores (its classes are then 0..k-1).
     x, y : the rows (array or DataFrame) and their labels, ideally held out from training.
     scoring : a scikit-learn scorer name or callable; None: the estimator's `score` (accuracy).
     n_repeats : shuffles a feature (at least 2, for an interval).

@@ -76,7 +76,7 @@ def reasons(model, x, *, top: int = 4, background=None, samples: int | None = No
     Parameters
     ----------
     model : a fitted scikit-learn classifier or pipeline with `predict_proba`, a leanlens
-        Model (ONNX, torch) or a function of a NumPy batch returning class scores.
+        Model (ONNX, torch), or a function of the rows (as given) returning class scores.
     x : the rows, a DataFrame (feature names and text categories carried) or a 2-D array.
     top : reasons a row (at most the number of features).
     background : rows standing for "typical"; None: the trees' own cover for a tree

@@ -1,8 +1,8 @@
 """What a model is to insight: a function from tabular rows to class scores, with the classes' labels.
 
 A fitted scikit-learn estimator or pipeline answers with `predict_proba` on the user's
-own rows (DataFrame columns by name); a leanlens `Model` (an ONNX file, a torch module)
-or any function of a NumPy batch answers with its scores on the numeric matrix.
+own rows (DataFrame columns by name), and so does any `predict_proba`-like function; a
+leanlens `Model` (an ONNX file, a torch module) answers with its scores on the numeric matrix.
 """
 
 from __future__ import annotations

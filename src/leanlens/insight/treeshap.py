@@ -61,20 +61,22 @@ def tree_shap(model, x, *, background=None, target=None) -> Attribution:
                                    feature_perturbation="tree_path_dependent" if data is None else "interventional")
     result = explainer(table.matrix, check_additivity=False)
     values, base = _with_output_axis(np.asarray(result.values), np.asarray(result.base_values), len(table))
-    classes = getattr(model, "classes_", None)
     rows_as_given = table.decode(table.matrix)  # a DataFrame again for a model fit on one
     scores = model.predict_proba(rows_as_given) if hasattr(model, "predict_proba") else np.zeros((len(table), 1))
     chosen = resolve_target(target, scores)
-    rows = np.arange(len(table))
+    picked, picked_base = _for_class(values, base, chosen, getattr(model, "classes_", None))
+    return Attribution(picked, picked_base, chosen, table.feature_names, "treeshap", _space(model, values.shape[2]))
+
+
+def _for_class(values: np.ndarray, base: np.ndarray, chosen: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's values (N, d) and base value (N,) for its chosen class, from (N, d, outputs) and (N, outputs)."""
     if values.shape[2] == 1 and classes is not None and len(classes) == 2:
         # one margin for two classes: the log-odds of classes_[1]; class 0's are its negative
         sign = np.where(chosen == 1, 1.0, -1.0)
-        picked, picked_base = values[:, :, 0] * sign[:, None], base[:, 0] * sign
-    else:
-        column = chosen if values.shape[2] > 1 else np.zeros_like(chosen)
-        picked, picked_base = values[rows, :, column], base[rows, column]
-    return Attribution(picked.astype(np.float64), picked_base.astype(np.float64), chosen, table.feature_names,
-                       "treeshap", _space(model, values.shape[2]))
+        return values[:, :, 0] * sign[:, None], base[:, 0] * sign
+    rows = np.arange(len(values))
+    column = chosen if values.shape[2] > 1 else np.zeros_like(chosen)
+    return values[rows, :, column].astype(np.float64), base[rows, column]
 
 
 def _shap():
