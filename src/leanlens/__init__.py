@@ -36,6 +36,7 @@ from leanlens.errors import (
     UnknownMethod,
 )
 from leanlens.explain import Explanation, attribute, explain, methods
+from leanlens.insight import reasons
 from leanlens.metrics import ExplanationScores
 from leanlens.models import Model, wrap
 from leanlens.models.modelfile import load, save
@@ -49,5 +50,5 @@ __all__ = [
     "MissingCapability",
     "Model", "ModelFigures", "Replay", "Store", "UnknownMethod", "Verdict", "assess", "attribute", "audit", "check",
     "compress", "data", "explain", "explaining_cost", "finetune", "load", "methods", "profile",
-    "prune", "quantize", "report", "save", "sparsify", "wrap",
+    "prune", "quantize", "reasons", "report", "save", "sparsify", "wrap",
 ]

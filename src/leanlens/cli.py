@@ -380,5 +380,10 @@ def summary_table(versions, method: str) -> Table:
     return table
 
 
+# commands in their own modules, registered here (they import the helpers above)
+from leanlens.cli_reasons import reasons as _reasons
+
+app.command(name="reasons")(_reasons)
+
 if __name__ == "__main__":  # pragma: no cover
     app()
