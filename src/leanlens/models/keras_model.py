@@ -46,7 +46,9 @@ class KerasModel:
             raise MissingCapability(f"leanlens cannot differentiate Keras' {self.backend!r} backend",
                                     "start Keras with KERAS_BACKEND=torch or tensorflow")
         self._engine = BACKENDS[self.backend]()
-        self.channels_last = keras.config.image_data_format() == "channels_last"
+        # the layout of the model's own conv layers, else Keras' default (channels-last unless configured)
+        formats = [layer.data_format for layer in network.layers if isinstance(getattr(layer, "data_format", None), str)]
+        self.channels_last = (formats[0] if formats else keras.config.image_data_format()) == "channels_last"
 
     def __repr__(self) -> str:
         return f"KerasModel({self.network.name}, {self.network.count_params():,} params, {self.backend} backend)"
