@@ -93,3 +93,30 @@ def test_the_function_s_shapley_values_and_occlusion_equal_the_background_oracle
     base = numpy_mlp(BACKGROUND)[:, target].mean(0)
     np.testing.assert_allclose(reference["shapley"].base_values, base, atol=1e-6)
     np.testing.assert_allclose(base + shapley.sum(1), numpy_mlp(X)[np.arange(len(X)), target], atol=1e-6)
+
+
+def test_a_function_of_dataframes_gets_raw_categories_and_their_shapley_values():
+    """score = amount + 2·[city == 'paris']: the city's Shapley value against a background is
+    2·([x is paris] - share of paris in the background), the amount's is x - mean(background)."""
+    seen = []
+
+    def score(batch):
+        seen.append(batch)
+        return np.column_stack([batch["amount"] + 2.0 * (batch["city"] == "paris"), np.zeros(len(batch))])
+
+    x = pd.DataFrame({"amount": [3, 1], "city": ["paris", "oslo"]})
+    background = pd.DataFrame({"amount": [0, 2, 4, 2], "city": ["oslo", "paris", "lima", "lima"]})
+    exp = ll.explain(score, x, "shapley", background=background, target=0)
+    assert exp.feature_names == ("amount", "city")
+    np.testing.assert_allclose(exp.values, [[3 - 2, 2 * (1 - 0.25)], [1 - 2, 2 * (0 - 0.25)]], atol=1e-6)
+    np.testing.assert_allclose(exp.base_values, [2 + 0.5] * 2, atol=1e-6)
+    for batch in seen:  # the user's columns and dtypes, the cities as strings
+        assert list(batch.columns) == ["amount", "city"] and batch["amount"].dtype == np.int64
+        assert set(batch["city"]) <= {"paris", "oslo", "lima"}
+
+
+def test_feature_names_and_base_values_survive_a_file(tmp_path):
+    exp = ll.explain(frame_function, frame(X), "kernelshap", background=frame(BACKGROUND), samples=40)
+    back = ll.Explanation.from_npz(exp.to_npz(tmp_path / "e"))
+    assert back.feature_names == tuple(COLUMNS)
+    np.testing.assert_array_equal(back.base_values, exp.base_values)

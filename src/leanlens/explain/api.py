@@ -44,7 +44,8 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
     **options : the method's keyword options (see `ll.methods()[method].options`).
     """
     model = wrap(model)
-    lookup(method)  # a misspelt method is reported before anything about the batch
+    # a misspelt method, or one the model cannot run, is reported before anything about the batch
+    require(model, lookup(method).needs, method)
     model, x, options, feature_names = _table(model, x, options)
     x = as_batch(x, model)
     values, extra, targets, options, deployed = _run(model, x, method, target, autocast, options)
@@ -78,7 +79,7 @@ def attribute(model, x, method: str = "saliency", target=None, *, autocast: bool
     the result carries its graph: `loss(attribute(...)).backward()` reaches the weights.
     """
     model = wrap(model)
-    lookup(method)
+    require(model, lookup(method).needs, method)
     x = as_checked_tensor(x, model)
     return _run(model, x, method, target, autocast, options)[0]
 
@@ -97,7 +98,6 @@ def _run(model, x, method, target, autocast, options):
     """Check, run the method; the values, its extras, the targets, the bound options, and the
     deployed model's scores when the method's own forward is not the deployed model's."""
     spec = lookup(method)
-    require(model, spec.needs, method)
     options = bind_options(spec.fn, options, method)
     create_graph = flag("create_graph", options["create_graph"]) if "create_graph" in options else False
     deployed = _deployed_scores(model, x, options.get("batch_size"))

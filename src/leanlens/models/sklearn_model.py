@@ -69,7 +69,12 @@ class SklearnModel:
         return pd.DataFrame(x, columns=list(self.columns))
 
     def _scores(self, chunk) -> np.ndarray:
-        scores = np.asarray(getattr(self.estimator, self.score_method)(chunk), dtype=np.float64)
+        try:
+            scores = np.asarray(getattr(self.estimator, self.score_method)(chunk), dtype=np.float64)
+        except (ValueError, TypeError) as error:  # e.g. numbers where an encoder expects its categories
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            raise BadInput(f"the {type(self.estimator).__name__} refused the batch: {reason}",
+                           "pass a DataFrame with the columns and dtypes the model was fit on") from None
         if self.score_method == "decision_function" and scores.ndim == 1:
             return np.stack([-scores, scores], axis=1)
         return scores.reshape(len(scores), -1)
