@@ -10,14 +10,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from adapters_support import BACKGROUND, FORWARD_METHODS, X, numpy_mlp, torch_mlp, weights
+from adapters_support import (
+    BACKGROUND,
+    FORWARD_METHODS,
+    X,
+    numpy_mlp,
+    torch_mlp,
+    weights,
+)
 
 import leanlens as ll
 
 ll.wrap(numpy_mlp), ll.wrap(torch_mlp())
 keras_imported_by_wrap = "keras" in sys.modules
 
-import keras  # noqa: E402  (after the check above, on purpose)
+# only now, after the check above
+import keras
 
 CONV_X = np.random.default_rng(5).normal(size=(2, 8, 8, 2)).astype(np.float32)  # channels-last images
 

@@ -18,6 +18,7 @@ from adapters_support import (
     sklearn_mlp,
     torch_mlp,
 )
+from errors_support import one_line
 
 import leanlens as ll
 from leanlens.compression.onnx_export import to_onnx
@@ -58,6 +59,7 @@ def test_every_adapter_gives_the_functions_attributions(adapter, method, referen
     model, x, background = ADAPTERS[adapter]()
     exp = ll.explain(model, x, method, background=background, **FORWARD_METHODS[method])
     np.testing.assert_array_equal(exp.target, reference[method].target)
+    np.testing.assert_allclose(exp.predictions, numpy_mlp(X), atol=1e-6)
     np.testing.assert_allclose(exp.values, reference[method].values, atol=1e-6)
     assert exp.feature_names == (tuple(COLUMNS) if isinstance(x, pd.DataFrame) else None)
 
@@ -120,3 +122,16 @@ def test_feature_names_and_base_values_survive_a_file(tmp_path):
     back = ll.Explanation.from_npz(exp.to_npz(tmp_path / "e"))
     assert back.feature_names == tuple(COLUMNS)
     np.testing.assert_array_equal(back.base_values, exp.base_values)
+
+
+@pytest.mark.parametrize("method", ["occlusion", "shapley"])
+@pytest.mark.parametrize("options, message", [
+    ({"background": BACKGROUND[:, :4]}, r"background has shape \(5, 4\) for inputs of shape \(3, 6\)"),
+    ({"background": BACKGROUND * np.nan}, "background has NaN or inf"),
+    ({"background": BACKGROUND.astype(str)}, "background has dtype <U"),
+    ({"background": BACKGROUND, "baseline": "mean"}, "baseline and background are both set"),
+])
+def test_a_background_that_cannot_serve_is_refused(method, options, message):
+    with pytest.raises(ll.BadOption, match=message) as error:
+        ll.explain(numpy_mlp, X, method, **options)
+    one_line(error)

@@ -107,9 +107,11 @@ class KerasModel:
 
 
 def _is_spatial(layer) -> bool:
-    shape = getattr(layer, "output", None)
-    shape = getattr(shape, "shape", ())
-    return len(shape) == 4
+    """Whether the layer outputs a 4-D map (N, H, W, C) or (N, C, H, W)."""
+    try:
+        return len(layer.output.shape) == 4
+    except (AttributeError, ValueError):  # a layer never called on a symbolic input has no output
+        return False
 
 
 class _TorchEngine:

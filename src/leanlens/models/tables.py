@@ -74,6 +74,9 @@ class TableCodec:
             elif is_categorical(dtype):
                 seen = np.concatenate([f[column].to_numpy(dtype=object) for f in frames])
                 categories[column] = np.asarray(list(dict.fromkeys(seen.tolist())), dtype=object)
+            elif dtype.kind not in "iuf":
+                raise BadInput(f"column {column!r} has dtype {dtype}, neither numbers nor categories",
+                               "convert it to numbers (e.g. a timestamp to days) or to strings first")
         return cls(tuple(first.columns), tuple(first.dtypes), categories)
 
     @property
