@@ -135,3 +135,10 @@ def test_a_background_that_cannot_serve_is_refused(method, options, message):
     with pytest.raises(ll.BadOption, match=message) as error:
         ll.explain(numpy_mlp, X, method, **options)
     one_line(error)
+
+
+def test_categories_for_a_model_that_takes_only_numbers_are_refused():
+    x = frame(X).assign(f5=["a", "b", "a"])
+    with pytest.raises(ll.BadInput, match=r"a torch model cannot take the categorical column\(s\) 'f5'") as error:
+        ll.explain(torch_mlp(), x, "occlusion", background=x)
+    assert "encode them as numbers first" in one_line(error)

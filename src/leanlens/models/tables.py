@@ -166,20 +166,18 @@ def table_input(model, x, background=None) -> TableInput:
     expected = getattr(model, "columns", None)
     if expected is not None:
         check_columns(x, expected)  # in any order: the model's wrapper reorders
-    check_no_missing(x, "x")
     frames = (x,) if background is None else (x, background)
-    if background is not None:
-        check_no_missing(background, "background")
+    for what, frame in zip(("x", "background"), frames):
+        check_no_missing(frame, what)
     codec = TableCodec.fit(*frames)
+    background_codes = None if background is None else codec.encode(background)
     if not getattr(model, "takes_frames", False):
         if codec.categorical:
             raise BadInput(f"a {model.framework} model cannot take the categorical column(s) "
                            f"{', '.join(map(repr, codec.categorical))}", "encode them as numbers first")
-        return TableInput(model, codec.encode(x), None if background is None else codec.encode(background),
-                          codec.feature_names)
+        return TableInput(model, codec.encode(x), background_codes, codec.feature_names)
     if codec.categorical and background is None:
         raise BadOption(f"x has categorical column(s) {', '.join(map(repr, codec.categorical))} and no background rows",
                         "pass background= a DataFrame of typical rows (e.g. 100 training rows): "
                         "a removed feature takes their values")
-    return TableInput(FrameModel(model, codec), codec.encode(x),
-                      None if background is None else codec.encode(background), codec.feature_names)
+    return TableInput(FrameModel(model, codec), codec.encode(x), background_codes, codec.feature_names)
