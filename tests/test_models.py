@@ -80,7 +80,8 @@ def test_a_function_returning_no_scores_is_refused(fn, message):
     one_line(error)
 
 
-ADAPTERS = {"TorchModel", "OnnxModel", "CallableModel", "torch_model", "onnx_model", "callable_model"}
+ADAPTERS = {"TorchModel", "OnnxModel", "CallableModel", "SklearnModel", "KerasModel", "torch_model", "onnx_model",
+            "callable_model", "sklearn_model", "keras_model"}
 
 
 def test_explain_routes_on_capabilities_not_on_adapters():

@@ -109,4 +109,5 @@ def test_bad_options(resnet, images, options, message):
 def test_listed_as_a_black_box_method():
     spec = ll.methods()["occlusion"]
     assert spec.family == "perturbation" and not spec.needs
-    assert spec.options == {"window": None, "stride": None, "baseline": "zeros", "batch_size": 256, "seed": 0}
+    assert spec.options == {"window": None, "stride": None, "baseline": "zeros", "background": None, "batch_size": 256,
+                            "seed": 0}

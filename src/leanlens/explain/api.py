@@ -25,6 +25,7 @@ from leanlens.explain.options import chunk_size, flag
 from leanlens.explain.registry import lookup
 from leanlens.explain.targets import Targets, class_scores, runs_own_forward
 from leanlens.models.base import GRADIENTS
+from leanlens.models.tables import is_frame, table_input
 from leanlens.models.wrap import wrap
 
 
@@ -34,7 +35,8 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
     Parameters
     ----------
     model : a torch module, an .onnx path, a function of a NumPy batch, or a leanlens Model.
-    x : a batch, (N, ...) NumPy array or tensor.
+    x : a batch, (N, ...) NumPy array or tensor, or a pandas DataFrame (one feature a column;
+        the explanation carries the column names as `feature_names`).
     method : a name from `ll.methods()`, e.g. "ig", "gradcam++".
     target : class to explain; None (the predicted class), an int, or one int a sample.
     autocast : run the model under bfloat16/float16 autocast (GPU; CPU uses bfloat16).
@@ -42,7 +44,9 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
     **options : the method's keyword options (see `ll.methods()[method].options`).
     """
     model = wrap(model)
-    lookup(method)  # a misspelt method is reported before anything about the batch
+    # a misspelt method, or one the model cannot run, is reported before anything about the batch
+    require(model, lookup(method).needs, method)
+    model, x, options, feature_names = _table(model, x, options)
     x = as_batch(x, model)
     values, extra, targets, options, deployed = _run(model, x, method, target, autocast, options)
     predictions = targets.scores.cpu().numpy() if deployed is None else deployed
@@ -54,7 +58,18 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
         # so that the explanation says how closely its stand-in follows the deployed model
         extra["stand_in_scores"] = targets.scores.cpu().numpy()
     return Explanation(values=_numpy(values), method=method, target=targets.indices(), predictions=predictions,
-                       options=options, **extra)
+                       options=options, feature_names=feature_names, **extra)
+
+
+def _table(model, x, options: dict):
+    """A DataFrame (and a DataFrame background) as the numbers methods perturb, the model to call
+    on them, and the column names; any other batch as it is."""
+    if not is_frame(x):
+        return model, x, options, None
+    table = table_input(model, x, options.get("background"))
+    if table.background is not None:
+        options = {**options, "background": table.background}
+    return table.model, table.x, options, table.feature_names
 
 
 def attribute(model, x, method: str = "saliency", target=None, *, autocast: bool = False, **options) -> torch.Tensor:
@@ -64,7 +79,7 @@ def attribute(model, x, method: str = "saliency", target=None, *, autocast: bool
     the result carries its graph: `loss(attribute(...)).backward()` reaches the weights.
     """
     model = wrap(model)
-    lookup(method)
+    require(model, lookup(method).needs, method)
     x = as_checked_tensor(x, model)
     return _run(model, x, method, target, autocast, options)[0]
 
@@ -83,7 +98,6 @@ def _run(model, x, method, target, autocast, options):
     """Check, run the method; the values, its extras, the targets, the bound options, and the
     deployed model's scores when the method's own forward is not the deployed model's."""
     spec = lookup(method)
-    require(model, spec.needs, method)
     options = bind_options(spec.fn, options, method)
     create_graph = flag("create_graph", options["create_graph"]) if "create_graph" in options else False
     deployed = _deployed_scores(model, x, options.get("batch_size"))

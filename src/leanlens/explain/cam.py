@@ -16,8 +16,10 @@ from leanlens.explain.options import chunk_size
 from leanlens.explain.registry import method
 
 
-def _upsample(cam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(cam[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+def _upsample(cam: torch.Tensor, model, x: torch.Tensor) -> torch.Tensor:
+    # A channels-last model (Keras' default) takes (N, H, W, C): its grid is axes 1-2, not the last two.
+    grid = x.shape[1:3] if getattr(model, "channels_last", False) else x.shape[-2:]
+    return F.interpolate(cam[:, None], size=tuple(grid), mode="bilinear", align_corners=False)[:, 0]
 
 
 def _cam(model, x, targets, layer, channel_weights, batch_size, create_graph, fold_bn):
@@ -32,7 +34,7 @@ def _cam(model, x, targets, layer, channel_weights, batch_size, create_graph, fo
                                            create_graph=create_graph, fold_bn=fold_bn)
         maps.append(_weighted_map(act, channel_weights(act, grads)))
     cam = torch.cat(maps)
-    return _upsample(cam, x), {"layer_values": cam, "layer": layer}
+    return _upsample(cam, model, x), {"layer_values": cam, "layer": layer}
 
 
 def _weighted_map(act: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

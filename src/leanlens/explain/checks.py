@@ -10,10 +10,11 @@ import numpy as np
 import torch
 
 from leanlens.errors import BadInput, BadOption, MissingCapability, closest
+from leanlens.explain.registry import methods
 from leanlens.models.base import GRADIENTS
 
 _NEED_HINTS = {
-    "gradients": "use a black-box method such as 'occlusion', or pass a PyTorch model",
+    "gradients": "use a black-box method ({forward}), or pass a PyTorch or Keras model",
     "layers": "use a gradient method such as 'ig', or a model with a spatial layer",
 }
 
@@ -21,10 +22,11 @@ _NEED_HINTS = {
 def require(model, needs: frozenset[str], method: str) -> None:
     missing = sorted(needs - model.capabilities)
     if missing:
+        forward = ", ".join(repr(name) for name, spec in methods().items() if not spec.needs)
         raise MissingCapability(
             f"method {method!r} needs {' and '.join(missing)}, which a {model.framework} model "
             f"without them cannot give",
-            _NEED_HINTS.get(missing[0], "see ll.methods()"),
+            _NEED_HINTS.get(missing[0], "see ll.methods()").format(forward=forward),
         )
 
 

@@ -46,6 +46,11 @@ class Explanation:
     # the stand-in's scores (N, classes) when a gradient method ran on a stand-in for the
     # deployed model (an int8 ONNX graph's float twin); `predictions` are the deployed model's
     stand_in_scores: np.ndarray | None = None
+    # a table's column names, one a feature (values[:, j] is column j's), when x was a DataFrame
+    feature_names: tuple[str, ...] | None = None
+    # Shapley methods: the target's score with every feature off (the baseline's, or the mean over
+    # the background rows: shap's `base_values`), so base_values + values.sum(1) = f(x) - delta
+    base_values: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -74,7 +79,10 @@ class Explanation:
             arrays["score"] = self.score
         if self.stand_in_scores is not None:
             arrays["stand_in_scores"] = self.stand_in_scores
-        header = json.dumps({"method": self.method, "options": _jsonable(self.options)})
+        if self.base_values is not None:
+            arrays["base_values"] = self.base_values
+        header = json.dumps({"method": self.method, "options": _jsonable(self.options),
+                             "feature_names": None if self.feature_names is None else list(self.feature_names)})
         path = npz_path(path)
         try:
             np.savez_compressed(path, header=np.frombuffer(header.encode(), dtype=np.uint8), **arrays)
@@ -93,11 +101,13 @@ class Explanation:
         if missing or unknown:
             what = f"no {', '.join(missing)} array" if missing else f"unknown arrays {', '.join(unknown)}"
             raise BadInput(f"{str(path)!r} is not a leanlens explanation: {what}", HINT)
-        return cls(method=header["method"], options=header["options"], **arrays)
+        names = header.get("feature_names")
+        return cls(method=header["method"], options=header["options"],
+                   feature_names=tuple(map(str, names)) if isinstance(names, list) else None, **arrays)
 
 
 HINT = "load only files written by Explanation.to_npz()"
-ARRAY_FIELDS = ("values", "target", "predictions", "delta", "layer_values", "score", "stand_in_scores")
+ARRAY_FIELDS = ("values", "target", "predictions", "delta", "layer_values", "score", "stand_in_scores", "base_values")
 
 
 def _read_arrays(path) -> dict[str, np.ndarray]:

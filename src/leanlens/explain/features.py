@@ -3,7 +3,10 @@
 A feature is a set of input elements of one sample: each element on its own (the
 default), a k×k superpixel over the last two axes shared across channels, or the ids
 of a user `feature_mask`. A coalition is a boolean vector over the features; the
-model sees the input where a feature is on and the baseline where it is off.
+model sees the input where a feature is on and the baseline where it is off. With
+`background` rows instead of a baseline, a coalition's score is the mean over those rows
+of the score with the off features taken from the row (shap's interventional game with
+an independent masker): a removed feature takes values the data really has.
 
 Methods over features return one value a feature, spread to the input's shape: every
 element of a feature carries that feature's whole attribution (as Captum does), so a
@@ -69,45 +72,85 @@ def masked_inputs(x: torch.Tensor, baseline: torch.Tensor, ids: torch.Tensor, co
     return torch.where(keep, x[sample], baseline[sample])
 
 
+def off_values(x: torch.Tensor, baseline, background, seed: int) -> tuple[torch.Tensor, bool]:
+    """What a switched-off feature takes: the baseline (N, ...), or background rows (B, ...) that
+    scores are averaged over (then True)."""
+    if background is None:
+        return make_baseline(x, baseline, seed), False
+    if not (isinstance(baseline, str) and baseline == "zeros"):
+        raise BadOption("baseline and background are both set", "pass one: background rows replace the baseline")
+    return background_rows(x, background), True
+
+
+def background_rows(x: torch.Tensor, background) -> torch.Tensor:
+    """The background as (B, *sample shape) on x's device and in x's dtype, checked."""
+    if isinstance(background, torch.Tensor):
+        background = background.detach().cpu().numpy()
+    rows = np.asarray(background)
+    if rows.dtype == bool or not np.issubdtype(rows.dtype, np.number):
+        raise BadOption(f"background has dtype {rows.dtype}", "pass numeric rows (N_background, ...) or a DataFrame")
+    if rows.ndim != x.dim() or rows.shape[1:] != tuple(x.shape[1:]) or len(rows) == 0:
+        raise BadOption(f"background has shape {rows.shape} for inputs of shape {tuple(x.shape)}",
+                        f"pass one or more rows of the input's sample shape, (B, {', '.join(map(str, x.shape[1:]))})")
+    if not np.isfinite(rows).all():
+        raise BadOption("background has NaN or inf", "pass finite values")
+    return torch.as_tensor(rows, dtype=x.dtype, device=x.device)
+
+
 @dataclass
 class Game:
     """A batch as a cooperative game: each sample's target score as a function of a coalition."""
 
     model: object
     x: torch.Tensor
-    baseline: torch.Tensor
+    baseline: torch.Tensor  # (N, ...), or the background (B, ...) when `averaged`
     ids: torch.Tensor
     d: int
     target: torch.Tensor
     full: torch.Tensor  # f(x) for the target, (N,) float64
     empty: torch.Tensor  # f(baseline), (N,) float64
     batch_size: int | None  # model inputs per pass; None: all at once
+    averaged: bool = False  # `baseline` holds background rows, and every score is averaged over them
 
     def scores(self, coalitions: torch.Tensor) -> torch.Tensor:
         """Target scores of every sample under every coalition, (N, M) float64, `batch_size` inputs a pass."""
         n, m = len(self.x), len(coalitions)
+        fills = len(self.baseline) if self.averaged else 1  # one model input per background row
         coalitions = coalitions.to(self.x.device)
-        out = torch.empty(n * m, dtype=torch.float64, device=self.x.device)
-        step = chunk_size(self.batch_size, n * m)
-        for start in range(0, n * m, step):
-            rows = torch.arange(start, min(start + step, n * m), device=self.x.device)
-            scores = class_scores(self.model, masked_inputs(self.x, self.baseline, self.ids, coalitions, rows))
-            out[start : start + len(rows)] = picked_scores(scores, self.target[rows // m]).double()
-        return out.view(n, m)
+        out = torch.empty(n * m * fills, dtype=torch.float64, device=self.x.device)
+        step = chunk_size(self.batch_size, n * m * fills)
+        for start in range(0, n * m * fills, step):
+            rows = torch.arange(start, min(start + step, n * m * fills), device=self.x.device)
+            scores = class_scores(self.model, self._inputs(coalitions, rows, fills))
+            out[start : start + len(rows)] = picked_scores(scores, self.target[rows // (m * fills)]).double()
+        return out.view(n, m, fills).mean(2)
+
+    def _inputs(self, coalitions: torch.Tensor, rows: torch.Tensor, fills: int) -> torch.Tensor:
+        if not self.averaged:
+            return masked_inputs(self.x, self.baseline, self.ids, coalitions, rows)
+        pair, fill = rows // fills, rows % fills  # row r: background row r % B of (sample, coalition) r // B
+        m = len(coalitions)
+        keep = coalitions[pair % m][:, self.ids]
+        return torch.where(keep, self.x[pair // m], self.baseline[fill])
 
     def spread(self, values: torch.Tensor) -> torch.Tensor:
         """Per-feature values (N, d) as a float32 map of the input's shape."""
         return values.to(self.x.device, torch.float32)[:, self.ids]
 
 
-def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", seed: int = 0,
+def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", background=None, seed: int = 0,
          batch_size=1024) -> Game:
-    """Features, baseline, targets and the two end scores: one forward pass on x and baseline."""
+    """Features, baseline (or background rows), targets and the two end scores: one forward pass
+    on x and the baseline or background. With a background, the empty coalition's score is the
+    mean score of the background rows: shap's `base_values`."""
     generator(seed)  # checked before any model evaluation
     ids = feature_mask(x, mask, superpixel)
-    base = make_baseline(x, baseline, seed)
-    ends = class_scores(model, torch.cat([x, base]), chunk_size(batch_size, 2 * len(x)))
+    base, averaged = off_values(x, baseline, background, seed)
+    ends = class_scores(model, torch.cat([x, base]), chunk_size(batch_size, len(x) + len(base)))
     target = targets.pick(ends[: len(x)])
     full = picked_scores(ends[: len(x)], target).double()
-    empty = picked_scores(ends[len(x) :], target).double()
-    return Game(model, x, base, ids, int(ids.max()) + 1, target, full, empty, batch_size)
+    if not averaged:
+        empty = picked_scores(ends[len(x) :], target).double()
+    else:
+        empty = ends[len(x) :].double().mean(0)[target]
+    return Game(model, x, base, ids, int(ids.max()) + 1, target, full, empty, batch_size, averaged)

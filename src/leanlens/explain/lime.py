@@ -76,7 +76,8 @@ def weighted_ridge(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, alpha: flo
 
 @method("lime", family="perturbation", needs=())
 def lime(model, x, targets, *, samples: int = 1000, feature_mask=None, superpixel=None, baseline="zeros",
-         kernel_width: float = 0.25, alpha: float = 1e-6, batch_size: int | None = 1024, seed: int = 0):
+         background=None, kernel_width: float = 0.25, alpha: float = 1e-6, batch_size: int | None = 1024,
+         seed: int = 0):
     """LIME (Ribeiro et al., 2016): coefficients of a locally weighted linear fit over feature coalitions.
 
     `samples` coalitions a sample (the first is x itself), weighted by
@@ -90,7 +91,7 @@ def lime(model, x, targets, *, samples: int = 1000, feature_mask=None, superpixe
     kernel_width = real("kernel_width", kernel_width, "use a positive number, e.g. 0.25", low=0, strict=True)
     alpha = real("alpha", alpha, "use a finite ridge penalty >= 0, e.g. 1e-6", low=0)
     g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
-             seed=seed, batch_size=batch_size)
+             background=background, seed=seed, batch_size=batch_size)
     z, w = lime_design(g.d, samples, kernel_width, seed)
     y = torch.cat([g.full[:, None], g.scores(z[1:])], dim=1)  # the all-on coalition is x
     coef, r2 = weighted_ridge(z, w, y, alpha)

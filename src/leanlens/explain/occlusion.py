@@ -13,7 +13,7 @@ import numbers
 import torch
 
 from leanlens.errors import BadOption
-from leanlens.explain.baselines import make_baseline
+from leanlens.explain.features import off_values
 from leanlens.explain.options import chunk_size, positive_int
 from leanlens.explain.registry import method
 from leanlens.explain.targets import class_scores, picked_scores
@@ -74,19 +74,20 @@ def _axis_masks(side: int, window: int, stride: int, device) -> torch.Tensor:
 
 
 @method("occlusion", family="perturbation", needs=())
-def occlusion(model, x, targets, *, window=None, stride=None, baseline="zeros", batch_size: int | None = 256,
-              seed: int = 0):
+def occlusion(model, x, targets, *, window=None, stride=None, baseline="zeros", background=None,
+              batch_size: int | None = 256, seed: int = 0):
     """Occlusion (Zeiler & Fergus, 2014): mean target-score drop over the windows hiding a feature.
 
     `window` and `stride` are an int (for images a square over all channels) or one size
     an axis of a sample. `window` defaults to 1 for flat inputs and an eighth of the
     smaller side for images; `stride` defaults to the window (tiles that do not overlap).
     Hidden features take `baseline` (a number, an array, or 'zeros', 'mean', 'blur',
-    'uniform' seeded by `seed`). Costs N × (windows + 1) forward passes, `batch_size` a pass.
+    'uniform' seeded by `seed`), or, with `background` rows (B, ...), each row in turn, the
+    drops averaged over them. Costs N × (B × windows + 1) forward passes, `batch_size` a pass.
     """
     shape = tuple(x.shape[1:])
     window, stride = window_plan(shape, window, stride)
-    base = make_baseline(x, baseline, seed)
+    fills = _fills(x, baseline, background, seed)
     axes = [_axis_masks(s, w, t, x.device) for s, w, t in zip(shape, window, stride)]
     counts = [len(m) for m in axes]
     windows = math.prod(counts)
@@ -96,6 +97,27 @@ def occlusion(model, x, targets, *, window=None, stride=None, baseline="zeros", 
     target = targets.pick(clean)
     clean_picked = picked_scores(clean, target)
 
+    total = torch.zeros_like(x)
+    for base in fills:
+        total += _drops(model, x, base, axes, shape, target, clean_picked, step) / len(fills)
+
+    # How many windows cover each element: the same for every sample, an outer product again.
+    cover = torch.ones((), device=x.device)
+    for axis_mask in axes:
+        cover = cover[..., None] * axis_mask.sum(0).to(x.dtype)
+    return total / cover, {}
+
+
+def _fills(x, baseline, background, seed) -> list[torch.Tensor]:
+    """What hidden elements take: the baseline, or each background row in turn (batch-shaped)."""
+    base, averaged = off_values(x, baseline, background, seed)
+    return [row.expand_as(x) for row in base] if averaged else [base]
+
+
+def _drops(model, x, base, axes, shape, target, clean_picked, step) -> torch.Tensor:
+    """Each element's summed target-score drop over the windows hiding it, hidden elements from `base`."""
+    counts = [len(m) for m in axes]
+    windows = math.prod(counts)
     total = torch.zeros_like(x)
     for begin in range(0, len(x) * windows, step):
         # Row r of the chunk is window r % windows of sample r // windows: masks for the
@@ -110,9 +132,4 @@ def occlusion(model, x, targets, *, window=None, stride=None, baseline="zeros", 
         hidden = torch.where(mask, base[sample], x[sample])
         drop = clean_picked[sample] - picked_scores(class_scores(model, hidden, step), target[sample])
         total.index_add_(0, sample, mask * drop.view((-1,) + (1,) * len(shape)).to(x.dtype))
-
-    # How many windows cover each element: the same for every sample, an outer product again.
-    cover = torch.ones((), device=x.device)
-    for axis_mask in axes:
-        cover = cover[..., None] * axis_mask.sum(0).to(x.dtype)
-    return total / cover, {}
+    return total

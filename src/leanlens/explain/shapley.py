@@ -46,15 +46,16 @@ def shapley_matrix(coalitions: torch.Tensor) -> torch.Tensor:
 
 
 @method("shapley", family="perturbation", needs=())
-def shapley(model, x, targets, *, feature_mask=None, superpixel=None, baseline="zeros",
+def shapley(model, x, targets, *, feature_mask=None, superpixel=None, baseline="zeros", background=None,
             batch_size: int | None = 1024, seed: int = 0):
     """Exact Shapley values (Shapley, 1953) over at most 16 features, from all 2^d coalitions.
 
-    Costs 2^d - 2 model evaluations a sample beyond x and the baseline. Each element of
-    a feature carries the feature's value; `delta` is the efficiency gap (~0).
+    Costs 2^d - 2 model evaluations a sample beyond x and the baseline (times B with
+    `background` rows, which replace the baseline: shap's game with that background).
+    Each element of a feature carries the feature's value; `delta` is the efficiency gap (~0).
     """
     g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
-             seed=seed, batch_size=batch_size)
+             background=background, seed=seed, batch_size=batch_size)
     if g.d > MAX_EXACT:
         raise BadOption(f"exact shapley over {g.d} features needs 2^{g.d} model evaluations a sample",
                         f"use superpixel= or a feature_mask with at most {MAX_EXACT} features, or 'kernelshap'")
@@ -63,7 +64,7 @@ def shapley(model, x, targets, *, feature_mask=None, superpixel=None, baseline="
     scores = torch.cat([g.empty[:, None], inner, g.full[:, None]], dim=1)
     phi = scores @ shapley_matrix(coalitions).to(scores.device)
     delta = phi.sum(1) - (g.full - g.empty)
-    return g.spread(phi), {"delta": delta.float()}
+    return g.spread(phi), {"delta": delta.float(), "base_values": g.empty}
 
 
 def size_mass(d: int, s: int) -> float:
@@ -153,17 +154,17 @@ def constrained_wls(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, total: to
 
 @method("kernelshap", family="perturbation", needs=())
 def kernelshap(model, x, targets, *, samples: int | None = None, feature_mask=None, superpixel=None,
-               baseline="zeros", batch_size: int | None = 1024, seed: int = 0):
+               baseline="zeros", background=None, batch_size: int | None = 1024, seed: int = 0):
     """Kernel SHAP (Lundberg & Lee, 2017): Shapley values from a weighted regression over sampled coalitions.
 
     `samples` coalitions a sample (default 2d + 2048, at most 2^d - 2) besides x and the
     baseline; every sample shares them. Efficiency holds exactly; `delta` reports it.
     """
     g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
-             seed=seed, batch_size=batch_size)
+             background=background, seed=seed, batch_size=batch_size)
     d, gap = g.d, g.full - g.empty
     if d == 1:
-        return g.spread(gap[:, None]), {"delta": torch.zeros_like(gap).float()}
+        return g.spread(gap[:, None]), {"delta": torch.zeros_like(gap).float(), "base_values": g.empty}
     inner = 2**d - 2 if d < 62 else math.inf
     if samples is not None and positive_int("samples", samples, "use an int >= 2, e.g. 2048") < 2:
         raise BadOption(f"samples={samples!r} leaves no coalition to regress on", "use an int >= 2, e.g. 2048")
@@ -172,4 +173,4 @@ def kernelshap(model, x, targets, *, samples: int | None = None, feature_mask=No
     y = g.scores(z) - g.empty[:, None]
     phi = constrained_wls(z, w, y, gap)
     delta = phi.sum(1) - gap
-    return g.spread(phi), {"delta": delta.float()}
+    return g.spread(phi), {"delta": delta.float(), "base_values": g.empty}

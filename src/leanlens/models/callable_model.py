@@ -15,10 +15,15 @@ from leanlens.models.base import BLACK_BOX
 
 
 class CallableModel:
-    """`fn(x: np.ndarray) -> scores (N, classes)` as a leanlens `Model` (black box only)."""
+    """`fn(x: np.ndarray) -> scores (N, classes)` as a leanlens `Model` (black box only).
+
+    The function receives batches of what the user explains: arrays, or DataFrames with the
+    user's columns and dtypes when a DataFrame was passed (see `leanlens.models.tables`).
+    """
 
     framework = "callable"
     capabilities = frozenset({BLACK_BOX})
+    takes_frames = True
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray]):
         self.fn = fn
