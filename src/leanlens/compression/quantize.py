@@ -26,6 +26,7 @@ from leanlens.errors import BadInput, BadOption, UnknownMethod, closest
 from leanlens.explain.options import positive_int, real
 from leanlens.models.onnx_model import OnnxModel
 from leanlens.models.torch_model import TorchModel
+from leanlens.text.classifier import is_text_classifier
 
 # int8: static, activation ranges calibrated ahead (QDQ; convs and linear layers);
 # int8-dynamic: weights int8 ahead, each linear layer's input rounded to its own range at run time
@@ -64,8 +65,13 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
         raise UnknownMethod(f"unknown calibrate_method {calibrate_method!r}",
                             closest(str(calibrate_method), CALIBRATE_METHODS))
     model = torch_model(model, "quantize")
-    guard = _accuracy_guard(data, max_drop, scheme)
     batch_size = positive_int("batch_size", batch_size, "use a positive int such as 32")
+    if is_text_classifier(model.module):  # transformers do not fx-trace: they have an export path of their own
+        from leanlens.compression.text_quantize import quantize_text  # it imports this module
+
+        return quantize_text(model, data, scheme, calibration_samples=calibration_samples, batch_size=batch_size,
+                             calibrate_method=calibrate_method, max_drop=max_drop)
+    guard = _accuracy_guard(data, max_drop, scheme)
     calibration = calibration_inputs(_unlabelled(data), calibration_samples)
     source = copy.deepcopy(model.module).eval()
     first_scores(source, calibration)
@@ -108,7 +114,8 @@ def _unlabelled(data) -> np.ndarray:
 
 
 def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int, calibrate_method: str,
-                     float_nodes: list[str]) -> bytes:
+                     float_nodes: list[str], op_types: list[str] | None = None) -> bytes:
+    """The QDQ int8 graph; `op_types` limits which operators are quantized (None: all ORT can)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -121,19 +128,23 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
         # ORT's histogram calibrators stack the batches into one array, so they must be of one size
         calibration = calibration[: len(calibration) - len(calibration) % batch_size]
 
+    graph_input = onnx.load_from_string(fp32_onnx).graph.input[0]  # float images, or integer token ids
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(graph_input.type.tensor_type.elem_type)
+
     class Batches(CalibrationDataReader):
         def __init__(self):
             self._batches = iter(calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size))
 
         def get_next(self):
             batch = next(self._batches, None)
-            return None if batch is None else {"x": np.ascontiguousarray(batch, dtype=np.float32)}
+            return None if batch is None else {"x": np.ascontiguousarray(batch, dtype=dtype)}
 
     with tempfile.TemporaryDirectory() as tmp, quiet_onnx_tools():
         _, prepared, quantized = _prepared(fp32_onnx, Path(tmp))
         quantize_static(
             str(prepared), str(quantized), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes,
+            op_types_to_quantize=op_types,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                               "entropy": CalibrationMethod.Entropy}[calibrate_method],
         )
@@ -163,5 +174,9 @@ def _prepared(fp32_onnx: bytes, folder: Path) -> tuple[Path, Path, Path]:
 
     raw, prepared, quantized = (folder / name for name in ("fp32.onnx", "prep.onnx", "int8.onnx"))
     raw.write_bytes(fp32_onnx)
-    quant_pre_process(str(raw), str(prepared))
+    try:
+        quant_pre_process(str(raw), str(prepared))
+    except Exception:  # noqa: BLE001 - ORT raises a bare Exception when its symbolic shape inference
+        # gives up, as on transformer graphs; ONNX's own shape inference is then enough
+        quant_pre_process(str(raw), str(prepared), skip_symbolic_shape=True)
     return raw, prepared, quantized
