@@ -15,7 +15,7 @@ from leanlens.errors import BadInput, MissingCapability
 
 
 def test_the_head_learns_the_sentiment_of_held_out_words():
-    train, test = sentiment_task()
+    _, test = sentiment_task()
     scores = ll.wrap(sentiment_model()).predict(test.x)
     accuracy = (scores.argmax(1) == test.y).mean()
     majority = max(test.y.mean(), 1 - test.y.mean())

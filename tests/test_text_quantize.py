@@ -8,7 +8,8 @@ import onnx
 import pytest
 import torch
 from errors_support import one_line
-from text_support import sentiment_model, sentiment_task
+from text_support import SHALLOW_LAYERS, sentiment_task
+from text_support import shallow_sentiment_model as sentiment_model
 
 import leanlens as ll
 from leanlens import text
@@ -16,10 +17,11 @@ from leanlens.compression.text_quantize import text_to_onnx
 from leanlens.errors import BadInput, BadOption, MissingCapability
 
 SCHEMES = ("int8", "int8-dynamic", "int4-weight")
-# the operator that does each scheme's arithmetic in low bits, and how many there must be: the
-# 6 layers' 6 linear layers (query, key, value, output, two feed-forward) and the head
-LINEAR_LAYERS = 6 * 6 + 1
-ATTENTION_PRODUCTS = 6 * 2  # Q·Kᵀ and softmax·V: activations on both sides
+# the operator that does each scheme's arithmetic in low bits, and how many there must be: each
+# layer's 6 linear layers (query, key, value, output, two feed-forward) and the head. The tests run
+# on the first layers of the pretrained encoder; benchmarks/text_quantization.py on all six.
+LINEAR_LAYERS = SHALLOW_LAYERS * 6 + 1
+ATTENTION_PRODUCTS = SHALLOW_LAYERS * 2  # Q·Kᵀ and softmax·V: activations on both sides
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def test_the_quantized_models_agree_with_the_float_model_on_held_out_words(quant
     for scheme, model in quantized.items():
         classes = model.predict(test.x).argmax(1)
         agreement = (classes == float_classes).mean()
-        # measured here on 300 held-out words: int8 ~0.97, int8-dynamic ~0.98, int4 ~0.95
+        # measured here on 300 held-out words: int8 0.95, int8-dynamic 0.99, int4-weight 0.97
         assert agreement >= 0.9, (scheme, agreement)
         assert (classes == test.y).mean() >= 0.7, scheme
 
@@ -74,7 +76,7 @@ def test_the_quantized_text_model_gives_no_gradients_and_says_so(quantized):
     _, test = sentiment_task()
     with pytest.raises(MissingCapability) as error:
         ll.explain(quantized["int8-dynamic"], test.x[:2], method="saliency")
-    assert "twin" in one_line(error)
+    assert "gradients" in one_line(error) and "occlusion" in str(error.value)
 
 
 def test_text_models_refuse_max_drop_in_one_line():

@@ -67,7 +67,8 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     model = torch_model(model, "quantize")
     batch_size = positive_int("batch_size", batch_size, "use a positive int such as 32")
     if is_text_classifier(model.module):  # transformers do not fx-trace: they have an export path of their own
-        from leanlens.compression.text_quantize import quantize_text  # it imports this module
+        # imported here, not at the top: text_quantize imports this module
+        from leanlens.compression.text_quantize import quantize_text
 
         return quantize_text(model, data, scheme, calibration_samples=calibration_samples, batch_size=batch_size,
                              calibrate_method=calibrate_method, max_drop=max_drop)

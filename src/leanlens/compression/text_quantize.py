@@ -25,7 +25,11 @@ import torch
 
 from leanlens.compression.checks import calibration_inputs
 from leanlens.compression.int4 import quantize_int4
-from leanlens.compression.quantize import _quantize_dynamic, _quantize_static, _unlabelled
+from leanlens.compression.quantize import (
+    _quantize_dynamic,
+    _quantize_static,
+    _unlabelled,
+)
 from leanlens.errors import BadInput, BadOption
 from leanlens.models.onnx_model import OnnxModel
 from leanlens.models.torch_model import TorchModel, inference

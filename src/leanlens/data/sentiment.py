@@ -54,7 +54,8 @@ def vader_sentiment(split: str = "all", max_length: int = MAX_LENGTH) -> TextDat
     """
     if split not in SPLITS:
         raise BadInput(f"split={split!r}", "use 'train', 'test' or 'all'")
-    from leanlens.text.encoder import tokenize  # the tokenizer needs the text extra; pay only here
+    # the tokenizer needs the text extra: imported only when the task is asked for
+    from leanlens.text.encoder import tokenize
 
     words, ratings = _lexicon()
     keep = np.abs(ratings) >= MARGIN
