@@ -115,7 +115,7 @@ def _unlabelled(data) -> np.ndarray:
 
 
 def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int, calibrate_method: str,
-                     float_nodes: list[str], op_types: list[str] | None = None) -> bytes:
+                     float_nodes: list[str], op_types: list[str] | None = None, symbolic_shapes: bool = True) -> bytes:
     """The QDQ int8 graph; `op_types` limits which operators are quantized (None: all ORT can)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -141,7 +141,7 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
             return None if batch is None else {"x": np.ascontiguousarray(batch, dtype=dtype)}
 
     with tempfile.TemporaryDirectory() as tmp, quiet_onnx_tools():
-        _, prepared, quantized = _prepared(fp32_onnx, Path(tmp))
+        _, prepared, quantized = _prepared(fp32_onnx, Path(tmp), symbolic_shapes)
         quantize_static(
             str(prepared), str(quantized), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes,
@@ -152,11 +152,11 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
         return quantized.read_bytes()
 
 
-def _quantize_dynamic(fp32_onnx: bytes) -> bytes:
+def _quantize_dynamic(fp32_onnx: bytes, symbolic_shapes: bool = True) -> bytes:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp, quiet_onnx_tools():
-        _, prepared, quantized = _prepared(fp32_onnx, Path(tmp))
+        _, prepared, quantized = _prepared(fp32_onnx, Path(tmp), symbolic_shapes)
         # per-channel weights, as in the static scheme; MatMul and Gemm only, since ORT's
         # ConvInteger is slower on CPU than the float conv it replaces
         quantize_dynamic(str(prepared), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
@@ -168,16 +168,14 @@ def _quantize_dynamic(fp32_onnx: bytes) -> bytes:
     return graph
 
 
-def _prepared(fp32_onnx: bytes, folder: Path) -> tuple[Path, Path, Path]:
+def _prepared(fp32_onnx: bytes, folder: Path, symbolic_shapes: bool = True) -> tuple[Path, Path, Path]:
     """The float graph written to `folder`, shape-inferred and cleaned up, and where the
-    quantized one goes. Without the clean-up ORT leaves some layers in float."""
+    quantized one goes. Without the clean-up ORT leaves some layers in float. `symbolic_shapes`
+    off skips ORT's symbolic shape inference, which gives up on transformer graphs (and then
+    leaves a copy of the model in the working directory); ONNX's own shape inference still runs."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     raw, prepared, quantized = (folder / name for name in ("fp32.onnx", "prep.onnx", "int8.onnx"))
     raw.write_bytes(fp32_onnx)
-    try:
-        quant_pre_process(str(raw), str(prepared))
-    except Exception:  # noqa: BLE001 - ORT raises a bare Exception when its symbolic shape inference
-        # gives up, as on transformer graphs; ONNX's own shape inference is then enough
-        quant_pre_process(str(raw), str(prepared), skip_symbolic_shape=True)
+    quant_pre_process(str(raw), str(prepared), skip_symbolic_shape=not symbolic_shapes)
     return raw, prepared, quantized

@@ -50,12 +50,14 @@ def quantize_text(model: TorchModel, data, scheme: str, *, calibration_samples: 
     module = model.module
     module.checked_ids(torch.as_tensor(calibration))  # every calibration row, before any export
     fp32_onnx = text_to_onnx(module, calibration[:1])
+    # ORT's symbolic shape inference gives up on this graph; ONNX's own is enough for the MatMuls
     if scheme == "int8-dynamic":
-        low_bit_onnx = _quantize_dynamic(fp32_onnx)
+        low_bit_onnx = _quantize_dynamic(fp32_onnx, symbolic_shapes=False)
     elif scheme == "int4-weight":
         low_bit_onnx = quantize_int4(fp32_onnx)
     else:
-        low_bit_onnx = _quantize_static(fp32_onnx, calibration, batch_size, calibrate_method, [], STATIC_OPS)
+        low_bit_onnx = _quantize_static(fp32_onnx, calibration, batch_size, calibrate_method, [], STATIC_OPS,
+                                        symbolic_shapes=False)
     return OnnxModel(low_bit_onnx, fp32=OnnxModel(fp32_onnx))
 
 
