@@ -104,6 +104,15 @@ def test_predict_on_images_is_refused_in_one_line():
     assert "2 axes" in one_line(error)
 
 
+def test_gradient_methods_are_refused_in_one_line_and_occlusion_runs():
+    ids = text.tokenize(["good", "bad"], max_length=6)
+    with pytest.raises(MissingCapability, match="token ids have no gradients") as error:
+        ll.explain(sentiment_model(), ids, method="saliency")
+    one_line(error)
+    occlusion = ll.explain(sentiment_model(), ids, method="occlusion")
+    assert occlusion.values.shape == ids.shape
+
+
 def test_a_missing_text_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now raises ImportError
     for call in (text.load_encoder, lambda: text.tokenize(["good"]), lambda: ll.data.load("vader-sentiment")):

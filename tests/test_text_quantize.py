@@ -119,3 +119,11 @@ def test_the_text_exporter_refuses_other_modules_in_one_line():
     with pytest.raises(BadInput, match="TextClassifier") as error:
         text_to_onnx(torch.nn.Linear(4, 2), np.zeros((1, 4), dtype=np.int64))
     one_line(error)
+
+
+def test_a_quantized_text_model_saves_and_loads_with_its_float_graph(quantized, tmp_path):
+    _, test = sentiment_task()
+    q = quantized["int8-dynamic"]
+    loaded = ll.load(ll.save(q, tmp_path / "text.leanlens"))
+    assert loaded.model_bytes == q.model_bytes and loaded.fp32.model_bytes == q.fp32.model_bytes
+    np.testing.assert_array_equal(loaded.predict(test.x[:16]), q.predict(test.x[:16]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from leanlens.errors import BadInput
+from leanlens.errors import BadInput, MissingCapability
 
 IDS_HINT = "pass token ids (N, tokens) from leanlens.text.tokenize, padded with the pad id"
 
@@ -68,6 +68,10 @@ class TextClassifier(nn.Module):
         """`ids` as int64, or one line saying why they are not token ids of this model."""
         if not isinstance(ids, torch.Tensor):
             raise BadInput(f"token ids must be a tensor, got {type(ids).__name__}", IDS_HINT)
+        if ids.requires_grad:  # a gradient method asking d(score)/d(ids): they are indices, not values
+            raise MissingCapability("token ids have no gradients: they index the embeddings",
+                                    "use a black-box method such as 'occlusion', or differentiate "
+                                    "forward_embeddings(embed(ids), ids != pad_id)")
         if ids.dim() != 2:
             raise BadInput(f"token ids must have 2 axes (N, tokens), got shape {tuple(ids.shape)}", IDS_HINT)
         if ids.dtype == torch.bool or ids.is_complex():
