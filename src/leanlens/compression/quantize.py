@@ -57,7 +57,8 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     weights and input scales, so that gradient and CAM explanations can still be computed.
     Its `fp32` is the float graph it was quantized from, whose own twin is a copy of the
     input module: what `ll.save` needs to rebuild the int8 twin. The input model is not
-    changed, training flags included.
+    changed, training flags included. A `leanlens.text.TextClassifier` takes its own export
+    path and comes back forward-only, without a twin (see `compression/text_quantize.py`).
     """
     if scheme not in SCHEMES:
         raise UnknownMethod(f"unknown quantization scheme {scheme!r}", closest(str(scheme), SCHEMES))
