@@ -38,3 +38,13 @@ def ig_floor(model, x, target, steps: int, chunk: int, channels_last: bool = Fal
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             score = model(p).gather(1, targets[start : start + chunk, None]).sum()
         torch.autograd.grad(score, p)
+
+
+def ort_call(model_bytes: bytes, x, threads: int):
+    """A call of an ONNX Runtime session on `x`, cast to the graph's input dtype, ready to time."""
+    from leanlens.audit.timing import ort_session
+    from leanlens.models.onnx_model import as_input
+
+    session = ort_session(model_bytes, threads)
+    feed = {session.get_inputs()[0].name: as_input(session, x)}
+    return lambda: session.run(None, feed)

@@ -327,7 +327,7 @@ def test_load_takes_a_deterministic_subset():
 
 
 def test_unknown_dataset_name_suggests_the_closest():
-    assert DATASETS == ("lesions", "digits", "breast-cancer")
+    assert DATASETS == ("lesions", "digits", "breast-cancer", "vader-sentiment")
     with pytest.raises(UnknownMethod, match="did you mean 'lesions'"):
         load("lesion")
     with pytest.raises(UnknownMethod, match="digits"):

@@ -17,7 +17,7 @@ import torch
 
 from leanlens.audit.timing import Clock, Timing, interleaved, ort_session, torch_threads
 from leanlens.errors import LeanlensError
-from leanlens.models.onnx_model import OnnxModel
+from leanlens.models.onnx_model import OnnxModel, as_input
 from leanlens.models.torch_model import TorchModel
 
 TORCH, ORT, ORT_INT8 = "torch", "onnxruntime", "onnxruntime int8"
@@ -46,7 +46,7 @@ class Contenders:
 
 def _ort_call(model_bytes: bytes, x: np.ndarray, threads: int) -> Callable[[], object]:
     session = ort_session(model_bytes, threads)
-    feed = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
+    feed = {session.get_inputs()[0].name: as_input(session, x)}
     return lambda: session.run(None, feed)
 
 

@@ -26,6 +26,7 @@ from leanlens.errors import BadInput, BadOption, UnknownMethod, closest
 from leanlens.explain.options import positive_int, real
 from leanlens.models.onnx_model import OnnxModel
 from leanlens.models.torch_model import TorchModel
+from leanlens.text.classifier import is_text_classifier
 
 # int8: static, activation ranges calibrated ahead (QDQ; convs and linear layers);
 # int8-dynamic: weights int8 ahead, each linear layer's input rounded to its own range at run time
@@ -56,7 +57,8 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     weights and input scales, so that gradient and CAM explanations can still be computed.
     Its `fp32` is the float graph it was quantized from, whose own twin is a copy of the
     input module: what `ll.save` needs to rebuild the int8 twin. The input model is not
-    changed, training flags included.
+    changed, training flags included. A `leanlens.text.TextClassifier` takes its own export
+    path and comes back forward-only, without a twin (see `compression/text_quantize.py`).
     """
     if scheme not in SCHEMES:
         raise UnknownMethod(f"unknown quantization scheme {scheme!r}", closest(str(scheme), SCHEMES))
@@ -64,8 +66,14 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
         raise UnknownMethod(f"unknown calibrate_method {calibrate_method!r}",
                             closest(str(calibrate_method), CALIBRATE_METHODS))
     model = torch_model(model, "quantize")
-    guard = _accuracy_guard(data, max_drop, scheme)
     batch_size = positive_int("batch_size", batch_size, "use a positive int such as 32")
+    if is_text_classifier(model.module):  # transformers do not fx-trace: they have an export path of their own
+        # imported here, not at the top: text_quantize imports this module
+        from leanlens.compression.text_quantize import quantize_text
+
+        return quantize_text(model, data, scheme, calibration_samples=calibration_samples, batch_size=batch_size,
+                             calibrate_method=calibrate_method, max_drop=max_drop)
+    guard = _accuracy_guard(data, max_drop, scheme)
     calibration = calibration_inputs(_unlabelled(data), calibration_samples)
     source = copy.deepcopy(model.module).eval()
     first_scores(source, calibration)
@@ -108,7 +116,8 @@ def _unlabelled(data) -> np.ndarray:
 
 
 def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int, calibrate_method: str,
-                     float_nodes: list[str]) -> bytes:
+                     float_nodes: list[str], op_types: list[str] | None = None, symbolic_shapes: bool = True) -> bytes:
+    """The QDQ int8 graph; `op_types` limits which operators are quantized (None: all ORT can)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -121,30 +130,34 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
         # ORT's histogram calibrators stack the batches into one array, so they must be of one size
         calibration = calibration[: len(calibration) - len(calibration) % batch_size]
 
+    graph_input = onnx.load_from_string(fp32_onnx).graph.input[0]  # float images, or integer token ids
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(graph_input.type.tensor_type.elem_type)
+
     class Batches(CalibrationDataReader):
         def __init__(self):
             self._batches = iter(calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size))
 
         def get_next(self):
             batch = next(self._batches, None)
-            return None if batch is None else {"x": np.ascontiguousarray(batch, dtype=np.float32)}
+            return None if batch is None else {"x": np.ascontiguousarray(batch, dtype=dtype)}
 
     with tempfile.TemporaryDirectory() as tmp, quiet_onnx_tools():
-        _, prepared, quantized = _prepared(fp32_onnx, Path(tmp))
+        _, prepared, quantized = _prepared(fp32_onnx, Path(tmp), symbolic_shapes)
         quantize_static(
             str(prepared), str(quantized), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes,
+            op_types_to_quantize=op_types,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                               "entropy": CalibrationMethod.Entropy}[calibrate_method],
         )
         return quantized.read_bytes()
 
 
-def _quantize_dynamic(fp32_onnx: bytes) -> bytes:
+def _quantize_dynamic(fp32_onnx: bytes, symbolic_shapes: bool = True) -> bytes:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp, quiet_onnx_tools():
-        _, prepared, quantized = _prepared(fp32_onnx, Path(tmp))
+        _, prepared, quantized = _prepared(fp32_onnx, Path(tmp), symbolic_shapes)
         # per-channel weights, as in the static scheme; MatMul and Gemm only, since ORT's
         # ConvInteger is slower on CPU than the float conv it replaces
         quantize_dynamic(str(prepared), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
@@ -156,12 +169,14 @@ def _quantize_dynamic(fp32_onnx: bytes) -> bytes:
     return graph
 
 
-def _prepared(fp32_onnx: bytes, folder: Path) -> tuple[Path, Path, Path]:
+def _prepared(fp32_onnx: bytes, folder: Path, symbolic_shapes: bool = True) -> tuple[Path, Path, Path]:
     """The float graph written to `folder`, shape-inferred and cleaned up, and where the
-    quantized one goes. Without the clean-up ORT leaves some layers in float."""
+    quantized one goes. Without the clean-up ORT leaves some layers in float. `symbolic_shapes`
+    off skips ORT's symbolic shape inference, which gives up on transformer graphs (and then
+    leaves a copy of the model in the working directory); ONNX's own shape inference still runs."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     raw, prepared, quantized = (folder / name for name in ("fp32.onnx", "prep.onnx", "int8.onnx"))
     raw.write_bytes(fp32_onnx)
-    quant_pre_process(str(raw), str(prepared))
+    quant_pre_process(str(raw), str(prepared), skip_symbolic_shape=not symbolic_shapes)
     return raw, prepared, quantized

@@ -2,6 +2,7 @@
 
 from leanlens.data.dataset import Dataset, as_dataset, as_inputs
 from leanlens.data.loaders import DATASETS, NAMES, breast_cancer, digits, load, load_npz
+from leanlens.data.sentiment import TextDataset, vader_sentiment
 from leanlens.data.synthetic import (
     SETTINGS,
     Film,
@@ -18,6 +19,7 @@ __all__ = [
     "Dataset",
     "Film",
     "Setting",
+    "TextDataset",
     "as_dataset",
     "as_inputs",
     "breast_cancer",
@@ -27,4 +29,5 @@ __all__ = [
     "load_npz",
     "render_film",
     "render_lesions",
+    "vader_sentiment",
 ]

@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from leanlens.data.dataset import Dataset
+from leanlens.data.sentiment import vader_sentiment
 from leanlens.data.synthetic import lesions
 from leanlens.errors import BadInput, UnknownMethod, closest
 
-DATASETS = ("lesions", "digits", "breast-cancer")
-# Every name `load` takes: the datasets, and "lesions-<difficulty>" for the lesions set's other settings.
-NAMES = ("lesions", "lesions-hard", "digits", "breast-cancer")
+DATASETS = ("lesions", "digits", "breast-cancer", "vader-sentiment")
+# Every name `load` takes: the datasets, "lesions-<difficulty>" for the lesions set's other settings,
+# and "vader-sentiment-<split>" for the sentiment task's fixed train and test parts.
+NAMES = ("lesions", "lesions-hard", "digits", "breast-cancer", "vader-sentiment", "vader-sentiment-train",
+         "vader-sentiment-test")
 NPZ_HINT = "save it with np.savez(path, x=x, y=y) or np.savez(path, x=x, y=y, masks=masks)"
 
 
@@ -22,7 +25,8 @@ def load(name: str, n: int | None = None, seed: int = 0) -> Dataset:
     """The dataset called `name` (see NAMES), with `n` samples (None: the default size).
 
     "lesions" is the easy setting of the synthetic lesion set, "lesions-hard" the hard one
-    (see `leanlens.data.lesions`).
+    (see `leanlens.data.lesions`). "vader-sentiment" is a two-class task on the VADER lexicon's
+    words as token ids, with their texts kept (see `leanlens.data.sentiment`; needs leanlens[text]).
     """
     key = str(name).strip().lower().replace("_", "-")
     if key not in NAMES:
@@ -32,7 +36,10 @@ def load(name: str, n: int | None = None, seed: int = 0) -> Dataset:
     if key.startswith("lesions"):
         difficulty = key.partition("-")[2] or "easy"
         return lesions(5000 if n is None else int(n), seed=seed, difficulty=difficulty)
-    data = digits() if key == "digits" else breast_cancer()
+    if key.startswith("vader-sentiment"):
+        data = vader_sentiment(key.removeprefix("vader-sentiment").lstrip("-") or "all")
+    else:
+        data = digits() if key == "digits" else breast_cancer()
     return data if n is None else _sample(data, int(n), seed)
 
 

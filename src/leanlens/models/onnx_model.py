@@ -103,7 +103,7 @@ class OnnxModel:
         self._check_shape(np.asarray(x))
         outputs = []
         for start in range(0, len(x), batch_size):
-            chunk = np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32)
+            chunk = as_input(self.session, x[start : start + batch_size])
             outputs.append(self.session.run(None, {self.input_name: chunk})[0])
         if not outputs:
             raise BadInput("predict() got an empty batch", "pass at least one sample")
@@ -113,6 +113,21 @@ class OnnxModel:
         path = Path(path)
         path.write_bytes(self.model_bytes)
         return path
+
+
+# ONNX Runtime's names of the input types leanlens feeds: float scores models, integer token ids
+INPUT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def as_input(session, x: np.ndarray) -> np.ndarray:
+    """`x` in the dtype the session's input declares. Datasets hold x as float32: token ids for an
+    integer input pass when they are whole numbers (exact below 2**24), and are refused otherwise."""
+    dtype = INPUT_TYPES.get(session.get_inputs()[0].type, np.float32)
+    x = np.asarray(x)
+    if np.issubdtype(dtype, np.integer) and x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
+        raise BadInput("x holds fractions, but this ONNX model takes integer token ids",
+                       "pass token ids, e.g. from leanlens.text.tokenize")
+    return np.ascontiguousarray(x, dtype=dtype)
 
 
 def read_onnx(path: Path) -> bytes:
