@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from leanlens.errors import BadInput
+from leanlens.explain.errorbars import ERROR_ARRAYS, NumericalError, error_from_npz
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class Explanation:
     # the stand-in's scores (N, classes) when a gradient method ran on a stand-in for the
     # deployed model (an int8 ONNX graph's float twin); `predictions` are the deployed model's
     stand_in_scores: np.ndarray | None = None
+    # the method's estimate of its own numerical error (IG completeness, KernelSHAP standard
+    # errors, LIME fit R²); None for a method that has none
+    error: NumericalError | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -74,7 +78,10 @@ class Explanation:
             arrays["score"] = self.score
         if self.stand_in_scores is not None:
             arrays["stand_in_scores"] = self.stand_in_scores
-        header = json.dumps({"method": self.method, "options": _jsonable(self.options)})
+        if self.error is not None:
+            arrays.update(self.error.arrays())
+        header = json.dumps({"method": self.method, "options": _jsonable(self.options),
+                             "error": None if self.error is None else self.error.header()})
         path = npz_path(path)
         try:
             np.savez_compressed(path, header=np.frombuffer(header.encode(), dtype=np.uint8), **arrays)
@@ -88,12 +95,13 @@ class Explanation:
         """Load a file written by `to_npz()`; anything else is one BadInput line, never unpickled."""
         arrays = _read_arrays(path)
         header = _read_header(arrays.pop("header", None), path)
+        error = error_from_npz(header.get("error"), arrays)
         missing = sorted({"values", "target", "predictions"} - set(arrays))
         unknown = sorted(set(arrays) - set(ARRAY_FIELDS))
         if missing or unknown:
             what = f"no {', '.join(missing)} array" if missing else f"unknown arrays {', '.join(unknown)}"
             raise BadInput(f"{str(path)!r} is not a leanlens explanation: {what}", HINT)
-        return cls(method=header["method"], options=header["options"], **arrays)
+        return cls(method=header["method"], options=header["options"], error=error, **arrays)
 
 
 HINT = "load only files written by Explanation.to_npz()"

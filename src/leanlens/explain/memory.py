@@ -1,0 +1,99 @@
+"""Chunk sizes from a memory budget: how many model inputs one pass may hold.
+
+`batch_size=None` means "as many as the budget allows", never "everything at once"
+(Captum's IG running out of memory on many steps is its most-reported problem). The
+budget is `memory` ("2GB", "512MB" or a number of bytes), else half the device's free
+memory. A model input's footprint is measured once, on a probe: the tensors autograd
+saves for the backward pass of one and of two inputs (their difference is what one
+more input adds; the weights saved once cancel out), plus the input's own copies. A
+black box (no torch graph to look into) is charged a fixed multiple of its input.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from pathlib import Path
+
+import torch
+
+from leanlens.errors import BadOption
+from leanlens.explain.options import positive_int
+from leanlens.models.base import GRADIENTS
+
+UNITS = {"": 1, "B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
+COPIES = 4  # the path point or masked input, its gradient, and the where/index temporaries
+BLACK_BOX_FACTOR = 64  # a black box's own working memory per input, unknown: charged generously
+MAX_CHUNK = 8192  # beyond this, bigger passes buy no speed on any device we measured
+FREE_SHARE = 0.5  # of the device's free memory, when no `memory` is given
+
+
+def memory_bytes(memory) -> int:
+    """`memory` ("2GB", "512 MB", 1e9) as bytes, or BadOption naming the fix."""
+    hint = "use a size such as '2GB' or '512MB', or a number of bytes"
+    if isinstance(memory, numbers.Real) and not isinstance(memory, bool):
+        value = float(memory)
+    elif isinstance(memory, str) and (match := re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?B?)\s*", memory.upper())):
+        try:
+            value = float(match[1]) * UNITS[match[2] if match[2].endswith("B") or not match[2] else match[2] + "B"]
+        except ValueError:
+            raise BadOption(f"memory={memory!r}", hint) from None
+    else:
+        raise BadOption(f"memory={memory!r}", hint)
+    if not math.isfinite(value) or value < 1:
+        raise BadOption(f"memory={memory!r}", hint)
+    return int(value)
+
+
+def free_bytes(device: torch.device) -> int:
+    """Free memory on the device: the CUDA allocator's view, or the system's available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:  # not Linux: fall through to a modest default
+        pass
+    return 4 * 2**30
+
+
+def saved_bytes(model, probe: torch.Tensor) -> int:
+    """Bytes of the tensors autograd saves for one gradient pass of `probe` (each storage once)."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        seen[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model.input_gradients(probe, lambda scores: scores.argmax(1))  # any class costs the same
+    return sum(seen.values())
+
+
+def input_footprint(model, sample: torch.Tensor) -> int:
+    """Bytes one more model input costs in a gradient pass (an upper bound for a forward one)."""
+    own = sample[0].numel() * sample.element_size() * COPIES
+    if GRADIENTS not in model.capabilities:
+        return own * BLACK_BOX_FACTOR // COPIES
+    one, two = (saved_bytes(model, sample[:1].expand((k,) + sample.shape[1:]).clone()) for k in (1, 2))
+    return own + max(two - one, 0)
+
+
+def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None) -> int:
+    """Model inputs per pass: an explicit `batch_size`, else as many as fit the memory budget.
+
+    `sample` is one input like those the passes will see. A budget too small for one
+    input is refused.
+    """
+    if batch_size is not None:
+        return positive_int("batch_size", batch_size, "use a positive int (model inputs per pass) or None "
+                            "(from the memory budget)")
+    budget = memory_bytes(memory) if memory is not None else int(free_bytes(sample.device) * FREE_SHARE)
+    each = input_footprint(model, sample)
+    if budget < each:
+        raise BadOption(f"memory={memory!r} is less than one model input needs (about {each / 2**20:.1f} MB)",
+                        f"give at least memory='{math.ceil(each / 2**20)}MB', or pass batch_size=1")
+    return max(1, min(budget // each, MAX_CHUNK))
