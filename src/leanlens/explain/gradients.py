@@ -18,7 +18,7 @@ from leanlens.explain.registry import lookup, method
 from leanlens.explain.targets import Targets, class_scores, picked_scores
 
 RULES = ("gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right")
-NESTED_RULES = ("romberg", "riemann_trapezoid")  # the rules `tol` refines: doubling reuses every point
+NESTED_RULES = ("clenshaw_curtis", "romberg", "riemann_trapezoid")  # the rules `tol` refines: doubling reuses every point
 SMOOTHABLE = ("saliency", "input_x_gradient", "ig")
 
 
@@ -158,10 +158,10 @@ def ig_rule(rule, tol) -> str:
             raise BadOption(f"unknown IG rule {rule!r}", "use one of " + ", ".join(RULES))
         return rule
     real("tol", tol, "use a relative completeness error > 0, e.g. 1e-3", low=0, strict=True)
-    rule = "romberg" if rule is None else rule
+    rule = "clenshaw_curtis" if rule is None else rule
     if rule not in NESTED_RULES:
         raise BadOption(f"rule={rule!r} cannot refine to tol: its points are not reused when refined",
-                        "with tol use rule='romberg' or 'riemann_trapezoid' (or drop tol and set steps)")
+                        "with tol use rule='clenshaw_curtis', 'romberg' or 'riemann_trapezoid' (or drop tol, set steps)")
     return rule
 
 

@@ -15,12 +15,14 @@ about the same per point, so the cheapest refinement (reuse everything) wins the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from leanlens.errors import BadOption
 from leanlens.explain.errorbars import NumericalError
+from leanlens.explain.memory import COPIES
 from leanlens.explain.options import positive_int
 
 
@@ -47,49 +49,110 @@ class Path:
             summed = summed.index_add(0, s, grads * weights[rows].view(shape))
         return summed
 
-    def level(self, active: torch.Tensor, k: int) -> torch.Tensor:
-        """Mean gradient over the points the trapezoid rule adds at level k, for the active samples.
-
-        Level 0 is both ends (weight 1/2 each); level k >= 1 the 2^(k-1) midpoints (2i - 1) / 2^k.
-        """
-        if k == 0:
-            alphas, weights = torch.tensor([0.0, 1.0]), torch.tensor([0.5, 0.5])
-        else:
-            alphas = (2 * torch.arange(2 ** (k - 1)) + 1) / 2**k
-            weights = torch.full_like(alphas, 1 / 2**k)
-        alphas, weights = (a.to(self.x.device, self.x.dtype).repeat(len(active)) for a in (alphas, weights))
-        return self.weighted_sums(active.repeat_interleave(len(alphas) // len(active)), alphas, weights)[active]
+    def gradients(self, samples: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+        """Input gradients at every position of `alphas` for each of `samples`, (len(samples), len(alphas), ...)."""
+        sample = samples.repeat_interleave(len(alphas))
+        alpha = alphas.to(self.x.device, self.x.dtype).repeat(len(samples))
+        shape = (-1,) + (1,) * (self.x.dim() - 1)
+        out = []
+        for start in range(0, len(sample), self.step):
+            s, a = sample[start : start + self.step], alpha[start : start + self.step]
+            points = self.base[s] + a.view(shape) * (self.x[s] - self.base[s])
+            out.append(self.model.input_gradients(points, lambda _, s=s: self.target[s],
+                                                  create_graph=self.create_graph, fold_bn=self.fold_bn))
+        return torch.cat(out).view((len(samples), len(alphas)) + self.x.shape[1:])
 
 
 def refined_ig(path: Path, gap: torch.Tensor, tol: float, max_steps, steps, rule: str):
     """IG with each sample refined until |delta| <= tol |gap| or `max_steps` points.
 
-    Checks start at the first level with at least `steps` points (default 5: fewer can meet
-    the tolerance by chance cancellation). Returns the values and extras as `ig` does.
+    Checks start at the first level with at least `steps` points (default 3; on ReLU nets,
+    where few points can meet the tolerance by chance cancellation, ask for more). Samples are refined a group at a time, so that
+    the gradients kept for reuse take no more memory than one chunk of the model's passes.
+    Returns the values and extras as `ig` does.
     """
     last = max_level(max_steps)
     first = min(first_level(steps), last)
     x, n = path.x, len(path.x)
-    limit = tol * gap.abs()
+    group = max(1, path.step * COPIES // (2**last + 1))
     values, used = torch.zeros_like(x), torch.zeros(n, dtype=torch.long, device=x.device)
-    active = torch.arange(n, device=x.device)
-    trapezoid = path.level(active, 0)
-    table: list[torch.Tensor] = [trapezoid]  # the previous level's Romberg row
-    for k in range(1, last + 1):
-        trapezoid = trapezoid / 2 + path.level(active, k)
-        table = romberg_row(table, trapezoid) if rule == "romberg" else [trapezoid]
-        if k < first:
-            continue
-        estimate = (x[active] - path.base[active]) * table[-1]
-        delta = estimate.detach().flatten(1).sum(1) - gap[active]
-        done = (delta.abs() <= limit[active]) | (k == last)
-        values = values.index_put((active[done],), estimate[done])
-        used[active[done]] = 2**k + 1
-        active, table, trapezoid = active[~done], [t[~done] for t in table], trapezoid[~done]
-        if not len(active):
-            break
+    for start in range(0, n, group):
+        samples = torch.arange(start, min(start + group, n), device=x.device)
+        part, points = refine_group(path, samples, tol * gap.abs(), gap, first, last, rule)
+        values = values.index_put((samples,), part)
+        used[samples] = points
     delta = (values.detach().flatten(1).sum(1) - gap).float()
     return values, {"delta": delta, "error": completeness_error(delta, gap, tol, used)}
+
+
+def refine_group(path: Path, samples, limit, gap, first: int, last: int, rule: str):
+    """One group's attributions and points used: the nested levels until each sample meets its limit."""
+    x = path.x
+    values, used = torch.zeros_like(x[samples]), torch.zeros(len(samples), dtype=torch.long, device=x.device)
+    active = torch.arange(len(samples), device=x.device)
+    grads = path.gradients(samples, nodes(rule, 0))
+    for k in range(1, last + 1):
+        grads = interleave(grads, path.gradients(samples[active], nodes(rule, k)[1::2]))
+        if k < first:
+            continue
+        weights = nested_weights(rule, k).to(x.device, x.dtype)
+        s = samples[active]
+        estimate = (x[s] - path.base[s]) * torch.einsum("np...,p->n...", grads, weights)
+        delta = estimate.detach().flatten(1).sum(1) - gap[s]
+        done = (delta.abs() <= limit[s]) | (k == last)
+        values = values.index_put((active[done],), estimate[done])
+        used[active[done]] = 2**k + 1
+        active, grads = active[~done], grads[~done]
+        if not len(active):
+            break
+    return values, used
+
+
+def interleave(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """Points of the next level in order: old ones at even positions, the new ones between them."""
+    out = torch.empty((len(old), old.shape[1] + new.shape[1]) + old.shape[2:], dtype=old.dtype, device=old.device)
+    out[:, 0::2], out[:, 1::2] = old, new
+    return out
+
+
+def nodes(rule: str, k: int) -> torch.Tensor:
+    """The 2^k + 1 positions of level k in [0, 1], ascending; level k - 1's are the even ones."""
+    i = torch.arange(2**k + 1, dtype=torch.float64)
+    if rule == "clenshaw_curtis":
+        return (1 - torch.cos(i * math.pi / 2**k)) / 2
+    return i / 2**k
+
+
+def nested_weights(rule: str, k: int) -> torch.Tensor:
+    """Quadrature weights on level k's points (float64)."""
+    if rule == "clenshaw_curtis":
+        return clenshaw_curtis_weights(2**k)
+    rows = [trapezoid_weights(level, k) for level in range(k + 1)]
+    if rule == "riemann_trapezoid":
+        return rows[-1]
+    for m in range(1, k + 1):  # Richardson: R[l][m] = R[l][m-1] + (R[l][m-1] - R[l-1][m-1]) / (4^m - 1)
+        rows = [rows[i] + (rows[i] - rows[i - 1]) / (4**m - 1) for i in range(1, len(rows))]
+    return rows[-1]
+
+
+def trapezoid_weights(level: int, k: int) -> torch.Tensor:
+    """The trapezoid rule on level `level`'s points, written on level k's grid."""
+    w = torch.zeros(2**k + 1, dtype=torch.float64)
+    spacing = 2 ** (k - level)
+    w[::spacing] = 1 / 2**level
+    w[[0, -1]] /= 2
+    return w
+
+
+def clenshaw_curtis_weights(n: int) -> torch.Tensor:
+    """Clenshaw-Curtis weights for the n + 1 Chebyshev extrema mapped to [0, 1] (n even; Waldvogel, 2006)."""
+    theta = torch.arange(n + 1, dtype=torch.float64) * math.pi / n
+    m = torch.arange(1, n // 2 + 1, dtype=torch.float64)
+    b = torch.where(2 * m == n, 1.0, 2.0)
+    series = (b / (4 * m**2 - 1) * torch.cos(2 * m * theta[:, None])).sum(1)
+    c = torch.full((n + 1,), 2.0, dtype=torch.float64)
+    c[[0, -1]] = 1.0
+    return c / n * (1 - series) / 2
 
 
 def max_level(max_steps) -> int:
@@ -101,17 +164,9 @@ def max_level(max_steps) -> int:
 
 
 def first_level(steps) -> int:
-    """The first trapezoid level checked: the fewest 2^k + 1 points >= `steps` (default 5)."""
-    steps = 5 if steps is None else positive_int("steps", steps, "use a positive int (first points checked), e.g. 5")
+    """The first level checked: the fewest 2^k + 1 points >= `steps` (default 3)."""
+    steps = 3 if steps is None else positive_int("steps", steps, "use a positive int (first points checked), e.g. 5")
     return max(1, (max(steps - 1, 1) - 1).bit_length())
-
-
-def romberg_row(previous: list[torch.Tensor], trapezoid: torch.Tensor) -> list[torch.Tensor]:
-    """Richardson extrapolation: R[k][m] = R[k][m-1] + (R[k][m-1] - R[k-1][m-1]) / (4^m - 1)."""
-    row = [trapezoid]
-    for m, below in enumerate(previous, start=1):
-        row.append(row[-1] + (row[-1] - below) / (4**m - 1))
-    return row
 
 
 def completeness_error(delta: torch.Tensor, gap: torch.Tensor, tol, evaluations: torch.Tensor) -> NumericalError:

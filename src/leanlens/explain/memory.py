@@ -5,8 +5,9 @@
 budget is `memory` ("2GB", "512MB" or a number of bytes), else half the device's free
 memory. A model input's footprint is measured once, on a probe: the tensors autograd
 saves for the backward pass of one and of two inputs (their difference is what one
-more input adds; the weights saved once cancel out), plus the input's own copies. A
-black box (no torch graph to look into) is charged a fixed multiple of its input.
+more input adds; the weights, saved once, are what any pass costs), plus the
+gradients the backward pass holds and the input's own copies. A black box (no torch
+graph to look into) is charged a fixed multiple of its input.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ COPIES = 4  # the path point or masked input, its gradient, and the where/index 
 BLACK_BOX_FACTOR = 64  # a black box's own working memory per input, unknown: charged generously
 MAX_CHUNK = 8192  # beyond this, bigger passes buy no speed on any device we measured
 FREE_SHARE = 0.5  # of the device's free memory, when no `memory` is given
+SLACK = 2  # peak RSS measured on CPU runs to about twice the tensors' bytes (BLAS packing, the allocator)
 
 
 def memory_bytes(memory) -> int:
@@ -59,27 +61,37 @@ def free_bytes(device: torch.device) -> int:
     return 4 * 2**30
 
 
-def saved_bytes(model, probe: torch.Tensor) -> int:
-    """Bytes of the tensors autograd saves for one gradient pass of `probe` (each storage once)."""
+def saved_bytes(model, probe: torch.Tensor) -> tuple[int, int]:
+    """Bytes of the tensors autograd saves for one gradient pass of `probe` (each storage once),
+    and the largest of those with a row a probe input (an activation, not a weight), a row's bytes."""
     seen: dict[tuple[int, int], int] = {}
+    largest = 0
 
     def pack(tensor):
+        nonlocal largest
         storage = tensor.untyped_storage()
         seen[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+        if tensor.dim() and tensor.shape[0] == len(probe):
+            largest = max(largest, tensor.numel() * tensor.element_size() // len(probe))
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         model.input_gradients(probe, lambda scores: scores.argmax(1))  # any class costs the same
-    return sum(seen.values())
+    return sum(seen.values()), largest
 
 
-def input_footprint(model, sample: torch.Tensor) -> int:
-    """Bytes one more model input costs in a gradient pass (an upper bound for a forward one)."""
+def input_footprint(model, sample: torch.Tensor) -> tuple[int, int]:
+    """Bytes one more model input costs in a gradient pass (an upper bound for a forward one),
+    and the bytes a pass costs whatever its size (the weights it saves).
+
+    Besides what autograd saves, the backward pass holds the gradients of the largest
+    activation on both sides of the layer being differentiated: twice the largest saved.
+    """
     own = sample[0].numel() * sample.element_size() * COPIES
     if GRADIENTS not in model.capabilities:
-        return own * BLACK_BOX_FACTOR // COPIES
-    one, two = (saved_bytes(model, sample[:1].expand((k,) + sample.shape[1:]).clone()) for k in (1, 2))
-    return own + max(two - one, 0)
+        return own * BLACK_BOX_FACTOR // COPIES, 0
+    (one, _), (two, largest) = (saved_bytes(model, sample[:1].expand((k,) + sample.shape[1:]).clone()) for k in (1, 2))
+    return SLACK * (max(two - one, 0) + 2 * largest) + own, max(2 * one - two, 0)
 
 
 def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None) -> int:
@@ -92,8 +104,9 @@ def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None) -> int:
         return positive_int("batch_size", batch_size, "use a positive int (model inputs per pass) or None "
                             "(from the memory budget)")
     budget = memory_bytes(memory) if memory is not None else int(free_bytes(sample.device) * FREE_SHARE)
-    each = input_footprint(model, sample)
-    if budget < each:
-        raise BadOption(f"memory={memory!r} is less than one model input needs (about {each / 2**20:.1f} MB)",
-                        f"give at least memory='{math.ceil(each / 2**20)}MB', or pass batch_size=1")
-    return max(1, min(budget // each, MAX_CHUNK))
+    each, fixed = input_footprint(model, sample)
+    if budget < fixed + each:
+        need = (fixed + each) / 2**20
+        raise BadOption(f"memory={memory!r} is less than one model input needs (about {need:.1f} MB)",
+                        f"give at least memory='{math.ceil(need)}MB', or pass batch_size=1")
+    return max(1, min((budget - fixed) // each, MAX_CHUNK))
