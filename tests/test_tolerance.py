@@ -181,3 +181,21 @@ def test_a_memory_budget_bounds_peak_memory():
     assert budgeted <= (24 + 12) * 2**20  # the budget, with room for the allocator's own slack
     assert unbudgeted > 3 * 24 * 2**20  # the same work, all at once, needs far more
     assert difference < 1e-6
+
+
+def test_explain_command_prints_the_error_bar_or_says_there_is_none(tmp_path):
+    from explain_support import make_images, make_resnet
+    from typer.testing import CliRunner
+
+    from leanlens.cli import app
+
+    np.savez(tmp_path / "probes.npz", x=make_images(2), y=np.array([0, 1]))
+    common = ["explain", str(ll.save(make_resnet(), tmp_path / "m.leanlens")), str(tmp_path / "probes.npz")]
+    run = CliRunner().invoke(app, [*common, "--method", "ig", "--option", "tol=0.05", "--option", "max_steps=9",
+                                   "--out", str(tmp_path / "ig")])
+    assert run.exit_code == 0, run.output
+    assert "numerical error: completeness error |delta| / |f(x) - f(baseline)|" in run.output
+    assert "tol 0.05 met by" in run.output and "evaluations a sample" in run.output
+    assert Explanation.from_npz(tmp_path / "ig.npz").error.tol == 0.05
+    run = CliRunner().invoke(app, [*common, "--method", "gradcam", "--out", str(tmp_path / "cam")])
+    assert "numerical error: gradcam gives no estimate of its own error" in run.output, run.output
