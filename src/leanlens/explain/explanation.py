@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from leanlens.errors import BadInput
-from leanlens.explain.errorbars import ERROR_ARRAYS, NumericalError, error_from_npz
+from leanlens.explain.errorbars import NumericalError, error_from_npz
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from leanlens.errors import BadOption
-from leanlens.explain.features import game
 from leanlens.explain.errorbars import NumericalError
+from leanlens.explain.features import game
 from leanlens.explain.kernel_design import kernel_design
 from leanlens.explain.kernel_error import ScoredCoalitions, standard_errors
 from leanlens.explain.memory import budget_chunk
