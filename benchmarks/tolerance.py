@@ -48,7 +48,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 def demo_cnn() -> nn.Module:
     """The demo's CNN after one epoch on the hard lesions (fewer images under --smoke)."""
     torch.manual_seed(0)
-    data = ll.data.load("lesions-hard", n=256 if SMOKE else 2000, seed=0)
+    data = ll.data.load("lesions-hard", n=64 if SMOKE else 2000, seed=0)
     return finetune(SmallResNet(width=32), data, epochs=1.0, lr=3e-3, seed=0).module
 
 
@@ -77,15 +77,18 @@ def captum_errors(model, x, target, batch):
     return (delta.abs() / scores.abs()).cpu().numpy()
 
 
+MAX_STEPS = 65 if SMOKE else 257
+
+
 def ig_case(name, model, x, captum_batch=None):
     target = model(x).argmax(1)
     reach = float(captum_errors(model, x, target, captum_batch).max())
     rows = []
     for rule in ("clenshaw_curtis", "romberg", "riemann_trapezoid"):
-        e = ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach, rule=rule)
+        e = ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach, rule=rule, max_steps=MAX_STEPS)
         rows.append(f"{rule}: {e.error.evaluations.sum()} points, met by {int(e.error.met.sum())}/{len(x)}")
     ms = interleaved_ms({
-        "leanlens": lambda: ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach),
+        "leanlens": lambda: ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach, max_steps=MAX_STEPS),
         "captum": lambda: IntegratedGradients(model).attribute(x, target=target, n_steps=50,
                                                                internal_batch_size=captum_batch),
     }, repeats=3 if SMOKE else 5, warmup=1)
@@ -93,16 +96,14 @@ def ig_case(name, model, x, captum_batch=None):
 
 
 def ig_rows():
-    images = torch.as_tensor(ll.data.load("lesions-hard", n=8, seed=1).x, device=DEVICE)
-    cnn = frozen(demo_cnn())
-    big = frozen(resnet50())
-    side = 64 if SMOKE else 224
-    photos = torch.rand(2 if SMOKE else 4, 3, side, side, generator=torch.Generator().manual_seed(0)).to(DEVICE)
-    rows = [ig_case("demo CNN (ReLU), 8×1×64×64", cnn, images[:4] if SMOKE else images)]
-    rows.append(ig_case("demo CNN with SiLU (smooth), 8×1×64×64", frozen(smooth_copy(demo_cnn())),
-                        images[:4] if SMOKE else images))
-    rows.append(ig_case(f"ResNet-50 architecture, {len(photos)}×3×{side}×{side}", big, photos, captum_batch=25))
-    return rows
+    """One row a model, yielded as it is measured."""
+    images = torch.as_tensor(ll.data.load("lesions-hard", n=2 if SMOKE else 8, seed=1).x, device=DEVICE)
+    shape = "×".join(map(str, images.shape))
+    yield ig_case(f"demo CNN (ReLU), {shape}", frozen(demo_cnn()), images)
+    yield ig_case(f"demo CNN with SiLU (smooth), {shape}", frozen(smooth_copy(demo_cnn())), images)
+    side = 32 if SMOKE else 224
+    photos = torch.rand(1 if SMOKE else 4, 3, side, side, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    yield ig_case(f"ResNet-50 architecture, {len(photos)}×3×{side}×{side}", frozen(resnet50()), photos, captum_batch=25)
 
 
 # 2. KernelSHAP at shap's error ----------------------------------------------------------
@@ -146,8 +147,9 @@ def shap_values(model, x, samples, seed):
 
 
 def kernel_rows():
+    """The tol row, then the samplers at equal evaluations, yielded as measured."""
     model = Grouped().eval()
-    x = torch.randn(2 if SMOKE else 4, GROUPS * WIDTH, generator=torch.Generator().manual_seed(1),
+    x = torch.randn(1 if SMOKE else 4, GROUPS * WIDTH, generator=torch.Generator().manual_seed(1),
                     dtype=torch.float64).numpy()
     exact = model.exact(x)
     mae = lambda v: float(np.abs(v - exact).mean())
@@ -159,16 +161,15 @@ def kernel_rows():
         samples = int(samples * 1.5)
     ms = interleaved_ms({"leanlens": lambda: ll.explain(model, x, "kernelshap", target=0, tol=tol, seed=0),
                          "shap": lambda: shap_values(model, x, samples, 0)}, repeats=3, warmup=1)
-    rows = [(f"tol={tol}: leanlens {used} coalitions vs shap {samples}", f"{reached:.2e}", ms["leanlens"],
-             ms["shap"], ms["shap"] / ms["leanlens"])]
+    yield (f"tol={tol}: leanlens {used} coalitions vs shap {samples}", f"{reached:.2e}", ms["leanlens"],
+           ms["shap"], ms["shap"] / ms["leanlens"])
     for budget in ((500,) if SMOKE else (1000, 4000)):
         errors = {sampler: np.mean([mae(ll.explain(model, x, "kernelshap", target=0, samples=budget, seed=s,
                                                    sampler=sampler).values) for s in range(3)])
                   for sampler in ("kernel", "leverage")}
         errors["shap"] = np.mean([mae(shap_values(model, x, budget, s)) for s in range(3)])
-        rows.append((f"{budget} coalitions: MAE kernel / leverage / shap",
-                     " / ".join(f"{errors[k]:.2e}" for k in ("kernel", "leverage", "shap")), np.nan, np.nan, np.nan))
-    return rows
+        yield (f"{budget} coalitions: MAE kernel / leverage / shap",
+               " / ".join(f"{errors[k]:.2e}" for k in ("kernel", "leverage", "shap")), np.nan, np.nan, np.nan)
 
 
 # 3. IG within a memory budget ----------------------------------------------------------
@@ -191,7 +192,7 @@ def peak_bytes(run) -> int:
 
 def memory_rows():
     model = frozen(resnet50())
-    side, n, steps = (64, 1, 30) if SMOKE else (224, 32 if DEVICE.type == "cuda" else 1, 300)
+    side, n, steps = (32, 1, 30) if SMOKE else (224, 32 if DEVICE.type == "cuda" else 1, 300)
     budget = "1GB" if SMOKE else "2GB"
     x = torch.rand(n, 3, side, side, generator=torch.Generator().manual_seed(0)).to(DEVICE)
     start = time.perf_counter()
@@ -205,11 +206,11 @@ def main() -> None:
           "a nested rule needs |")
     print("|---|---:|---:|---:|---:|---|")
     for name, reach, ours, theirs, ratio, rules in ig_rows():
-        print(f"| {name} | {reach} | {ours:.0f} | {theirs:.0f} | {ratio:.2f}× | {rules} |")
+        print(f"| {name} | {reach} | {ours:.0f} | {theirs:.0f} | {ratio:.2f}× | {rules} |", flush=True)
     print("\n| KernelSHAP case | MAE vs exact | leanlens ms | shap ms | speed-up |")
     print("|---|---:|---:|---:|---:|")
     for name, error, ours, theirs, ratio in kernel_rows():
-        print(f"| {name} | {error} | {ours:.0f} | {theirs:.0f} | {ratio:.1f}× |")
+        print(f"| {name} | {error} | {ours:.0f} | {theirs:.0f} | {ratio:.1f}× |", flush=True)
     print("\n| memory case | peak added | time | device |")
     print("|---|---:|---:|---|")
     for row in memory_rows():

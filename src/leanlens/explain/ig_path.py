@@ -78,11 +78,11 @@ def refined_ig(path: Path, gap: torch.Tensor, tol: float, max_steps, steps, rule
     values, used = torch.zeros_like(x), torch.zeros(n, dtype=torch.long, device=x.device)
     for start in range(0, n, group):
         samples = torch.arange(start, min(start + group, n), device=x.device)
-        part, points = refine_group(path, samples, tol * gap.abs(), gap, first, last, rule)
+        part, points = refine_group(path, samples, tol * gap.double().abs(), gap, first, last, rule)
         values = values.index_put((samples,), part)
         used[samples] = points
-    delta = (values.detach().flatten(1).sum(1) - gap).float()
-    return values, {"delta": delta, "error": completeness_error(delta, gap, tol, used)}
+    delta = values.detach().flatten(1).sum(1).double() - gap.double()
+    return values, {"delta": delta.float(), "error": completeness_error(delta, gap, tol, used)}
 
 
 def refine_group(path: Path, samples, limit, gap, first: int, last: int, rule: str):
@@ -98,7 +98,7 @@ def refine_group(path: Path, samples, limit, gap, first: int, last: int, rule: s
         weights = nested_weights(rule, k).to(x.device, x.dtype)
         s = samples[active]
         estimate = (x[s] - path.base[s]) * torch.einsum("np...,p->n...", grads, weights)
-        delta = estimate.detach().flatten(1).sum(1) - gap[s]
+        delta = estimate.detach().flatten(1).sum(1).double() - gap[s].double()  # as the error bar computes it
         done = (delta.abs() <= limit[s]) | (k == last)
         values = values.index_put((active[done],), estimate[done])
         used[active[done]] = 2**k + 1
