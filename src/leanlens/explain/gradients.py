@@ -125,8 +125,8 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
     With `steps` (default 64) every sample gets that many points of `rule` (default
     'gausslegendre'). With `tol`, each sample is refined on its own until its completeness
     error |delta| <= tol * |f(x) - f(baseline)|, or `max_steps` points: a nested rule
-    ('romberg', the default, or 'riemann_trapezoid') doubles the points, reusing all earlier
-    ones, and a sample that converges stops. A sample that plateaus above `tol` (ReLU kinks)
+    ('clenshaw_curtis', the default, 'romberg' or 'riemann_trapezoid') doubles the points,
+    reusing all earlier ones, from `steps` (default 3), and a sample that converges stops. A sample that plateaus above `tol` (ReLU kinks)
     keeps its delta, reported in the explanation's `error`. All (sample, point) inputs go
     through the model `batch_size` at a time, or as many as `memory` ('2GB'; default: half
     the free device memory) holds. `baseline` is a number, an array, or 'zeros', 'mean',
