@@ -136,7 +136,7 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
     rule = ig_rule(rule, tol)
     base = make_baseline(x, baseline, seed)
     fold_bn = checked_fold(create_graph, fold_bn)
-    step = budget_chunk(batch_size, model, x[:1], memory)
+    step = budget_chunk(batch_size, model, x[:1], memory, fold_bn)
     target, gap = path_ends(model, x, base, targets, step, fold_bn)
     path = Path(model, x, base, target, create_graph, fold_bn, step)
     if tol is not None:

@@ -61,7 +61,7 @@ def free_bytes(device: torch.device) -> int:
     return 4 * 2**30
 
 
-def saved_bytes(model, probe: torch.Tensor) -> tuple[int, int]:
+def saved_bytes(model, probe: torch.Tensor, fold_bn: bool = False) -> tuple[int, int]:
     """Bytes of the tensors autograd saves for one gradient pass of `probe` (each storage once),
     and the largest of those with a row a probe input (an activation, not a weight), a row's bytes."""
     seen: dict[tuple[int, int], int] = {}
@@ -76,11 +76,11 @@ def saved_bytes(model, probe: torch.Tensor) -> tuple[int, int]:
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model.input_gradients(probe, lambda scores: scores.argmax(1))  # any class costs the same
+        model.input_gradients(probe, lambda scores: scores.argmax(1), fold_bn=fold_bn)  # any class costs the same
     return sum(seen.values()), largest
 
 
-def input_footprint(model, sample: torch.Tensor) -> tuple[int, int]:
+def input_footprint(model, sample: torch.Tensor, fold_bn: bool = False) -> tuple[int, int]:
     """Bytes one more model input costs in a gradient pass (an upper bound for a forward one),
     and the bytes a pass costs whatever its size (the weights it saves).
 
@@ -90,21 +90,22 @@ def input_footprint(model, sample: torch.Tensor) -> tuple[int, int]:
     own = sample[0].numel() * sample.element_size() * COPIES
     if GRADIENTS not in model.capabilities:
         return own * BLACK_BOX_FACTOR // COPIES, 0
-    (one, _), (two, largest) = (saved_bytes(model, sample[:1].expand((k,) + sample.shape[1:]).clone()) for k in (1, 2))
+    (one, _), (two, largest) = (saved_bytes(model, sample[:1].expand((k,) + sample.shape[1:]).clone(), fold_bn)
+                                for k in (1, 2))
     return SLACK * (max(two - one, 0) + 2 * largest) + own, max(2 * one - two, 0)
 
 
-def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None) -> int:
+def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None, fold_bn: bool = False) -> int:
     """Model inputs per pass: an explicit `batch_size`, else as many as fit the memory budget.
 
-    `sample` is one input like those the passes will see. A budget too small for one
-    input is refused.
+    `sample` is one input like those the passes will see, through the network they will
+    run (`fold_bn`: the BN-folded copy). A budget too small for one input is refused.
     """
     if batch_size is not None:
         return positive_int("batch_size", batch_size, "use a positive int (model inputs per pass) or None "
                             "(from the memory budget)")
     budget = memory_bytes(memory) if memory is not None else int(free_bytes(sample.device) * FREE_SHARE)
-    each, fixed = input_footprint(model, sample)
+    each, fixed = input_footprint(model, sample, fold_bn)
     if budget < fixed + each:
         need = (fixed + each) / 2**20
         raise BadOption(f"memory={memory!r} is less than one model input needs (about {need:.1f} MB)",
