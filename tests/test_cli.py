@@ -109,4 +109,4 @@ def test_methods_lists_every_registered_method_with_its_options():
     rows = run.stdout.splitlines()
     for name, spec in ll.methods().items():  # each on a row of its own, with its family
         assert any(row.startswith(f"│ {name} ") and f"│ {spec.family} " in row for row in rows), name
-    assert "window=None" in run.stdout and "steps=64" in run.stdout
+    assert "window=None" in run.stdout and "tol=None" in run.stdout

@@ -219,15 +219,16 @@ def test_methods_table(resnet, images):
     assert {"ig", "gradcam", "gradcam++", "saliency"} <= set(table)
     assert table["ig"].needs == {"gradients"} and table["saliency"].needs == {"gradients"}
     assert table["gradcam"].needs == {"gradients", "layers"} == table["gradcam++"].needs
-    assert table["ig"].options == {"steps": 64, "rule": "gausslegendre", "baseline": "zeros", "batch_size": 128,
-                                    "seed": 0, "create_graph": False, "fold_bn": False}
+    assert table["ig"].options == {"steps": None, "rule": None, "baseline": "zeros", "tol": None, "max_steps": 257,
+                                    "batch_size": None, "memory": None, "seed": 0, "create_graph": False,
+                                    "fold_bn": False}
     assert table["saliency"].options == {"absolute": True, "batch_size": None, "create_graph": False, "fold_bn": False}
     assert table["gradcam"].options == {"layer": None, "batch_size": None, "create_graph": False, "fold_bn": False}
     assert table["gradcam"].options == table["gradcam++"].options
     assert table["ig"].family == "gradient" and table["gradcam++"].family == "cam"
     assert all(spec.summary for spec in table.values())
     # an explanation records the defaults it ran with
-    assert dict(explain(resnet, images[:1], "ig", steps=64).options) == table["ig"].options
+    assert dict(explain(resnet, images[:1], "ig").options) == table["ig"].options
     assert dict(explain(resnet, images[:1], "saliency").options) == table["saliency"].options
 
 

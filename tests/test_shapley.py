@@ -13,7 +13,7 @@ from torch import nn
 from leanlens.errors import BadOption
 from leanlens.explain import explain
 from leanlens.explain.features import feature_mask, masked_inputs
-from leanlens.explain.shapley import kernel_coalitions
+from leanlens.explain.kernel_design import kernel_coalitions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -87,6 +87,7 @@ def explain(
     """Explain a model's decisions on a dataset and save the attributions (.npz, no pickle)."""
     from leanlens.cli_inputs import method_options, read_data, targets_for
     from leanlens.explain import explain as run_explain
+    from leanlens.explain.errorbars import describe_error
     from leanlens.explain.explanation import npz_path
     from leanlens.models.modelfile import resolve_model
 
@@ -101,9 +102,10 @@ def explain(
     except LeanlensError as error:
         raise _refused(error) from None
     console.print(f"{escape(method)}: {len(explanation)} samples, values {explanation.values.shape} → {escape(str(written))}")
-    if explanation.delta is not None:
+    if explanation.delta is not None and explanation.error is None:
         console.print(f"completeness error |delta|: median {np.median(np.abs(explanation.delta)):.3g}, "
                       f"max {np.abs(explanation.delta).max():.3g}")
+    console.print(escape(describe_error(explanation.error, method)))  # the error bar, or plainly none
     if explanation.stand_in_fidelity is not None:  # gradients came from the quantized graph's float twin
         console.print(str(explanation.stand_in_fidelity))
 

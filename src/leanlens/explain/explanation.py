@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from leanlens.errors import BadInput
+from leanlens.explain.errorbars import NumericalError, error_from_npz
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class Explanation:
     # Shapley methods: the target's score with every feature off (the baseline's, or the mean over
     # the background rows: shap's `base_values`), so base_values + values.sum(1) = f(x) - delta
     base_values: np.ndarray | None = None
+    # the method's estimate of its own numerical error (IG completeness, KernelSHAP standard
+    # errors, LIME fit R²); None for a method that has none
+    error: NumericalError | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -81,8 +85,11 @@ class Explanation:
             arrays["stand_in_scores"] = self.stand_in_scores
         if self.base_values is not None:
             arrays["base_values"] = self.base_values
+        if self.error is not None:
+            arrays.update(self.error.arrays())
         header = json.dumps({"method": self.method, "options": _jsonable(self.options),
-                             "feature_names": None if self.feature_names is None else list(self.feature_names)})
+                             "feature_names": None if self.feature_names is None else list(self.feature_names),
+                             "error": None if self.error is None else self.error.header()})
         path = npz_path(path)
         try:
             np.savez_compressed(path, header=np.frombuffer(header.encode(), dtype=np.uint8), **arrays)
@@ -96,13 +103,14 @@ class Explanation:
         """Load a file written by `to_npz()`; anything else is one BadInput line, never unpickled."""
         arrays = _read_arrays(path)
         header = _read_header(arrays.pop("header", None), path)
+        error = error_from_npz(header.get("error"), arrays)
         missing = sorted({"values", "target", "predictions"} - set(arrays))
         unknown = sorted(set(arrays) - set(ARRAY_FIELDS))
         if missing or unknown:
             what = f"no {', '.join(missing)} array" if missing else f"unknown arrays {', '.join(unknown)}"
             raise BadInput(f"{str(path)!r} is not a leanlens explanation: {what}", HINT)
         names = header.get("feature_names")
-        return cls(method=header["method"], options=header["options"],
+        return cls(method=header["method"], options=header["options"], error=error,
                    feature_names=tuple(map(str, names)) if isinstance(names, list) else None, **arrays)
 
 

@@ -11,11 +11,14 @@ import torch
 
 from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
+from leanlens.explain.ig_path import Path, completeness_error, refined_ig
+from leanlens.explain.memory import budget_chunk
 from leanlens.explain.options import chunk_size, flag, generator, positive_int, real
 from leanlens.explain.registry import lookup, method
 from leanlens.explain.targets import Targets, class_scores, picked_scores
 
 RULES = ("gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right")
+NESTED_RULES = ("clenshaw_curtis", "romberg", "riemann_trapezoid")  # the rules `tol` refines: doubling reuses every point
 SMOOTHABLE = ("saliency", "input_x_gradient", "ig")
 
 
@@ -114,38 +117,58 @@ def path_nodes(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @method("ig", family="gradient", needs={"gradients"})
-def integrated_gradients(model, x, targets, *, steps: int = 64, rule: str = "gausslegendre", baseline="zeros",
-                         batch_size: int | None = 128, seed: int = 0, create_graph: bool = False,
-                         fold_bn: bool = False):
+def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: str | None = None, baseline="zeros",
+                         tol: float | None = None, max_steps: int = 257, batch_size: int | None = None,
+                         memory=None, seed: int = 0, create_graph: bool = False, fold_bn: bool = False):
     """Integrated Gradients (Sundararajan et al., 2017): path integral of input gradients.
 
-    All (sample, step) points go through the model in chunks of `batch_size`, so memory
-    is bounded whatever `steps` is. `baseline` is a number, an array, or 'zeros', 'mean',
-    'blur' or 'uniform' (seeded by `seed`). Returns the completeness error as `delta`.
-    `fold_bn=True` runs a copy with batch norms folded into the convolutions: about 1.25×
-    faster on a ResNet, equal up to float rounding (which can flip a ReLU sitting at 0).
+    With `steps` (default 64) every sample gets that many points of `rule` (default
+    'gausslegendre'). With `tol`, each sample is refined on its own until its completeness
+    error |delta| <= tol * |f(x) - f(baseline)|, or `max_steps` points: a nested rule
+    ('clenshaw_curtis', the default, 'romberg' or 'riemann_trapezoid') doubles the points,
+    reusing all earlier ones, from `steps` (default 3), and a sample that converges stops. A sample that plateaus above `tol` (ReLU kinks)
+    keeps its delta, reported in the explanation's `error`. All (sample, point) inputs go
+    through the model `batch_size` at a time, or as many as `memory` ('2GB'; default: half
+    the free device memory) holds. `baseline` is a number, an array, or 'zeros', 'mean',
+    'blur' or 'uniform' (seeded by `seed`). `fold_bn=True` runs a copy with batch norms
+    folded into the convolutions: about 1.25x faster on a ResNet, equal up to float rounding.
     """
-    if rule not in RULES:
-        raise BadOption(f"unknown IG rule {rule!r}", "use one of " + ", ".join(RULES))
-    steps = positive_int("steps", steps, "use a positive int, e.g. 64")
-    step = chunk_size(batch_size, len(x) * steps)
+    rule = ig_rule(rule, tol)
     base = make_baseline(x, baseline, seed)
     fold_bn = checked_fold(create_graph, fold_bn)
-    with torch.no_grad():  # the endpoints: targets, and the gap that completeness is checked against
-        both, end_step = torch.cat([x, base]), chunk_size(batch_size, 2 * len(x))
-        ends = torch.cat([model.scores(both[i : i + end_step], fold_bn=fold_bn) for i in range(0, len(both), end_step)])
-        target = targets.pick(ends[: len(x)])
-        gap = picked_scores(ends[: len(x)], target) - picked_scores(ends[len(x) :], target)
+    step = budget_chunk(batch_size, model, x[:1], memory, fold_bn)
+    target, gap = path_ends(model, x, base, targets, step, fold_bn)
+    path = Path(model, x, base, target, create_graph, fold_bn, step)
+    if tol is not None:
+        return refined_ig(path, gap, tol, max_steps, steps, rule)
+    steps = positive_int("steps", 64 if steps is None else steps, "use a positive int, e.g. 64")
     alphas, weights = (torch.as_tensor(a, dtype=x.dtype, device=x.device) for a in path_nodes(steps, rule))
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    summed = torch.zeros_like(x)
-    for start in range(0, len(x) * steps, step):
-        flat = torch.arange(start, min(start + step, len(x) * steps), device=x.device)
-        sample, k = flat // steps, flat % steps
-        points = base[sample] + alphas[k].view(shape) * (x[sample] - base[sample])
-        grads = model.input_gradients(points, lambda _, s=sample: target[s], create_graph=create_graph,
-                                      fold_bn=fold_bn)
-        summed = summed.index_add(0, sample, grads * weights[k].view(shape))
+    sample = torch.arange(len(x), device=x.device).repeat_interleave(steps)
+    summed = path.weighted_sums(sample, alphas.repeat(len(x)), weights.repeat(len(x)))
     values = (x - base) * summed
-    delta = values.detach().flatten(1).sum(1) - gap.float()
-    return values, {"delta": delta}
+    delta = (values.detach().flatten(1).sum(1) - gap).float()
+    return values, {"delta": delta, "error": completeness_error(delta, gap, None, torch.full_like(gap, steps))}
+
+
+def ig_rule(rule, tol) -> str:
+    """The rule to integrate with: a nested one when refining to `tol`, Gauss-Legendre otherwise."""
+    if tol is None:
+        rule = "gausslegendre" if rule is None else rule
+        if rule not in RULES:
+            raise BadOption(f"unknown IG rule {rule!r}", "use one of " + ", ".join(RULES))
+        return rule
+    real("tol", tol, "use a relative completeness error > 0, e.g. 1e-3", low=0, strict=True)
+    rule = "clenshaw_curtis" if rule is None else rule
+    if rule not in NESTED_RULES:
+        raise BadOption(f"rule={rule!r} cannot refine to tol: its points are not reused when refined",
+                        "with tol use rule='clenshaw_curtis', 'romberg' or 'riemann_trapezoid' (or drop tol, set steps)")
+    return rule
+
+
+def path_ends(model, x, base, targets: Targets, step: int, fold_bn) -> tuple[torch.Tensor, torch.Tensor]:
+    """The targets, and each sample's score gap f(x) - f(baseline) that completeness is checked against."""
+    with torch.no_grad():
+        both = torch.cat([x, base])
+        ends = torch.cat([model.scores(both[i : i + step], fold_bn=fold_bn) for i in range(0, len(both), step)])
+        target = targets.pick(ends[: len(x)])
+        return target, picked_scores(ends[: len(x)], target) - picked_scores(ends[len(x) :], target)

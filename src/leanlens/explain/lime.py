@@ -16,10 +16,13 @@ one coefficient a feature; its weighted R² is returned as `score`.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from leanlens.errors import BadOption
+from leanlens.explain.errorbars import NumericalError
 from leanlens.explain.features import game
+from leanlens.explain.memory import budget_chunk
 from leanlens.explain.options import generator, positive_int, real
 from leanlens.explain.registry import method
 
@@ -76,7 +79,7 @@ def weighted_ridge(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, alpha: flo
 
 @method("lime", family="perturbation", needs=())
 def lime(model, x, targets, *, samples: int = 1000, feature_mask=None, superpixel=None, baseline="zeros",
-         background=None, kernel_width: float = 0.25, alpha: float = 1e-6, batch_size: int | None = 1024,
+         background=None, kernel_width: float = 0.25, alpha: float = 1e-6, batch_size: int | None = None, memory=None,
          seed: int = 0):
     """LIME (Ribeiro et al., 2016): coefficients of a locally weighted linear fit over feature coalitions.
 
@@ -85,14 +88,16 @@ def lime(model, x, targets, *, samples: int = 1000, feature_mask=None, superpixe
     vector and the all-on one (as the `lime` package does for images; Captum's default
     kernel has the same form but measures D between perturbed inputs, width 1.0).
     `alpha` is scikit-learn's Ridge penalty. Each element of a feature carries the
-    feature's coefficient; `score` is each fit's weighted R².
+    feature's coefficient; `score` is each fit's weighted R², also its `error` (LIME has no
+    error bar of its own: R² says how much of the model's local behaviour the fit explains).
     """
     samples = positive_int("samples", samples, "use a positive int, e.g. 1000")
     kernel_width = real("kernel_width", kernel_width, "use a positive number, e.g. 0.25", low=0, strict=True)
     alpha = real("alpha", alpha, "use a finite ridge penalty >= 0, e.g. 1e-6", low=0)
     g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
-             background=background, seed=seed, batch_size=batch_size)
+             background=background, seed=seed, batch_size=budget_chunk(batch_size, model, x[:1], memory))
     z, w = lime_design(g.d, samples, kernel_width, seed)
     y = torch.cat([g.full[:, None], g.scores(z[1:])], dim=1)  # the all-on coalition is x
     coef, r2 = weighted_ridge(z, w, y, alpha)
-    return g.spread(coef), {"score": r2.float()}
+    fit = NumericalError("fit_r2", r2.cpu().numpy(), evaluations=np.full(len(x), samples))
+    return g.spread(coef), {"score": r2.float(), "error": fit}

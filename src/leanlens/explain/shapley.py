@@ -11,19 +11,21 @@ is each sample's efficiency gap, sum(values per feature) - (f(x) - f(baseline)).
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 import torch
 
 from leanlens.errors import BadOption
+from leanlens.explain.errorbars import NumericalError
 from leanlens.explain.features import game
-from leanlens.explain.options import generator, positive_int
+from leanlens.explain.kernel_design import kernel_design
+from leanlens.explain.kernel_error import ScoredCoalitions, standard_errors
+from leanlens.explain.memory import budget_chunk
+from leanlens.explain.options import positive_int, real
 from leanlens.explain.registry import method
 
 MAX_EXACT = 16  # 2^16 coalitions a sample
-MAX_ENUMERATE = 100_000  # draw coalitions of one size from the full list below this many
 
 
 def all_coalitions(d: int) -> torch.Tensor:
@@ -47,7 +49,7 @@ def shapley_matrix(coalitions: torch.Tensor) -> torch.Tensor:
 
 @method("shapley", family="perturbation", needs=())
 def shapley(model, x, targets, *, feature_mask=None, superpixel=None, baseline="zeros", background=None,
-            batch_size: int | None = 1024, seed: int = 0):
+            batch_size: int | None = None, memory=None, seed: int = 0):
     """Exact Shapley values (Shapley, 1953) over at most 16 features, from all 2^d coalitions.
 
     Costs 2^d - 2 model evaluations a sample beyond x and the baseline (times B with
@@ -55,7 +57,7 @@ def shapley(model, x, targets, *, feature_mask=None, superpixel=None, baseline="
     Each element of a feature carries the feature's value; `delta` is the efficiency gap (~0).
     """
     g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
-             background=background, seed=seed, batch_size=batch_size)
+             background=background, seed=seed, batch_size=budget_chunk(batch_size, model, x[:1], memory))
     if g.d > MAX_EXACT:
         raise BadOption(f"exact shapley over {g.d} features needs 2^{g.d} model evaluations a sample",
                         f"use superpixel= or a feature_mask with at most {MAX_EXACT} features, or 'kernelshap'")
@@ -65,76 +67,6 @@ def shapley(model, x, targets, *, feature_mask=None, superpixel=None, baseline="
     phi = scores @ shapley_matrix(coalitions).to(scores.device)
     delta = phi.sum(1) - (g.full - g.empty)
     return g.spread(phi), {"delta": delta.float(), "base_values": g.empty}
-
-
-def size_mass(d: int, s: int) -> float:
-    """Total Shapley-kernel weight of all coalitions of size s (up to a constant)."""
-    return (d - 1) / (s * (d - s))
-
-
-def _of_size(d: int, s: int, k: int, paired: bool, generator: torch.Generator) -> torch.Tensor:
-    """k distinct random coalitions of size s (bool (k, d)); with `paired`, distinct as {S, not S}."""
-    if math.comb(d, s) <= MAX_ENUMERATE:
-        combos = [c for c in itertools.combinations(range(d), s) if not paired or c[0] == 0]
-        pick = torch.randperm(len(combos), generator=generator)[:k]
-        out = torch.zeros(len(pick), d, dtype=torch.bool)
-        out[torch.arange(len(pick))[:, None], torch.tensor([combos[i] for i in pick.tolist()])] = True
-        return out
-    seen, rows = set(), []
-    while len(rows) < k:  # far more coalitions than draws: duplicates are rare
-        order = torch.rand(2 * k, d, generator=generator).argsort(1)
-        draw = torch.zeros(2 * k, d, dtype=torch.bool).scatter_(1, order[:, :s], True)
-        if paired:
-            draw = torch.where(draw[:, :1], draw, ~draw)
-        for row in draw:
-            key = np.packbits(row.numpy()).tobytes()
-            if key not in seen and len(rows) < k:
-                seen.add(key)
-                rows.append(row)
-    return torch.stack(rows)
-
-
-def kernel_coalitions(d: int, budget: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """At most `budget` coalitions (bool (M, d)) and their regression weights (M,) float64.
-
-    Sizes s and d - s form a pair. Pairs are taken whole, smallest s first, while the
-    budget's share for a pair (by kernel mass) covers all its coalitions; the rest of the
-    budget is split over the remaining pairs in proportion to their mass (stratified),
-    drawing distinct coalitions together with their complements (antithetic), each
-    weighted by its size's mass over the number drawn. With budget >= 2^d - 2 every
-    coalition is used, and the regression returns the exact Shapley values.
-    """
-    pairs = [(s, d - s) for s in range(1, d // 2 + 1)]
-    mass = [size_mass(d, s) * (1 if s == t else 2) for s, t in pairs]
-    count = [math.comb(d, s) * (1 if s == t else 2) for s, t in pairs]
-    blocks, weights, left, left_mass = [], [], budget, sum(mass)
-    done = 0
-    for (s, t), m, c in zip(pairs, mass, count):
-        if left * m / left_mass < c - 1e-9:
-            break
-        for size in {s, t}:
-            block = torch.tensor(list(itertools.combinations(range(d), size)))
-            z = torch.zeros(len(block), d, dtype=torch.bool)
-            z[torch.arange(len(block))[:, None], block] = True
-            blocks.append(z)
-            weights.append(torch.full((len(z),), size_mass(d, size) / len(z), dtype=torch.float64))
-        left, left_mass, done = left - c, left_mass - m, done + 1
-    rest = pairs[done:]
-    if rest:
-        share = np.array(mass[done:]) / left_mass * (left // 2)
-        draws = np.floor(share).astype(int)
-        draws[np.argsort(draws - share)[: left // 2 - draws.sum()]] += 1  # largest remainders
-        for (s, t), k in zip(rest, draws):
-            k = min(int(k), math.comb(d, s) // (2 if s == t else 1))
-            if k == 0:
-                continue
-            z = _of_size(d, s, k, s == t, generator)
-            blocks += [z, ~z]
-            # each size's mass over its coalitions drawn; a self-paired size has 2k of them
-            weights.append(torch.full((2 * k,), size_mass(d, s) / (2 * k if s == t else k), dtype=torch.float64))
-    if not blocks:
-        return torch.zeros(0, d, dtype=torch.bool), torch.zeros(0, dtype=torch.float64)
-    return torch.cat(blocks), torch.cat(weights)
 
 
 def constrained_wls(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
@@ -153,24 +85,56 @@ def constrained_wls(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, total: to
 
 
 @method("kernelshap", family="perturbation", needs=())
-def kernelshap(model, x, targets, *, samples: int | None = None, feature_mask=None, superpixel=None,
-               baseline="zeros", background=None, batch_size: int | None = 1024, seed: int = 0):
+def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | None = None,
+               max_samples: int | None = None, sampler: str = "kernel", feature_mask=None, superpixel=None,
+               baseline="zeros", background=None, batch_size: int | None = None, memory=None, seed: int = 0):
     """Kernel SHAP (Lundberg & Lee, 2017): Shapley values from a weighted regression over sampled coalitions.
 
     `samples` coalitions a sample (default 2d + 2048, at most 2^d - 2) besides x and the
-    baseline; every sample shares them. Efficiency holds exactly; `delta` reports it.
+    baseline; every sample shares them. With `tol`, `samples` is the first design (default
+    4d + 64) and it doubles, reusing every coalition already scored, until each value's
+    standard error is <= tol * |f(x) - f(baseline)| or `max_samples` (default 2^16) are
+    used. Standard errors (Covert & Lee, 2021) come from the sampled strata's spread,
+    linearised through the constrained regression, and are the explanation's `error`.
+    `sampler='leverage'` shares the draws as Leverage SHAP does (Musco & Witter, 2025).
+    Efficiency holds exactly; `delta` reports it.
     """
+    batch_size = budget_chunk(batch_size, model, x[:1], memory)
     g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
              background=background, seed=seed, batch_size=batch_size)
     d, gap = g.d, g.full - g.empty
     if d == 1:
-        return g.spread(gap[:, None]), {"delta": torch.zeros_like(gap).float(), "base_values": g.empty}
-    inner = 2**d - 2 if d < 62 else math.inf
-    if samples is not None and positive_int("samples", samples, "use an int >= 2, e.g. 2048") < 2:
-        raise BadOption(f"samples={samples!r} leaves no coalition to regress on", "use an int >= 2, e.g. 2048")
-    budget = min(2 * d + 2048, inner) if samples is None else samples
-    z, w = kernel_coalitions(d, int(min(budget, inner)), generator(seed))
-    y = g.scores(z) - g.empty[:, None]
-    phi = constrained_wls(z, w, y, gap)
+        exact = NumericalError("standard_error", np.zeros(x.shape), gap.abs().cpu().numpy(), tol, np.zeros(len(x)))
+        return g.spread(gap[:, None]), {"delta": torch.zeros_like(gap).float(), "error": exact,
+                                         "base_values": g.empty}
+    budget, cap = kernel_budgets(d, samples, tol, max_samples)
+    scored = ScoredCoalitions(g)
+    while True:
+        design = kernel_design(d, budget, seed, sampler)
+        y = scored.scores(design.z) - g.empty[:, None]
+        phi = constrained_wls(design.z, design.w, y, gap)
+        se = standard_errors(design, y, phi)
+        if tol is None or budget >= cap or bool((se.max(1).values <= tol * gap.abs()).all()):
+            break
+        budget = min(2 * budget, cap)
     delta = phi.sum(1) - gap
-    return g.spread(phi), {"delta": delta.float(), "base_values": g.empty}
+    error = NumericalError("standard_error", g.spread(se).cpu().numpy(), gap.abs().cpu().numpy(), tol,
+                           np.full(len(x), scored.count))
+    return g.spread(phi), {"delta": delta.float(), "error": error, "base_values": g.empty}
+
+
+def kernel_budgets(d: int, samples, tol, max_samples) -> tuple[int, int]:
+    """The first design's coalitions and the most that refining to `tol` may use."""
+    inner = 2**d - 2 if d < 62 else 2**62
+    hint = "use an int >= 2, e.g. 2048"
+    if samples is not None and positive_int("samples", samples, hint) < 2:
+        raise BadOption(f"samples={samples!r} leaves no coalition to regress on", hint)
+    if tol is None:
+        if max_samples is not None:
+            raise BadOption("max_samples without tol", "pass tol= to refine up to max_samples, or set samples=")
+        budget = min(2 * d + 2048, inner) if samples is None else samples
+        return min(budget, inner), min(budget, inner)
+    real("tol", tol, "use a relative standard error > 0, e.g. 0.01", low=0, strict=True)
+    cap = 2**16 if max_samples is None else positive_int("max_samples", max_samples, "use an int >= 2, e.g. 65536")
+    first = 4 * d + 64 if samples is None else samples
+    return min(first, cap, inner), min(cap, inner)

@@ -1,0 +1,223 @@
+"""Attributions to a stated accuracy (issue 17): speed at equal error, and memory within a budget.
+
+    .venv/bin/python benchmarks/tolerance.py [--smoke]
+
+1. IG: Captum's default call (50 Gauss–Legendre steps, all points at once) sets the error
+   to reach: its largest per-sample relative completeness error |delta| / |f(x) - f(b)|
+   on the batch. leanlens' `tol=` that error is timed against it, interleaved, on the demo
+   CNN (trained one epoch), the same CNN with SiLU for ReLU (smooth), and the ResNet-50
+   architecture. The points each nested rule needs per sample say which rule is cheapest.
+2. KernelSHAP: 60 features in 12 groups of 5, each group a small tanh MLP (interactions of
+   every order within a group), so exact Shapley values come from brute force inside each
+   group. leanlens `tol=` against shap.KernelExplainer given the samples it needs to reach
+   the same mean error; and, at equal evaluations, the kernel and leverage samplers and shap.
+3. Memory: IG with 300 steps on the ResNet-50 architecture at 224×224 within `memory=`,
+   its peak RSS (CPU) or peak allocated memory (GPU).
+
+`--smoke` shrinks every case (64×64 ResNet-50, fewer images and samples) to check the script
+runs; its figures are not the results. Prints Markdown; no test depends on these timings.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from captum.attr import IntegratedGradients
+from resnet50 import resnet50
+from timing import interleaved_ms
+from torch import nn
+
+import leanlens as ll
+from leanlens.compression import finetune
+from leanlens.models import SmallResNet
+
+SMOKE = "--smoke" in sys.argv
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# 1. IG at Captum's error ------------------------------------------------------------------
+
+def demo_cnn() -> nn.Module:
+    """The demo's CNN after one epoch on the hard lesions (fewer images under --smoke)."""
+    torch.manual_seed(0)
+    data = ll.data.load("lesions-hard", n=64 if SMOKE else 2000, seed=0)
+    return finetune(SmallResNet(width=32), data, epochs=1.0, lr=3e-3, seed=0).module
+
+
+def smooth_copy(model: nn.Module) -> nn.Module:
+    """The same weights with every ReLU a SiLU: an integrand without kinks."""
+    for name, child in list(model.named_modules()):
+        if isinstance(child, nn.ReLU):
+            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            setattr(parent, name.rpartition(".")[2], nn.SiLU())
+    return model
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    model = model.eval().to(DEVICE)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def captum_errors(model, x, target, batch):
+    """Captum's default IG call and each sample's relative completeness error."""
+    _, delta = IntegratedGradients(model).attribute(x, target=target, n_steps=50, internal_batch_size=batch,
+                                                         return_convergence_delta=True)
+    with torch.no_grad():
+        scores = model(x).gather(1, target[:, None])[:, 0] - model(torch.zeros_like(x)).gather(1, target[:, None])[:, 0]
+    return (delta.abs() / scores.abs()).cpu().numpy()
+
+
+MAX_STEPS = 65 if SMOKE else 257
+
+
+def ig_case(name, model, x, captum_batch=None):
+    target = model(x).argmax(1)
+    reach = float(captum_errors(model, x, target, captum_batch).max())
+    rows = []
+    for rule in ("clenshaw_curtis", "romberg", "riemann_trapezoid"):
+        e = ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach, rule=rule, max_steps=MAX_STEPS)
+        rows.append(f"{rule}: {e.error.evaluations.sum()} points, met by {int(e.error.met.sum())}/{len(x)}")
+    ms = interleaved_ms({
+        "leanlens": lambda: ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach, max_steps=MAX_STEPS),
+        "captum": lambda: IntegratedGradients(model).attribute(x, target=target, n_steps=50,
+                                                               internal_batch_size=captum_batch),
+    }, repeats=3 if SMOKE else 5, warmup=1)
+    return (name, f"{reach:.2e}", ms["leanlens"], ms["captum"], ms["captum"] / ms["leanlens"], "; ".join(rows))
+
+
+def ig_rows():
+    """One row a model, yielded as it is measured."""
+    images = torch.as_tensor(ll.data.load("lesions-hard", n=2 if SMOKE else 8, seed=1).x, device=DEVICE)
+    shape = "×".join(map(str, images.shape))
+    yield ig_case(f"demo CNN (ReLU), {shape}", frozen(demo_cnn()), images)
+    yield ig_case(f"demo CNN with SiLU (smooth), {shape}", frozen(smooth_copy(demo_cnn())), images)
+    side = 32 if SMOKE else 224
+    photos = torch.rand(1 if SMOKE else 4, 3, side, side, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    yield ig_case(f"ResNet-50 architecture, {len(photos)}×3×{side}×{side}", frozen(resnet50()), photos, captum_batch=25)
+
+
+# 2. KernelSHAP at shap's error ----------------------------------------------------------
+
+GROUPS, WIDTH = 12, 5
+
+
+class Grouped(nn.Module):
+    """f(x) = sum over 12 groups of 5 features of a small tanh MLP of the group, float64."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.parts = nn.ModuleList(nn.Sequential(nn.Linear(WIDTH, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+                                   for _ in range(GROUPS))
+
+    def forward(self, x):
+        x = x.double().view(len(x), GROUPS, WIDTH)
+        f = sum(part(x[:, g]) for g, part in enumerate(self.parts))[:, 0]
+        return torch.stack([f, -f], 1)
+
+    def exact(self, x) -> np.ndarray:
+        """Shapley values with a zero baseline: each group's own, by brute force over its 2^5 coalitions."""
+        x = torch.as_tensor(x, dtype=torch.float64)
+        out = np.zeros(x.shape)
+        for g, part in enumerate(self.parts):
+            cols = slice(g * WIDTH, (g + 1) * WIDTH)
+            out[:, cols] = ll.explain(part, x[:, cols], "shapley", target=0).values
+        return out
+
+
+def shap_values(model, x, samples, seed):
+    import shap
+
+    np.random.seed(seed)  # KernelExplainer draws from NumPy's global generator
+    f = lambda rows: model(torch.as_tensor(rows)).detach().numpy()[:, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return shap.KernelExplainer(f, np.zeros((1, x.shape[1]))).shap_values(x, nsamples=samples, silent=True,
+                                                                              l1_reg=False)
+
+
+def kernel_rows():
+    """The tol row, then the samplers at equal evaluations, yielded as measured."""
+    model = Grouped().eval()
+    x = torch.randn(1 if SMOKE else 4, GROUPS * WIDTH, generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64).numpy()
+    exact = model.exact(x)
+    mae = lambda v: float(np.abs(v - exact).mean())
+    tol = 0.02 if SMOKE else 0.005
+    ours = ll.explain(model, x, "kernelshap", target=0, tol=tol, seed=0)
+    used, reached = int(ours.error.evaluations[0]), mae(ours.values)
+    samples = used
+    while mae(shap_values(model, x, samples, 0)) > reached and samples < 2**16:
+        samples = int(samples * 1.5)
+    ms = interleaved_ms({"leanlens": lambda: ll.explain(model, x, "kernelshap", target=0, tol=tol, seed=0),
+                         "shap": lambda: shap_values(model, x, samples, 0)}, repeats=3, warmup=1)
+    yield (f"tol={tol}: leanlens {used} coalitions vs shap {samples}", f"{reached:.2e}", ms["leanlens"],
+           ms["shap"], ms["shap"] / ms["leanlens"])
+    for budget in ((500,) if SMOKE else (1000, 4000)):
+        errors = {sampler: np.mean([mae(ll.explain(model, x, "kernelshap", target=0, samples=budget, seed=s,
+                                                   sampler=sampler).values) for s in range(3)])
+                  for sampler in ("kernel", "leverage")}
+        errors["shap"] = np.mean([mae(shap_values(model, x, budget, s)) for s in range(3)])
+        yield (f"{budget} coalitions: MAE kernel / leverage / shap",
+               " / ".join(f"{errors[k]:.2e}" for k in ("kernel", "leverage", "shap")), np.nan, np.nan, np.nan)
+
+
+# 3. IG within a memory budget ----------------------------------------------------------
+
+def peak_bytes(run) -> int:
+    """Peak memory `run()` adds: GPU allocator's peak, or the process's peak RSS (reset first)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        run()
+        return torch.cuda.max_memory_allocated() - start
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    status = lambda key: int(re.search(key + r":\s+(\d+)", Path("/proc/self/status").read_text())[1]) * 1024
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    start = status("VmRSS")
+    run()
+    return status("VmHWM") - start
+
+
+def memory_rows():
+    model = frozen(resnet50())
+    side, n, steps = (32, 1, 30) if SMOKE else (224, 32 if DEVICE.type == "cuda" else 1, 300)
+    budget = "1GB" if SMOKE else "2GB"
+    x = torch.rand(n, 3, side, side, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    start = time.perf_counter()
+    used = peak_bytes(lambda: ll.explain(model, x, "ig", target=0, steps=steps, memory=budget))
+    return [(f"IG {steps} steps, ResNet-50 arch, {n}×3×{side}×{side}, memory={budget}",
+             f"{used / 2**30:.2f} GiB", f"{time.perf_counter() - start:.1f} s", DEVICE.type)]
+
+
+def main() -> None:
+    print("| IG case | error to reach (Captum's worst) | leanlens tol= ms | Captum 50 steps ms | speed-up | points "
+          "a nested rule needs |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, reach, ours, theirs, ratio, rules in ig_rows():
+        print(f"| {name} | {reach} | {ours:.0f} | {theirs:.0f} | {ratio:.2f}× | {rules} |", flush=True)
+    print("\n| KernelSHAP case | MAE vs exact | leanlens ms | shap ms | speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    for name, error, ours, theirs, ratio in kernel_rows():
+        print(f"| {name} | {error} | {ours:.0f} | {theirs:.0f} | {ratio:.1f}× |", flush=True)
+    print("\n| memory case | peak added | time | device |")
+    print("|---|---:|---:|---|")
+    for row in memory_rows():
+        print("| " + " | ".join(row) + " |")
+    print(f"\n{'smoke run: figures are not results; ' if SMOKE else ''}torch {torch.__version__}, "
+          f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {DEVICE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""`NumericalError`: how far an explanation may be from the exact one, as its method estimates it.
+
+Three kinds, each what its method can honestly say about itself:
+- "completeness" (IG): |delta| a sample, the gap between the attributions' sum and
+  f(x) - f(baseline), which the exact integral closes;
+- "standard_error" (KernelSHAP): one standard error a value, from the sampling design;
+- "fit_r2" (LIME): each sample's weighted R² of its linear surrogate (not an error bar:
+  how much of the model's local behaviour the surrogate explains).
+Methods with no such estimate (saliency, CAM, occlusion...) leave the explanation's
+`error` as None, and `describe_error` says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KINDS = ("completeness", "standard_error", "fit_r2")
+
+
+@dataclass(frozen=True)
+class NumericalError:
+    kind: str  # one of KINDS
+    values: np.ndarray  # (N,) a sample, or the attributions' shape for a standard error a value
+    gap: np.ndarray | None = None  # |f(x) - f(baseline)| a sample: what `tol` is relative to
+    tol: float | None = None  # the relative tolerance asked for, if any
+    evaluations: np.ndarray | None = None  # model evaluations each sample took
+
+    @property
+    def relative(self) -> np.ndarray | None:
+        """Each sample's largest error over its score gap, (N,); None for a fit R²."""
+        if self.kind == "fit_r2" or self.gap is None:
+            return None
+        worst = np.abs(self.values).reshape(len(self.values), -1).max(1)
+        return worst / np.maximum(self.gap, np.finfo(np.float64).tiny)
+
+    @property
+    def met(self) -> np.ndarray | None:
+        """Whether each sample reached `tol`; None when no tolerance was asked for."""
+        relative = self.relative
+        # the refinement checked |delta| <= tol |gap|; dividing instead can differ in the last bit
+        return None if self.tol is None or relative is None else relative <= self.tol * (1 + 1e-12)
+
+    def __str__(self) -> str:
+        if self.kind == "fit_r2":
+            return f"surrogate fit R²: median {np.median(self.values):.3g}, min {np.min(self.values):.3g}"
+        what = "completeness error |delta|" if self.kind == "completeness" else "standard error (worst value)"
+        relative = self.relative
+        line = f"{what} / |f(x) - f(baseline)|: median {np.median(relative):.3g}, max {np.max(relative):.3g}"
+        if self.evaluations is not None:
+            line += f"; {int(np.min(self.evaluations))}-{int(np.max(self.evaluations))} evaluations a sample"
+        if self.tol is not None:
+            missed = int((~self.met).sum())
+            line += f"; tol {self.tol:g} met by {len(relative) - missed} of {len(relative)} samples"
+            if missed:
+                line += " (the others stopped at the evaluation cap: their errors above are the real ones)"
+        return line
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays an .npz keeps, prefixed `error_`."""
+        out = {"error_values": self.values}
+        if self.gap is not None:
+            out["error_gap"] = self.gap
+        if self.evaluations is not None:
+            out["error_evaluations"] = self.evaluations
+        return out
+
+    def header(self) -> dict:
+        return {"kind": self.kind, "tol": self.tol}
+
+
+ERROR_ARRAYS = ("error_values", "error_gap", "error_evaluations")
+
+
+def error_from_npz(header, arrays: dict[str, np.ndarray]) -> NumericalError | None:
+    """Pops the `error_*` arrays and rebuilds the error from them and its header entry."""
+    found = {key: arrays.pop(key) for key in ERROR_ARRAYS if key in arrays}
+    if not isinstance(header, dict) or header.get("kind") not in KINDS or "error_values" not in found:
+        return None
+    tol = header.get("tol")
+    return NumericalError(header["kind"], found["error_values"], found.get("error_gap"),
+                          float(tol) if isinstance(tol, (int, float)) else None, found.get("error_evaluations"))
+
+
+def describe_error(error: NumericalError | None, method: str) -> str:
+    """One line for a report or the CLI; a method without an estimate is named plainly."""
+    if error is None:
+        return f"numerical error: {method} gives no estimate of its own error"
+    return f"numerical error: {error}"

@@ -1,0 +1,177 @@
+"""The straight path of Integrated Gradients, and its refinement to a tolerance.
+
+`Path.weighted_sums` turns (sample, position, weight) rows into per-sample weighted sums
+of input gradients, `step` model inputs a pass. `refined_ig` integrates each sample on
+its own with a nested rule, 2, 3, 5, 9, ... 2^k + 1 points, each level adding only the
+points between the last level's, and stops a sample as soon as its completeness error
+is within tolerance.
+
+Why Clenshaw–Curtis by default: on a smooth net (a tanh MLP) it needs about the points
+of the cheapest fixed Gauss–Legendre call of the same accuracy, while Romberg needs
+1.5-2x and the trapezoid rule far more; on ReLU nets the integrand is piecewise constant
+along the path and every rule gains about the same per point. Its weights change for old
+points when refined, so the gradients taken are kept (as Romberg's and the trapezoid's,
+which need only weights too): samples are refined a group at a time to bound that memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from leanlens.errors import BadOption
+from leanlens.explain.errorbars import NumericalError
+from leanlens.explain.memory import COPIES
+from leanlens.explain.options import positive_int
+
+
+@dataclass
+class Path:
+    model: object
+    x: torch.Tensor
+    base: torch.Tensor
+    target: torch.Tensor
+    create_graph: bool
+    fold_bn: bool
+    step: int  # model inputs a pass
+
+    def weighted_sums(self, sample: torch.Tensor, alphas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """sum over rows r of weights[r] * grad f(base + alphas[r] (x - base)) of sample[r], (N, ...)."""
+        shape = (-1,) + (1,) * (self.x.dim() - 1)
+        summed = torch.zeros_like(self.x)
+        for start in range(0, len(sample), self.step):
+            rows = slice(start, start + self.step)
+            s = sample[rows]
+            points = self.base[s] + alphas[rows].view(shape) * (self.x[s] - self.base[s])
+            grads = self.model.input_gradients(points, lambda _, s=s: self.target[s], create_graph=self.create_graph,
+                                               fold_bn=self.fold_bn)
+            summed = summed.index_add(0, s, grads * weights[rows].view(shape))
+        return summed
+
+    def gradients(self, samples: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+        """Input gradients at every position of `alphas` for each of `samples`, (len(samples), len(alphas), ...)."""
+        sample = samples.repeat_interleave(len(alphas))
+        alpha = alphas.to(self.x.device, self.x.dtype).repeat(len(samples))
+        shape = (-1,) + (1,) * (self.x.dim() - 1)
+        out = []
+        for start in range(0, len(sample), self.step):
+            s, a = sample[start : start + self.step], alpha[start : start + self.step]
+            points = self.base[s] + a.view(shape) * (self.x[s] - self.base[s])
+            out.append(self.model.input_gradients(points, lambda _, s=s: self.target[s],
+                                                  create_graph=self.create_graph, fold_bn=self.fold_bn))
+        return torch.cat(out).view((len(samples), len(alphas)) + self.x.shape[1:])
+
+
+def refined_ig(path: Path, gap: torch.Tensor, tol: float, max_steps, steps, rule: str):
+    """IG with each sample refined until |delta| <= tol |gap| or `max_steps` points.
+
+    Checks start at the first level with at least `steps` points (default 3; on ReLU nets,
+    where few points can meet the tolerance by chance cancellation, ask for more). Samples are refined a group at a time, so that
+    the gradients kept for reuse take no more memory than one chunk of the model's passes.
+    Returns the values and extras as `ig` does.
+    """
+    last = max_level(max_steps)
+    first = min(first_level(steps), last)
+    x, n = path.x, len(path.x)
+    group = max(1, path.step * COPIES // (2**last + 1))
+    values, used = torch.zeros_like(x), torch.zeros(n, dtype=torch.long, device=x.device)
+    for start in range(0, n, group):
+        samples = torch.arange(start, min(start + group, n), device=x.device)
+        part, points = refine_group(path, samples, tol * gap.double().abs(), gap, first, last, rule)
+        values = values.index_put((samples,), part)
+        used[samples] = points
+    delta = values.detach().flatten(1).sum(1).double() - gap.double()
+    return values, {"delta": delta.float(), "error": completeness_error(delta, gap, tol, used)}
+
+
+def refine_group(path: Path, samples, limit, gap, first: int, last: int, rule: str):
+    """One group's attributions and points used: the nested levels until each sample meets its limit."""
+    x = path.x
+    values, used = torch.zeros_like(x[samples]), torch.zeros(len(samples), dtype=torch.long, device=x.device)
+    active = torch.arange(len(samples), device=x.device)
+    grads = path.gradients(samples, nodes(rule, 0))
+    for k in range(1, last + 1):
+        grads = interleave(grads, path.gradients(samples[active], nodes(rule, k)[1::2]))
+        if k < first:
+            continue
+        weights = nested_weights(rule, k).to(x.device, x.dtype)
+        s = samples[active]
+        estimate = (x[s] - path.base[s]) * torch.einsum("np...,p->n...", grads, weights)
+        delta = estimate.detach().flatten(1).sum(1).double() - gap[s].double()  # as the error bar computes it
+        done = (delta.abs() <= limit[s]) | (k == last)
+        values = values.index_put((active[done],), estimate[done])
+        used[active[done]] = 2**k + 1
+        active, grads = active[~done], grads[~done]
+        if not len(active):
+            break
+    return values, used
+
+
+def interleave(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """Points of the next level in order: old ones at even positions, the new ones between them."""
+    out = torch.empty((len(old), old.shape[1] + new.shape[1]) + old.shape[2:], dtype=old.dtype, device=old.device)
+    out[:, 0::2], out[:, 1::2] = old, new
+    return out
+
+
+def nodes(rule: str, k: int) -> torch.Tensor:
+    """The 2^k + 1 positions of level k in [0, 1], ascending; level k - 1's are the even ones."""
+    i = torch.arange(2**k + 1, dtype=torch.float64)
+    if rule == "clenshaw_curtis":
+        return (1 - torch.cos(i * math.pi / 2**k)) / 2
+    return i / 2**k
+
+
+def nested_weights(rule: str, k: int) -> torch.Tensor:
+    """Quadrature weights on level k's points (float64)."""
+    if rule == "clenshaw_curtis":
+        return clenshaw_curtis_weights(2**k)
+    rows = [trapezoid_weights(level, k) for level in range(k + 1)]
+    if rule == "riemann_trapezoid":
+        return rows[-1]
+    for m in range(1, k + 1):  # Richardson: R[l][m] = R[l][m-1] + (R[l][m-1] - R[l-1][m-1]) / (4^m - 1)
+        rows = [rows[i] + (rows[i] - rows[i - 1]) / (4**m - 1) for i in range(1, len(rows))]
+    return rows[-1]
+
+
+def trapezoid_weights(level: int, k: int) -> torch.Tensor:
+    """The trapezoid rule on level `level`'s points, written on level k's grid."""
+    w = torch.zeros(2**k + 1, dtype=torch.float64)
+    spacing = 2 ** (k - level)
+    w[::spacing] = 1 / 2**level
+    w[[0, -1]] /= 2
+    return w
+
+
+def clenshaw_curtis_weights(n: int) -> torch.Tensor:
+    """Clenshaw-Curtis weights for the n + 1 Chebyshev extrema mapped to [0, 1] (n even; Waldvogel, 2006)."""
+    theta = torch.arange(n + 1, dtype=torch.float64) * math.pi / n
+    m = torch.arange(1, n // 2 + 1, dtype=torch.float64)
+    b = torch.where(2 * m == n, 1.0, 2.0)
+    series = (b / (4 * m**2 - 1) * torch.cos(2 * m * theta[:, None])).sum(1)
+    c = torch.full((n + 1,), 2.0, dtype=torch.float64)
+    c[[0, -1]] = 1.0
+    return c / n * (1 - series) / 2
+
+
+def max_level(max_steps) -> int:
+    """The last trapezoid level k whose 2^k + 1 points stay within `max_steps`."""
+    hint = "use an int >= 3 (points a sample at most), e.g. 257"
+    if positive_int("max_steps", max_steps, hint) < 3:
+        raise BadOption(f"max_steps={max_steps!r} leaves no room to refine", hint)
+    return (max_steps - 1).bit_length() - 1
+
+
+def first_level(steps) -> int:
+    """The first level checked: the fewest 2^k + 1 points >= `steps` (default 3)."""
+    steps = 3 if steps is None else positive_int("steps", steps, "use a positive int (first points checked), e.g. 5")
+    return max(1, (max(steps - 1, 1) - 1).bit_length())
+
+
+def completeness_error(delta: torch.Tensor, gap: torch.Tensor, tol, evaluations: torch.Tensor) -> NumericalError:
+    """IG's error bar: |delta| a sample, with the gap `tol` is relative to and the points used."""
+    return NumericalError("completeness", delta.detach().abs().double().cpu().numpy(),
+                          gap.detach().abs().double().cpu().numpy(), tol,
+                          evaluations.detach().cpu().numpy().astype(int))

@@ -1,0 +1,201 @@
+"""Attributions to a stated accuracy (issue 17): IG and KernelSHAP refined to `tol`, their error bars."""
+
+import numpy as np
+import pytest
+import torch
+from errors_support import one_line
+from torch import nn
+
+import leanlens as ll
+from leanlens.errors import BadOption
+from leanlens.explain import Explanation
+from leanlens.explain.ig_path import clenshaw_curtis_weights, nested_weights, nodes
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def smooth():
+    """A float64 tanh MLP and a batch whose samples differ in difficulty: most near the baseline, a few far."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 3)).double().eval()
+    scale = torch.tensor([0.3] * 9 + [2.5] * 3, dtype=torch.float64)
+    x = torch.randn(12, 10, dtype=torch.float64) * scale[:, None]
+    # the reference: the midpoint rule's error on 4,096 steps is ~1e-8 of the gap here
+    return net, x, ll.explain(net, x, "ig", steps=4096, rule="riemann_middle", target=0)
+
+
+def test_nested_rules_integrate_polynomials_exactly():
+    """Clenshaw-Curtis on 2^k + 1 points is exact to degree 2^k, Romberg to 2k + 1, on level k's own nodes."""
+    for k in (2, 3, 4):
+        a = nodes("clenshaw_curtis", k)
+        for degree in range(2**k + 1):
+            assert abs(float(clenshaw_curtis_weights(2**k) @ a**degree) - 1 / (degree + 1)) < 1e-12
+        t = nodes("romberg", k)
+        for degree in range(2 * k + 2):
+            assert abs(float(nested_weights("romberg", k) @ t**degree) - 1 / (degree + 1)) < 1e-12
+        assert abs(float(nested_weights("romberg", k) @ t ** (2 * k + 2)) - 1 / (2 * k + 3)) > 1e-9
+    assert torch.equal(nodes("clenshaw_curtis", 3)[::2], nodes("clenshaw_curtis", 2))  # nested: points reused
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-6])  # at 1e-4 both take 60 evaluations on this batch
+def test_ig_tol_is_met_on_every_sample_with_fewer_evaluations_than_fixed_steps(smooth, tol):
+    net, x, reference = smooth
+    got = ll.explain(net, x, "ig", tol=tol, target=0)
+    gap = reference.values.sum(1)  # the exact integral's sum
+    assert (np.abs(got.values.sum(1) - gap) <= tol * np.abs(gap)).all()  # completeness, against the exact gap
+    assert (np.abs(got.values - reference.values).max(1) <= tol * np.abs(gap)).all()  # and each value here
+    assert got.error.met.all() and got.error.tol == tol
+    np.testing.assert_allclose(got.error.values, np.abs(got.delta), rtol=1e-6)
+    # the cheapest fixed-step Gauss-Legendre call as accurate on every sample, found with hindsight
+    accurate = next(s for s in range(2, 64) if (np.abs(
+        ll.explain(net, x, "ig", steps=s, target=0).values - reference.values).max(1) <= tol * np.abs(gap)).all())
+    assert got.error.evaluations.sum() < accurate * len(x)
+    assert got.error.evaluations.min() < got.error.evaluations.max()  # easy samples stopped early
+
+
+def test_a_plateauing_sample_is_reported_with_its_delta():
+    """A ReLU net's integrand jumps where units switch: a tiny tol cannot be met within max_steps."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 2)).eval()
+    x = torch.randn(4, 6)
+    got = ll.explain(net, x, "ig", tol=1e-9, max_steps=17, target=0)
+    assert not got.error.met.any() and (got.error.evaluations == 17).all()
+    np.testing.assert_allclose(got.error.values, np.abs(got.delta), rtol=1e-5)
+    assert (got.error.relative > 1e-9).all()
+    assert "met by 0 of 4 samples" in str(got.error)
+
+
+def test_kernelshap_standard_errors_cover_exact_shapley_values():
+    """Over seeds, |estimate - exact| <= 2 s.e. for at least 90 % of values (95 % expected), 12 features."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(12, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 3)).double().eval()
+    x = torch.randn(4, 12, dtype=torch.float64) * 1.5
+    exact = ll.explain(net, x, "shapley", target=0).values  # every one of the 2^12 coalitions
+    for sampler in ("kernel", "leverage"):
+        runs = [ll.explain(net, x, "kernelshap", target=0, samples=200, seed=seed, sampler=sampler) for seed in range(8)]
+        covered = np.mean([np.abs(r.values - exact) <= 2 * r.error.values for r in runs])
+        assert 0.9 <= covered < 1.0, (sampler, covered)  # < 1: bars that cover everything are too wide
+    wide = [1, 2]  # samples whose score gap is far from 0 (a relative tol on a ~0 gap cannot be met)
+    refined = ll.explain(net, x[wide], "kernelshap", target=0, tol=0.02, seed=3)
+    exact, gap = exact[wide], np.abs(exact[wide].sum(1))
+    assert (gap > 0.1).all()
+    assert (refined.error.values.max(1) <= 0.02 * gap).all() and refined.error.met.all()
+    assert (np.abs(refined.values - exact).max(1) <= 4 * 0.02 * gap).all()
+    assert refined.error.evaluations[0] < 2**12 - 2  # stopped before enumerating every coalition
+
+
+def test_refining_kernelshap_reuses_every_coalition():
+    """Doubling the design scores only the new coalitions: the count is the final design's."""
+    calls = []
+
+    def model(batch):
+        calls.append(len(batch))
+        return np.stack([np.tanh(batch @ np.arange(1, 21) / 20), -batch.sum(1)], 1)
+
+    x = np.random.default_rng(0).normal(size=(2, 20)).astype(np.float32)
+    got = ll.explain(model, x, "kernelshap", target=0, tol=1e-3, max_samples=1000, samples=200)
+    assert sum(calls) == 2 * len(x) + len(x) * got.error.evaluations[0] + len(x)  # ends, coalitions, predict
+    assert 500 < got.error.evaluations[0] <= 1000
+
+
+def test_a_memory_budget_forces_chunks_with_the_same_attributions(smooth):
+    net, x, _ = smooth
+    sizes = []
+    hook = net[0].register_forward_hook(lambda m, i, o: sizes.append(len(i[0])))
+    try:
+        small = ll.explain(net, x, "ig", steps=32, target=0, memory="200KB")
+        passes = len(sizes)
+        whole = ll.explain(net, x, "ig", steps=32, target=0, batch_size=10**6)
+    finally:
+        hook.remove()
+    assert passes > 4 and max(sizes[:passes]) < len(x) * 32  # chunked
+    np.testing.assert_allclose(small.values, whole.values, rtol=1e-12, atol=1e-15)
+
+
+def test_error_bars_round_trip_and_are_none_where_a_method_has_none(smooth, tmp_path):
+    net, x, _ = smooth
+    ig = ll.explain(net, x, "ig", tol=1e-4, target=0)
+    back = Explanation.from_npz(ig.to_npz(tmp_path / "ig"))
+    assert (back.error.kind, back.error.tol) == ("completeness", 1e-4)
+    for field in ("values", "gap", "evaluations"):
+        np.testing.assert_array_equal(getattr(back.error, field), getattr(ig.error, field))
+    assert ll.explain(net, x, "saliency", target=0).error is None
+    lime = ll.explain(net, x, "lime", target=0, samples=200)
+    assert lime.error.kind == "fit_r2" and np.allclose(lime.error.values, lime.score, rtol=1e-6)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"method": "ig", "tol": 0}, "tol=0"),
+    ({"method": "ig", "tol": -1e-3}, "tol=-0.001"),
+    ({"method": "kernelshap", "tol": 0.0}, "tol=0.0"),
+    ({"method": "ig", "tol": 1e-3, "rule": "gausslegendre"}, "not reused"),
+    ({"method": "saliency", "tol": 1e-3}, "no option 'tol'"),
+    ({"method": "lime", "tol": 1e-3}, "no option 'tol'"),
+    ({"method": "ig", "tol": 1e-3, "max_steps": 2}, "max_steps=2"),
+    ({"method": "kernelshap", "max_samples": 100}, "max_samples without tol"),
+    ({"method": "kernelshap", "sampler": "uniform"}, "sampler='uniform'"),
+    ({"method": "ig", "memory": "16B"}, "less than one model input needs"),
+    ({"method": "kernelshap", "memory": "lots"}, "memory='lots'"),
+])
+def test_mistakes_are_one_line(smooth, options, message):
+    net, x, _ = smooth
+    with pytest.raises(BadOption) as error:
+        ll.explain(net, x[:2], target=0, **options)
+    assert message in one_line(error)
+
+
+PEAK_RSS = """
+import ctypes, re, numpy as np, torch, leanlens as ll
+from torch import nn
+torch.manual_seed(0)
+torch.set_num_threads(1)
+net = nn.Sequential(nn.Linear(256, 4096), nn.Tanh(), nn.Linear(4096, 2)).eval()
+x = torch.randn(4, 256)
+ll.explain(net, x[:1], "ig", steps=2, target=0, batch_size=2)  # warm: every library and buffer loaded
+
+def rise(**options):
+    status = lambda key: int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read())[1]) * 1024
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed memory back to the system: RSS is what is in use
+    open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) starts again from the current RSS
+    start = status("VmRSS")
+    values = ll.explain(net, x, "ig", steps=512, target=0, **options).values
+    return values, status("VmHWM") - start
+
+small, budgeted = rise(memory="24MB")
+whole, unbudgeted = rise(batch_size=10**6)
+print(budgeted, unbudgeted, float(np.abs(small - whole).max()))
+"""
+
+
+def test_a_memory_budget_bounds_peak_memory():
+    """Peak RSS of a fresh process (tracemalloc cannot see torch's allocations; Linux resets the
+    peak through /proc/self/clear_refs): 2,048 IG inputs
+    of a wide MLP within a 24 MB budget, then all at once; the attributions are the same."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", PEAK_RSS], capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    budgeted, unbudgeted, difference = map(float, run.stdout.split())
+    assert budgeted <= (24 + 12) * 2**20  # the budget, with room for the allocator's own slack
+    assert unbudgeted > 3 * 24 * 2**20  # the same work, all at once, needs far more
+    assert difference < 1e-6
+
+
+def test_explain_command_prints_the_error_bar_or_says_there_is_none(tmp_path):
+    from explain_support import make_images, make_resnet
+    from typer.testing import CliRunner
+
+    from leanlens.cli import app
+
+    np.savez(tmp_path / "probes.npz", x=make_images(2), y=np.array([0, 1]))
+    common = ["explain", str(ll.save(make_resnet(), tmp_path / "m.leanlens")), str(tmp_path / "probes.npz")]
+    run = CliRunner().invoke(app, [*common, "--method", "ig", "--option", "tol=0.05", "--option", "max_steps=9",
+                                   "--out", str(tmp_path / "ig")])
+    assert run.exit_code == 0, run.output
+    assert "numerical error: completeness error |delta| / |f(x) - f(baseline)|" in run.output
+    assert "tol 0.05 met by" in run.output and "evaluations a sample" in run.output
+    assert Explanation.from_npz(tmp_path / "ig.npz").error.tol == 0.05
+    run = CliRunner().invoke(app, [*common, "--method", "gradcam", "--out", str(tmp_path / "cam")])
+    assert "numerical error: gradcam gives no estimate of its own error" in run.output, run.output
