@@ -17,6 +17,7 @@ from leanlens.errors import BadInput, MissingCapability
 from leanlens.insight.tabular import Table, with_background
 from leanlens.models.architecture import first_line
 from leanlens.models.base import Model
+from leanlens.models.tables import check_columns, is_frame
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ def is_estimator(model) -> bool:
 def prepare(model, x, background=None) -> tuple[Scorer, Table, Table | None]:
     """The scorer of `model`, the table of `x` and that of `background` (categories coded alike),
     checked against each other with one call on one row."""
-    table, background = with_background(aligned(model, x), None if background is None else aligned(model, background))
+    given = None if background is None else aligned(model, background, "background")
+    table, background = with_background(aligned(model, x), given)
     scorer = _scorer(model)
     try:
         probe = scorer.scores(table.rows(slice(0, 1)))
@@ -60,17 +62,11 @@ def prepare(model, x, background=None) -> tuple[Scorer, Table, Table | None]:
     return Scorer(scorer.fn, classes, scorer.space, scorer.estimator), table, background
 
 
-def aligned(model, x):
+def aligned(model, x, what: str = "x"):
     """`x` with the columns a fitted estimator was trained on, in its order; a mismatch is refused."""
     expected = getattr(model, "feature_names_in_", None)
-    if expected is not None and hasattr(x, "columns"):
-        have = [str(c) for c in x.columns]
-        missing = [c for c in expected if c not in have]
-        extra = [c for c in have if c not in set(expected)]
-        if missing or extra:
-            raise BadInput(f"the columns do not match the model's: missing {missing}, unexpected {extra}",
-                           "pass exactly the columns the model was trained on")
-        return x[list(expected)]
+    if expected is not None and is_frame(x):
+        return check_columns(x, tuple(expected.tolist()), what)
     width = getattr(model, "n_features_in_", None)
     if width is not None and np.ndim(x) == 2 and np.shape(x)[1] != width:
         raise BadInput(f"the data has {np.shape(x)[1]} columns, the model was trained on {width}",

@@ -56,7 +56,7 @@ def tree_shap(model, x, *, background=None, target=None) -> Attribution:
         raise MissingCapability(f"TreeSHAP walks trees; a {type(model).__name__} has none",
                                 "use ll.reasons or kernelshap for other models")
     table = _numeric(as_table(aligned(model, x)))
-    data = None if background is None else _numeric(as_table(aligned(model, background))).matrix
+    data = None if background is None else _numeric(as_table(aligned(model, background, "background"))).matrix
     explainer = shap.TreeExplainer(model, data=data,
                                    feature_perturbation="tree_path_dependent" if data is None else "interventional")
     result = explainer(table.matrix, check_additivity=False)
@@ -91,9 +91,8 @@ def _shap():
 
 
 def _numeric(table):
-    if any(c is not None for c in table.categories):
-        text = [n for n, c in zip(table.feature_names, table.categories) if c is not None]
-        raise BadInput(f"TreeSHAP needs numeric columns; {text} hold text",
+    if table.text_columns:
+        raise BadInput(f"TreeSHAP needs numeric columns; {list(table.text_columns)} hold text",
                        "encode them in a pipeline (explained with KernelSHAP by ll.reasons) or as numbers")
     return table
 
