@@ -17,6 +17,7 @@ from leanlens.errors import BadInput, MissingCapability
 from leanlens.insight.tabular import Table, with_background
 from leanlens.models.architecture import first_line
 from leanlens.models.base import Model
+from leanlens.models.sklearn_model import SklearnModel, is_estimator
 from leanlens.models.tables import check_columns, is_frame
 
 
@@ -37,11 +38,6 @@ class Scorer:
     def decisions(self, table: Table) -> np.ndarray:
         """The predicted class index of each row."""
         return self.scores(table).argmax(1)
-
-
-def is_estimator(model) -> bool:
-    """A scikit-learn estimator (or anything following its fit/get_params contract)."""
-    return hasattr(model, "fit") and hasattr(model, "get_params")
 
 
 def prepare(model, x, background=None) -> tuple[Scorer, Table, Table | None]:
@@ -88,14 +84,9 @@ def _scorer(model) -> Scorer:
 
 
 def _estimator_scorer(estimator) -> Scorer:
-    from sklearn.exceptions import NotFittedError
-    from sklearn.utils.validation import check_is_fitted
-
-    try:
-        check_is_fitted(estimator)
-    except NotFittedError:
-        raise BadInput(f"this {type(estimator).__name__} is not fitted", "call fit(X, y) on it first") from None
+    SklearnModel(estimator)  # the adapter's refusals: an unfitted estimator, one without scores
     if not hasattr(estimator, "predict_proba"):
         raise MissingCapability(f"{type(estimator).__name__} has no predict_proba: its decisions have no score",
                                 "use a classifier with predict_proba, or wrap it in CalibratedClassifierCV")
+    # called directly, not through the adapter's float32 scores: insight reports probabilities in float64
     return Scorer(estimator.predict_proba, np.asarray(estimator.classes_), "probability", estimator)
