@@ -11,6 +11,7 @@ view of it: the matrix, the names, a row's own values, and the rows a model is c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class Table:
     def __len__(self) -> int:
         return len(self.matrix)
 
-    @property
+    @cached_property  # read once a reason a row
     def categories(self) -> tuple[tuple | None, ...]:
         """Column j's category values (code k is categories[j][k]), or None for a numeric column."""
         if self.codec is None:
