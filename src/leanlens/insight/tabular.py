@@ -42,7 +42,7 @@ class Table:
     def __len__(self) -> int:
         return len(self.matrix)
 
-    @cached_property  # read once a reason a row
+    @cached_property  # value() reads it for every reason of every row
     def categories(self) -> tuple[tuple | None, ...]:
         """Column j's category values (code k is categories[j][k]), or None for a numeric column."""
         if self.codec is None:
