@@ -123,7 +123,7 @@ def test_a_pickle_needs_trust_pickle(files, tmp_path):
     ("rebuilt.skops", "numeric.csv", [], "asks to rebuild 'test_cli_reasons.Rebuilt', which is not a scikit-learn"),
     ("system.skops", "numeric.csv", [], "which is not a scikit-learn class"),
     ("boosted.skops", "numeric.csv", ["--target", "outcome"], "numeric.csv has no column 'outcome'"),
-    ("boosted.skops", "credit.csv", [], "unexpected ['employment']"),
+    ("boosted.skops", "credit.csv", [], "x has column(s) 'employment' that the model was not fit on"),
     ("credit.csv", "numeric.csv", [], "cannot tell what kind of model credit.csv holds"),
     ("linear.onnx", "credit.csv", [], "column 'employment' holds text, and linear.onnx holds no encoder"),
     ("linear.onnx", "narrow.csv", [], "the model cannot score these rows"),

@@ -92,7 +92,7 @@ def test_reason_mistakes_are_one_line(applicants):
     model = GradientBoostingClassifier(n_estimators=5, max_depth=2).fit(numeric, defaulted)
     cases = [
         (BadOption, "top=0", lambda: ll.reasons(model, numeric, top=0)),
-        (BadInput, "missing ['income']", lambda: ll.reasons(model, numeric.drop(columns="income"))),
+        (BadInput, "x lacks the column(s) 'income'", lambda: ll.reasons(model, numeric.drop(columns="income"))),
         (MissingCapability, "LinearSVC has no predict_proba",
          lambda: ll.reasons(LinearSVC().fit(numeric, defaulted), numeric)),
         (BadInput, "not numbers", lambda: ll.reasons(lambda x: x, np.array([["a", "b"]]))),

@@ -118,4 +118,4 @@ def test_a_model_without_trees_or_with_text_columns_is_refused_for_treeshap(tabu
     forest = RandomForestClassifier(n_estimators=2).fit(frame[["income", "debt"]], frame["job"])
     with pytest.raises(BadInput) as error:
         tree_shap(forest, frame)
-    assert "unexpected ['job']" in one_line(error)
+    assert "x has column(s) 'job' that the model was not fit on" in one_line(error)

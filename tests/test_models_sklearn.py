@@ -158,8 +158,9 @@ def test_a_gradient_method_is_refused_naming_the_forward_methods(pipeline, rows,
 @pytest.mark.parametrize("change, message", [
     (lambda t: t.drop(columns=["proline"]), r"x lacks the column\(s\) 'proline' that the model was fit on"),
     (lambda t: t.assign(extra=1.0), r"x has column\(s\) 'extra' that the model was not fit on"),
-    (lambda t: t.assign(alcohol=[13.0, np.nan, 12.0]), r"x has a missing value in column 'alcohol' \(row 1\)"),
-    (lambda t: t.assign(hue_level=["low", None, "mid"]), r"x has a missing value in column 'hue_level' \(row 1\)"),
+    (lambda t: t.assign(alcohol=[13.0, np.nan, 12.0]), r"x has a missing or infinite value in column 'alcohol' \(row 1\)"),
+    (lambda t: t.assign(hue_level=["low", None, "mid"]), r"x has a missing or infinite value in column 'hue_level' \(row 1\)"),
+    (lambda t: t.assign(proline=[500.0, 600.0, np.inf]), r"x has a missing or infinite value in column 'proline' \(row 2\)"),
     (lambda t: t.assign(proline=pd.Timestamp("2026-01-01")), r"column 'proline' has dtype datetime64"),
 ])
 def test_a_table_that_does_not_fit_the_pipeline_is_refused(pipeline, rows, change, message):

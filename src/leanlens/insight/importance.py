@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from leanlens.errors import BadInput, BadOption, MissingCapability
-from leanlens.insight.scorer import Scorer, is_estimator, prepare
+from leanlens.insight.scorer import Scorer, prepare
 from leanlens.models.architecture import first_line
+from leanlens.models.sklearn_model import is_estimator
 
 Progress = Callable[[int, int], None]
 

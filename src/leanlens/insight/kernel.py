@@ -1,10 +1,9 @@
 """KernelSHAP of tabular rows against a background set, for models that are not trees.
 
-leanlens' `kernelshap` method plays a game against one baseline a sample. With a
-background of B rows, each row is explained B times, once against each background row,
-with the same coalitions (the same seed); the values are linear in the game's payoffs,
-so their mean is KernelSHAP of the game whose absent features take the background's
-values: the interventional game shap's KernelExplainer plays with a background.
+`ll.explain(..., "kernelshap", background=rows)` plays the interventional game shap's
+KernelExplainer plays with a background: an absent feature takes each background row's
+value in turn and a coalition's payoff is the mean of the model's scores over them. The
+rows go to it as the table's codes, and every batch is decoded before the model sees it.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from leanlens.insight.attribution import Attribution, resolve_target
 from leanlens.insight.scorer import Scorer
 from leanlens.insight.tabular import Table
 
-DEFAULT_BACKGROUND = 20  # rows: each row is explained once against each of them
+DEFAULT_BACKGROUND = 20  # rows: a coalition's payoff is the mean over them
 ROWS_A_CALL = 64  # rows a call of ll.explain; progress is reported between calls
 
 
@@ -42,17 +41,13 @@ def kernel_shap(scorer: Scorer, table: Table, background: Table, *, target=None,
     from leanlens.explain import explain
 
     chosen = resolve_target(target, scorer.scores(table))
-    n, b, d = len(table), len(background), table.matrix.shape[1]
-    values = np.empty((n, d))
-    for start in range(0, n, ROWS_A_CALL):
-        rows = np.arange(start, min(start + ROWS_A_CALL, n))
-        # each row paired with every background row; the pairs share the coalitions drawn from `seed`
-        pairs = np.repeat(table.matrix[rows], b, axis=0)
-        explanation = explain(lambda m: scorer.scores(table, m), pairs, "kernelshap",
-                              target=np.repeat(chosen[rows], b), baseline=np.tile(background.matrix, (len(rows), 1)),
-                              samples=samples, seed=seed, batch_size=8192)
-        values[rows] = explanation.values.reshape(len(rows), b, d).mean(1)
+    values, base = np.empty(table.matrix.shape), np.empty(len(table))
+    for start in range(0, len(table), ROWS_A_CALL):
+        rows = slice(start, min(start + ROWS_A_CALL, len(table)))
+        explanation = explain(lambda m: scorer.scores(table, m), table.matrix[rows], "kernelshap",
+                              target=chosen[rows], background=background.matrix, samples=samples, seed=seed,
+                              batch_size=8192)
+        values[rows], base[rows] = explanation.values, explanation.base_values
         if on_progress is not None:
-            on_progress(int(rows[-1]) + 1, n)
-    base = scorer.scores(background)[:, chosen].mean(0)  # each row's class, averaged over the background
+            on_progress(rows.stop, len(table))
     return Attribution(values, base, chosen, table.feature_names, "kernelshap", scorer.space)

@@ -103,8 +103,7 @@ def reasons(model, x, *, top: int = 4, background=None, samples: int | None = No
 
 def _walks_trees(scorer: Scorer, table: Table) -> bool:
     """Exact TreeSHAP applies: a bare tree ensemble on numeric columns (a pipeline goes to KernelSHAP)."""
-    numeric = all(c is None for c in table.categories)
-    return scorer.estimator is not None and is_tree_model(scorer.estimator) and numeric
+    return scorer.estimator is not None and is_tree_model(scorer.estimator) and not table.text_columns
 
 
 def _ordered(labels: np.ndarray) -> list:

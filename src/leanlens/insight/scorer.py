@@ -17,6 +17,8 @@ from leanlens.errors import BadInput, MissingCapability
 from leanlens.insight.tabular import Table, with_background
 from leanlens.models.architecture import first_line
 from leanlens.models.base import Model
+from leanlens.models.sklearn_model import SklearnModel, is_estimator
+from leanlens.models.tables import check_columns, is_frame
 
 
 @dataclass(frozen=True)
@@ -38,15 +40,11 @@ class Scorer:
         return self.scores(table).argmax(1)
 
 
-def is_estimator(model) -> bool:
-    """A scikit-learn estimator (or anything following its fit/get_params contract)."""
-    return hasattr(model, "fit") and hasattr(model, "get_params")
-
-
 def prepare(model, x, background=None) -> tuple[Scorer, Table, Table | None]:
     """The scorer of `model`, the table of `x` and that of `background` (categories coded alike),
     checked against each other with one call on one row."""
-    table, background = with_background(aligned(model, x), None if background is None else aligned(model, background))
+    given = None if background is None else aligned(model, background, "background")
+    table, background = with_background(aligned(model, x), given)
     scorer = _scorer(model)
     try:
         probe = scorer.scores(table.rows(slice(0, 1)))
@@ -60,17 +58,11 @@ def prepare(model, x, background=None) -> tuple[Scorer, Table, Table | None]:
     return Scorer(scorer.fn, classes, scorer.space, scorer.estimator), table, background
 
 
-def aligned(model, x):
+def aligned(model, x, what: str = "x"):
     """`x` with the columns a fitted estimator was trained on, in its order; a mismatch is refused."""
     expected = getattr(model, "feature_names_in_", None)
-    if expected is not None and hasattr(x, "columns"):
-        have = [str(c) for c in x.columns]
-        missing = [c for c in expected if c not in have]
-        extra = [c for c in have if c not in set(expected)]
-        if missing or extra:
-            raise BadInput(f"the columns do not match the model's: missing {missing}, unexpected {extra}",
-                           "pass exactly the columns the model was trained on")
-        return x[list(expected)]
+    if expected is not None and is_frame(x):
+        return check_columns(x, tuple(expected.tolist()), what)
     width = getattr(model, "n_features_in_", None)
     if width is not None and np.ndim(x) == 2 and np.shape(x)[1] != width:
         raise BadInput(f"the data has {np.shape(x)[1]} columns, the model was trained on {width}",
@@ -92,14 +84,9 @@ def _scorer(model) -> Scorer:
 
 
 def _estimator_scorer(estimator) -> Scorer:
-    from sklearn.exceptions import NotFittedError
-    from sklearn.utils.validation import check_is_fitted
-
-    try:
-        check_is_fitted(estimator)
-    except NotFittedError:
-        raise BadInput(f"this {type(estimator).__name__} is not fitted", "call fit(X, y) on it first") from None
+    SklearnModel(estimator)  # the adapter's refusals: an unfitted estimator, one without scores
     if not hasattr(estimator, "predict_proba"):
         raise MissingCapability(f"{type(estimator).__name__} has no predict_proba: its decisions have no score",
                                 "use a classifier with predict_proba, or wrap it in CalibratedClassifierCV")
+    # called directly, not through the adapter's float32 scores: insight reports probabilities in float64
     return Scorer(estimator.predict_proba, np.asarray(estimator.classes_), "probability", estimator)

@@ -1,139 +1,132 @@
-"""Tabular data as insight sees it: a numeric matrix, its feature names, and the codes of its categories.
+"""Tabular data as insight sees it: a numeric matrix, its feature names, and how to read it back.
 
 Shapley and surrogate methods perturb a numeric matrix; a model may want the user's
-own DataFrame back, strings included. `Table` codes each non-numeric column to the
-integers 0..k-1 (in sorted category order) and `decode()` turns any matrix of codes
-back into a frame of the original column types, so a perturbed row is a valid row.
-
-Kept in one small function (`as_table` / `Table.decode`) on purpose: the models/
-package's DataFrame adapter can later replace it without touching the methods.
+own DataFrame back, strings included. A DataFrame is coded by `models.tables.TableCodec`,
+the codec `ll.explain` uses for DataFrames too: a categorical column's k-th category (in
+sorted order, or a `category` dtype's own order) becomes the number k, and any matrix of
+codes decodes back to a frame of the original columns and dtypes. `Table` is insight's
+view of it: the matrix, the names, a row's own values, and the rows a model is called on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from leanlens.errors import BadInput
+from leanlens.models.tables import (
+    TableCodec,
+    check_columns,
+    check_finite,
+    check_no_missing,
+    is_frame,
+)
 
 
 @dataclass(frozen=True)
 class Table:
     """A numeric view of tabular data: `matrix` (N, d) float64, one name a column.
 
-    `categories[j]` holds column j's category values (code i is categories[j][i]) for a
-    non-numeric column, and is None for a numeric one. `frame` says whether the user
-    passed a DataFrame, so decoded rows go back to the model in the same form.
+    `codec` codes and decodes a DataFrame's columns; None for an array, whose rows go to
+    the model as they are. `whole` says which numeric columns held integers (counts), to
+    report their values as ints.
     """
 
     matrix: np.ndarray
     feature_names: tuple[str, ...]
-    categories: tuple[tuple | None, ...]
-    frame: bool
-    whole: tuple[bool, ...] = ()  # which numeric columns held integers (counts), to report them as such
+    codec: TableCodec | None
+    whole: tuple[bool, ...]
 
     def __len__(self) -> int:
         return len(self.matrix)
 
-    def decode(self, matrix: np.ndarray):
-        """Rows of codes back in the user's form: a DataFrame with the original columns, or an array."""
-        if not self.frame:
-            return matrix
-        import pandas as pd
+    @cached_property  # value() reads it for every reason of every row
+    def categories(self) -> tuple[tuple | None, ...]:
+        """Column j's category values (code k is categories[j][k]), or None for a numeric column."""
+        if self.codec is None:
+            return (None,) * len(self.feature_names)
+        return tuple(None if c not in self.codec.categories else tuple(self.codec.categories[c])
+                     for c in self.codec.columns)
 
-        columns = {}
-        for j, name in enumerate(self.feature_names):
-            column = matrix[:, j]
-            if self.categories[j] is not None:
-                column = np.asarray(self.categories[j], dtype=object)[np.rint(column).astype(int)]
-            columns[name] = column
-        return pd.DataFrame(columns)
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """Names of the categorical columns whose codes are not numbers in their own right (bools are)."""
+        if self.codec is None:
+            return ()
+        return tuple(name for name, column, dtype in zip(self.feature_names, self.codec.columns, self.codec.dtypes)
+                     if column in self.codec.categories and dtype.kind != "b")
+
+    def decode(self, matrix: np.ndarray):
+        """Rows of codes back in the user's form: a DataFrame with the original columns and dtypes, or an array."""
+        return matrix if self.codec is None else self.codec.decode(matrix)
 
     def rows(self, index) -> Table:
         """The same table restricted to some rows."""
-        return Table(self.matrix[index], self.feature_names, self.categories, self.frame, self.whole)
+        return Table(self.matrix[index], self.feature_names, self.codec, self.whole)
 
     def value(self, row: int, j: int):
         """The user's own value of feature j in a row: the category itself, or the number."""
-        if self.categories[j] is not None:
-            return self.categories[j][int(np.rint(self.matrix[row, j]))]
-        return int(self.matrix[row, j]) if self.whole and self.whole[j] else float(self.matrix[row, j])
+        categories = self.categories[j]
+        if categories is not None:
+            return categories[int(np.rint(self.matrix[row, j]))]
+        return int(self.matrix[row, j]) if self.whole[j] else float(self.matrix[row, j])
 
 
-def as_table(x, feature_names=None) -> Table:
+def as_table(x, feature_names=None, what: str = "x") -> Table:
     """A `Table` from a DataFrame (names and categories carried) or a 2-D numeric array."""
-    if hasattr(x, "columns") and hasattr(x, "dtypes"):
-        return _from_frame(x)
+    if is_frame(x):
+        return _coded(x, TableCodec.fit(_checked_frame(x, what)))
     matrix = np.asarray(x)
-    if matrix.ndim != 2 or len(matrix) == 0:
-        raise BadInput(f"tabular data must be a non-empty (rows, features) table, got shape {matrix.shape}",
-                       "pass a 2-D array or a pandas DataFrame")
+    _check_shape(matrix.shape, what)
     if matrix.dtype == object or not (np.issubdtype(matrix.dtype, np.number) or matrix.dtype == bool):
         raise BadInput(f"the array has dtype {matrix.dtype}, not numbers",
                        "pass a pandas DataFrame to keep text columns, or encode them as numbers")
     names = tuple(feature_names) if feature_names is not None else tuple(f"x{j}" for j in range(matrix.shape[1]))
     if len(names) != matrix.shape[1]:
         raise BadInput(f"{len(names)} feature names for {matrix.shape[1]} columns", "pass one name a column")
+    check_finite(matrix.astype(np.float64), names, what)
     whole = (np.issubdtype(matrix.dtype, np.integer),) * len(names)
-    return Table(_finite(matrix.astype(np.float64), names), names, (None,) * len(names), frame=False, whole=whole)
+    return Table(matrix.astype(np.float64), names, None, whole)
 
 
 def with_background(x, background) -> tuple[Table, Table | None]:
     """Tables of the data and of the background rows, their categories coded alike."""
     if background is None:
         return as_table(x), None
-    if len(background) == 0:
-        raise BadInput("the background has no rows", "pass some typical rows, or background=None")
-    if hasattr(x, "columns") != hasattr(background, "columns"):
+    if is_frame(x) != is_frame(background):
         raise BadInput("the data and the background are not the same kind of table",
                        "pass both as DataFrames or both as arrays")
-    if hasattr(x, "columns"):
-        import pandas as pd
-
-        if list(background.columns) != list(x.columns):
-            raise BadInput("the background's columns differ from the data's", "pass background rows with the same columns")
-        joint = as_table(pd.concat([x, background], ignore_index=True))
-    elif np.ndim(background) != 2 or np.ndim(x) != 2 or np.shape(background)[1] != np.shape(x)[1]:
-        raise BadInput(f"the background has shape {np.shape(background)}, the data {np.shape(x)}",
-                       "pass background rows with the data's columns")
-    else:
-        joint = as_table(np.vstack([np.asarray(x), np.asarray(background)]))
-    return joint.rows(slice(0, len(x))), joint.rows(slice(len(x), None))
+    if not is_frame(x):
+        if np.ndim(background) != 2 or np.ndim(x) != 2 or np.shape(background)[1] != np.shape(x)[1]:
+            raise BadInput(f"the background has shape {np.shape(background)}, the data {np.shape(x)}",
+                           "pass background rows with the data's columns")
+        return as_table(x), as_table(background, what="background")
+    background = check_columns(_checked_frame(background, "background"), tuple(x.columns), "background")
+    codec = TableCodec.fit(_checked_frame(x, "x"), background)
+    return _coded(x, codec), _coded(background, codec)
 
 
-def _from_frame(frame) -> Table:
-    if len(frame) == 0 or frame.shape[1] == 0:
-        raise BadInput(f"the DataFrame has shape {frame.shape}", "pass at least one row and one column")
-    columns, categories = [], []
-    for name in frame.columns:
-        column = frame[name]
-        if is_numeric_column(column):
-            columns.append(column.to_numpy(dtype=np.float64))
-            categories.append(None)
-            continue
-        if column.isna().any():
-            raise BadInput(f"column {name!r} has missing values", "fill or drop them first")
-        values = tuple(sorted(column.unique(), key=str))
-        codes = {value: code for code, value in enumerate(values)}
-        columns.append(column.map(codes).to_numpy(dtype=np.float64))
-        categories.append(values)
-    names = tuple(str(name) for name in frame.columns)
-    from pandas.api.types import is_integer_dtype
+def _checked_frame(frame, what: str):
+    _check_shape(frame.shape, what)
+    check_no_missing(frame, what)
+    return frame
 
-    whole = tuple(is_integer_dtype(frame[name].dtype) for name in frame.columns)
-    return Table(_finite(np.column_stack(columns), names), names, tuple(categories), frame=True, whole=whole)
+
+def _coded(frame, codec: TableCodec) -> Table:
+    whole = tuple(dtype.kind in "iu" for dtype in codec.dtypes)
+    return Table(codec.encode(frame), codec.feature_names, codec, whole)
+
+
+def _check_shape(shape: tuple, what: str) -> None:
+    if len(shape) != 2 or 0 in shape:
+        raise BadInput(f"{what} must be a non-empty (rows, features) table, got shape {shape}",
+                       "pass a 2-D array or a pandas DataFrame with at least one row and one column")
 
 
 def is_numeric_column(column) -> bool:
+    """A column a numbers-only model (ONNX, torch) can take as it is: numbers or bools."""
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     return is_numeric_dtype(column.dtype) or is_bool_dtype(column.dtype)
-
-
-def _finite(matrix: np.ndarray, names) -> np.ndarray:
-    bad = ~np.isfinite(matrix)
-    if bad.any():
-        row, j = map(int, np.argwhere(bad)[0])
-        raise BadInput(f"column {names[j]!r} has a missing or infinite value in row {row}", "fill or drop it first")
-    return matrix

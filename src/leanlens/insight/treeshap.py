@@ -55,8 +55,8 @@ def tree_shap(model, x, *, background=None, target=None) -> Attribution:
     if not is_tree_model(model):
         raise MissingCapability(f"TreeSHAP walks trees; a {type(model).__name__} has none",
                                 "use ll.reasons or kernelshap for other models")
-    table = _numeric(as_table(aligned(model, x)))
-    data = None if background is None else _numeric(as_table(aligned(model, background))).matrix
+    table = _numeric(model, x, "x")
+    data = None if background is None else _numeric(model, background, "background").matrix
     explainer = shap.TreeExplainer(model, data=data,
                                    feature_perturbation="tree_path_dependent" if data is None else "interventional")
     result = explainer(table.matrix, check_additivity=False)
@@ -90,10 +90,11 @@ def _shap():
     return shap
 
 
-def _numeric(table):
-    if any(c is not None for c in table.categories):
-        text = [n for n, c in zip(table.feature_names, table.categories) if c is not None]
-        raise BadInput(f"TreeSHAP needs numeric columns; {text} hold text",
+def _numeric(model, rows, what: str):
+    """`rows` as a table in the model's columns, refused if a column holds text (trees split numbers)."""
+    table = as_table(aligned(model, rows, what), what=what)
+    if table.text_columns:
+        raise BadInput(f"TreeSHAP needs numeric columns; {list(table.text_columns)} hold text",
                        "encode them in a pipeline (explained with KernelSHAP by ll.reasons) or as numbers")
     return table
 

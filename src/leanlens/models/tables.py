@@ -34,10 +34,24 @@ def is_categorical(dtype) -> bool:
 
 
 def check_no_missing(frame, what: str) -> None:
-    missing = frame.isna().to_numpy()
-    if missing.any():
-        row, column = (int(i[0]) for i in np.nonzero(missing))
-        raise BadInput(f"{what} has a missing value in column {frame.columns[column]!r} (row {row})",
+    """Refuse a frame with a missing value anywhere, or an infinite number."""
+    bad = np.array(frame.isna())  # a copy: pandas may hand back a read-only view
+    numeric = [j for j, dtype in enumerate(frame.dtypes) if dtype.kind in "iuf"]
+    if numeric:
+        bad[:, numeric] |= ~np.isfinite(frame.iloc[:, numeric].to_numpy(dtype=np.float64))
+    refuse_first(bad, tuple(frame.columns), what)
+
+
+def check_finite(matrix: np.ndarray, names, what: str) -> None:
+    """Refuse a numeric matrix with NaN or inf, naming the column as `check_no_missing` does."""
+    refuse_first(~np.isfinite(matrix), tuple(names), what)
+
+
+def refuse_first(bad: np.ndarray, names: tuple, what: str) -> None:
+    """One message for every table: the first bad cell by column name and row."""
+    if bad.any():
+        row, column = (int(i[0]) for i in np.nonzero(bad))
+        raise BadInput(f"{what} has a missing or infinite value in column {names[column]!r} (row {row})",
                        "impute or drop missing values first")
 
 
@@ -71,9 +85,12 @@ class TableCodec:
         for column, dtype in first.dtypes.items():
             if str(dtype) == "category":  # the dtype's own order, so codes agree with pandas' codes
                 categories[column] = np.asarray(dtype.categories, dtype=object)
+            elif dtype.kind == "b":  # both truth values always, so a code is the bool's own number
+                categories[column] = np.array([False, True], dtype=object)
             elif is_categorical(dtype):
+                # sorted (by text, for mixed types): the same codes whichever rows are coded
                 seen = np.concatenate([f[column].to_numpy(dtype=object) for f in frames])
-                categories[column] = np.asarray(list(dict.fromkeys(seen.tolist())), dtype=object)
+                categories[column] = np.asarray(sorted(dict.fromkeys(seen.tolist()), key=_text_order), dtype=object)
             elif dtype.kind not in "iuf":
                 raise BadInput(f"column {column!r} has dtype {dtype}, neither numbers nor categories",
                                "convert it to numbers (e.g. a timestamp to days) or to strings first")
@@ -106,7 +123,7 @@ class TableCodec:
                 values = self.categories[column][np.rint(codes[:, j]).astype(np.int64)]
                 data[column] = pd.Series(values, dtype=dtype)
             else:
-                data[column] = pd.Series(codes[:, j]).astype(dtype)
+                data[column] = pd.Series(codes[:, j]).astype(_numbers_dtype(codes[:, j], dtype))
         return pd.DataFrame(data, columns=list(self.columns))
 
     def _codes(self, column, values: np.ndarray) -> np.ndarray:
@@ -121,6 +138,18 @@ class TableCodec:
         if list(frame.columns) != list(self.columns):
             frame = check_columns(frame, self.columns, "background")
         return frame
+
+
+def _text_order(value) -> tuple[str, str]:
+    return str(value), type(value).__name__  # 1 and "1" print alike: the type settles their order
+
+
+def _numbers_dtype(values: np.ndarray, dtype):
+    """A numeric column's own dtype, unless it is an integer one and the values have fractions
+    (a surrogate's Gaussian neighbours): rounding them would change what the model is asked."""
+    if dtype.kind in "iu" and not np.array_equal(values, np.round(values)):
+        return np.float64
+    return dtype
 
 
 class FrameModel:
