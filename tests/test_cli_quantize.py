@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 import leanlens as ll
 from leanlens.cli import app
+from leanlens.compression.fakequant import graph_roundings
 from leanlens.models import OnnxModel, SmallResNet
 
 runner = CliRunner()
@@ -53,10 +54,28 @@ def test_a_bare_onnx_file_is_written_when_asked(saved, tmp_path):
     assert ops(out.read_bytes())["MatMulInteger"] == 1
 
 
+def test_quantization_aware_training_writes_what_the_api_makes(saved, tmp_path):
+    model_file, calib, data = saved
+    out = tmp_path / "qat.leanlens"
+    run = runner.invoke(app, ["quantize", str(model_file), str(calib), "--out", str(out), "--scheme", "int8-qat",
+                              "--epochs", "0.5", "--lr", "1e-3"])
+    assert run.exit_code == 0, run.output
+    assert "int8-qat:" in run.output and "predictions changed" in run.output
+    direct = ll.quantize(ll.load(model_file), data, "int8-qat", epochs=0.5, lr=1e-3)
+    loaded = ll.load(out)
+    # the same training; not byte for byte, since torch's kernels may differ by an ulp between two copies of x
+    assert ops(loaded.model_bytes) == ops(direct.model_bytes)
+    ours, theirs = graph_roundings(loaded.model_bytes), graph_roundings(direct.model_bytes)
+    assert ours.keys() == theirs.keys() and all(np.isclose(ours[k][0], theirs[k][0], rtol=1e-4) for k in ours)
+    np.testing.assert_allclose(loaded.predict(data.x), direct.predict(data.x), atol=0.05)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--scheme", "int3"], "unknown quantization scheme 'int3'"),
     (["--scheme", "int4-weight"], "no 4-bit convolution kernel"),
     (["--max-drop", "-1"], "max_drop=-1"),
+    (["--epochs", "2"], "epochs works with scheme='int8-qat'"),
+    (["--scheme", "int8-qat", "--lr", "0"], "lr=0.0"),
 ])
 def test_what_cannot_be_quantized_is_one_line_and_writes_nothing(saved, tmp_path, extra, message):
     model_file, calib, _ = saved

@@ -103,6 +103,13 @@ def test_text_models_refuse_max_drop_in_one_line():
     one_line(error)
 
 
+def test_text_models_refuse_qat_in_one_line_naming_the_schemes_that_work():
+    train, _ = sentiment_task()
+    with pytest.raises(BadOption, match="int8-qat") as error:
+        ll.quantize(sentiment_model(), train, scheme="int8-qat")
+    assert "int8-dynamic" in one_line(error)
+
+
 def test_calibration_data_that_is_not_token_ids_is_refused_before_export(quantized):
     train, _ = sentiment_task()
     bad = train.x.copy()

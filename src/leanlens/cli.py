@@ -114,7 +114,7 @@ def explain(
 def quantize(
     model: Annotated[str, typer.Argument(help=f"the float model: {MODEL_HELP}")],
     data: Annotated[str, typer.Argument(help="an .npz file (x, y) or a built-in dataset name to calibrate and measure on")],
-    scheme: Annotated[str, typer.Option("--scheme", help="int8, int8-dynamic or int4-weight")] = "int8",
+    scheme: Annotated[str, typer.Option("--scheme", help="int8, int8-dynamic, int8-qat or int4-weight")] = "int8",
     out: Annotated[Path, typer.Option(
         "--out", help="a leanlens model file (graph, float graph and twin), or a bare .onnx to deploy")
     ] = Path("quantized.leanlens"),
@@ -122,6 +122,9 @@ def quantize(
         "--calibrate-method", help="int8 activation ranges: minmax, percentile or entropy")] = "minmax",
     max_drop: Annotated[float | None, typer.Option(
         "--max-drop", help="int8: accuracy points it may lose on DATA; the worst layers go back to float")] = None,
+    epochs: Annotated[float | None, typer.Option(
+        "--epochs", help="int8-qat: passes of quantization-aware training over DATA (default 1)")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="int8-qat: learning rate (default 1e-4)")] = None,
     n: Annotated[int | None, typer.Option("--n", help="use only the first N samples of DATA")] = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
@@ -138,7 +141,11 @@ def quantize(
             raise LeanlensError(f"{out} exists", "pass --force to replace it, or choose another --out")
         dataset = read_data(data, n)
         float_model = resolve_model(model, weights, trust_pickle)
-        quantized = run_quantize(float_model, dataset, scheme, calibrate_method=calibrate_method, max_drop=max_drop)
+        training = scheme == "int8-qat"  # the one scheme that takes long enough to show progress
+        with _progress(transient=True, disable=not (training and console.is_terminal)) as progress:
+            on_step = _stage(progress)("quantization-aware training", 0) if training else None
+            quantized = run_quantize(float_model, dataset, scheme, calibrate_method=calibrate_method,
+                                     max_drop=max_drop, epochs=epochs, lr=lr, on_step=on_step)
         written = quantized.save(out) if out.suffix.lower() == ".onnx" else save(quantized, out)
     except LeanlensError as error:
         raise _refused(error) from None

@@ -20,6 +20,7 @@ from leanlens.compression.checks import calibration_inputs, first_scores, torch_
 from leanlens.compression.fallback import within_drop
 from leanlens.compression.int4 import quantize_int4
 from leanlens.compression.onnx_export import fold_batchnorm, quiet_onnx_tools, to_onnx
+from leanlens.compression.qat import train_int8, training_options
 from leanlens.compression.twin import int8_twin
 from leanlens.data import Dataset, as_dataset, as_inputs
 from leanlens.errors import BadInput, BadOption, UnknownMethod, closest
@@ -32,14 +33,16 @@ from leanlens.text.classifier import is_text_classifier
 # int8-dynamic: weights int8 ahead, each linear layer's input rounded to its own range at run time
 # (MatMulInteger), the scheme for linear-heavy models; convs stay float
 # int4-weight: linear layers' weights in 4-bit blocks (MatMulNBits), activations float
-SCHEMES = ("int8", "int8-dynamic", "int4-weight")
+# int8-qat: int8's graph, after quantization-aware training (compression/qat.py)
+SCHEMES = ("int8", "int8-dynamic", "int8-qat", "int4-weight")
 # how the activation ranges are read off the calibration batches; the names are ONNX Runtime's
 # CalibrationMethod members, lower-cased
 CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
 
 
 def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 256, batch_size: int = 32,
-             calibrate_method: str = "minmax", max_drop: float | None = None) -> OnnxModel:
+             calibrate_method: str = "minmax", max_drop: float | None = None, epochs: float | None = None,
+             lr: float | None = None, on_step=None) -> OnnxModel:
     """An int8 copy of `model`, calibrated on up to `calibration_samples` inputs of `data`
     (a Dataset, an (x, y) pair, or a bare batch x: calibration needs no labels).
 
@@ -53,6 +56,10 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     `max_drop` (accuracy points, e.g. 0.5; static int8 only, labelled `data`): when int8 loses
     more than that on `data` against the float graph, the layers whose rounding hurts most run
     in float, one more at a time, until it does not (`compression.float_layers()` lists them).
+    "int8-qat" (labelled `data`) first trains the model for `epochs` passes over `data`
+    (default 1.0, AdamW at `lr`, default 1e-4, cosine decay; `on_step(done, total)` after each
+    batch) with its weights and activations rounded as the int8 graph rounds them, then
+    quantizes the trained model with the activation ranges it learned (compression/qat.py).
     The returned model runs on ONNX Runtime and carries a torch twin with the same int8
     weights and input scales, so that gradient and CAM explanations can still be computed.
     Its `fp32` is the float graph it was quantized from, whose own twin is a copy of the
@@ -67,6 +74,7 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
                             closest(str(calibrate_method), CALIBRATE_METHODS))
     model = torch_model(model, "quantize")
     batch_size = positive_int("batch_size", batch_size, "use a positive int such as 32")
+    training = training_options(scheme, data, epochs, lr, on_step, calibrate_method)
     if is_text_classifier(model.module):  # transformers do not fx-trace: they have an export path of their own
         # imported here, not at the top: text_quantize imports this module
         from leanlens.compression.text_quantize import quantize_text
@@ -77,12 +85,18 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
     calibration = calibration_inputs(_unlabelled(data), calibration_samples)
     source = copy.deepcopy(model.module).eval()
     first_scores(source, calibration)
+    if scheme in ("int8", "int8-qat") and len(calibration) < 2:
+        raise BadInput(f"scheme={scheme!r} calibrates activation ranges, and one sample has no range to speak of",
+                       "pass more samples (256 is the default calibration_samples)")
     folded = fold_batchnorm(source)
     fp32_onnx = to_onnx(folded, torch.as_tensor(calibration[:1]))
     if scheme == "int8-dynamic":
         low_bit_onnx = _quantize_dynamic(fp32_onnx)
     elif scheme == "int4-weight":
         low_bit_onnx = quantize_int4(fp32_onnx)
+    elif scheme == "int8-qat":
+        trained = train_int8(source, folded, fp32_onnx, training, calibration, batch_size)
+        source, folded, fp32_onnx, low_bit_onnx = trained.source, trained.folded, trained.fp32_onnx, trained.int8_onnx
     else:
         def requantize(float_nodes: list[str]) -> bytes:
             return _quantize_static(fp32_onnx, calibration, batch_size, calibrate_method, float_nodes)
@@ -116,8 +130,10 @@ def _unlabelled(data) -> np.ndarray:
 
 
 def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int, calibrate_method: str,
-                     float_nodes: list[str], op_types: list[str] | None = None, symbolic_shapes: bool = True) -> bytes:
-    """The QDQ int8 graph; `op_types` limits which operators are quantized (None: all ORT can)."""
+                     float_nodes: list[str], op_types: list[str] | None = None, symbolic_shapes: bool = True,
+                     overrides: dict | None = None) -> bytes:
+    """The static QDQ graph; `op_types` limits which operators are quantized (None: all ORT can);
+    `overrides` (ORT's TensorQuantOverrides) fixes some tensors' scales."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -149,6 +165,7 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
             op_types_to_quantize=op_types,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                               "entropy": CalibrationMethod.Entropy}[calibrate_method],
+            extra_options={"TensorQuantOverrides": overrides or {}},
         )
         return quantized.read_bytes()
 
