@@ -150,6 +150,15 @@ def test_the_cache_is_reused_and_measured_again_when_the_input_shape_or_threads_
     assert len(calls) == 12
 
 
+def test_a_table_cached_on_another_processor_is_measured_again(monkeypatch, tmp_path):
+    calls: list[int] = []
+    monkeypatch.setattr(latency, "interleaved", counting_timer(calls))
+    latency_table(tiny_cnn(), EXAMPLE, cache_dir=tmp_path, threads=1)
+    assert latency_table(tiny_cnn(), EXAMPLE, cache_dir=tmp_path, threads=1).measured == 0
+    monkeypatch.setattr(latency, "hardware", lambda device: "another CPU avx2")  # a shared home directory
+    assert latency_table(tiny_cnn(), EXAMPLE, cache_dir=tmp_path, threads=1).measured == 4
+
+
 def test_layers_of_one_shape_are_timed_once(monkeypatch, tmp_path):
     calls: list[int] = []
     monkeypatch.setattr(latency, "interleaved", counting_timer(calls))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -210,10 +211,25 @@ def _key(module: nn.Module, layers: Mapping[str, Layer], grids, device: str, dty
     """What the times depend on: the layers' kinds and shapes, the grid, where and how they run."""
     described = {
         "version": TABLE_VERSION, "architecture": type(module).__qualname__, "torch": torch.__version__,
-        "device": device, "dtype": str(dtype), "threads": threads,
+        "device": device, "hardware": hardware(device), "dtype": str(dtype), "threads": threads,
         "layers": {name: [repr(layer), grids[name]] for name, layer in layers.items()},
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def hardware(device: str) -> str:
+    """Which processor `device` is: a table timed on one CPU or GPU says nothing about another
+    (the same disk, e.g. a home directory shared by machines, may hold both caches)."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: the platform's own description
+        return platform.processor() or platform.machine()
+    lines = info.splitlines()
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    return f"{name} {os.cpu_count()} cpus {' '.join(sorted(f for f in flags if f.startswith('avx') or 'amx' in f))}"
 
 
 def _default_cache() -> Path:
