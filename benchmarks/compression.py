@@ -25,9 +25,10 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from resnet50 import ResNet50  # beside this script, which Python puts first on sys.path
 
-from leanlens.audit.timing import interleaved, torch_threads
+from leanlens.audit.timing import interleaved, ort_session, torch_threads
 from leanlens.compression.allocation import allocate
 from leanlens.compression.latency import default_round_to, latency_table
+from leanlens.compression.onnx_export import fold_batchnorm, to_onnx
 from leanlens.compression.widths import channel_scores, prune_to_widths
 
 PARAMS_TARGET = 8.3e6  # the seeds' headline: ResNet-50 at 25.6 M → 8.3 M params, 3.2× faster
@@ -55,6 +56,11 @@ def main() -> None:
     for dtype in dtypes:
         for batch in batches:
             _print_rows(models, small, _timings(models, batch, side, device, dtype, threads, repeats), batch, dtype)
+    if args.ort:  # the same widths on a runtime that fuses what eager torch runs op by op
+        print("ONNX Runtime fp32 (batch norms folded, graph optimizations on)\n")
+        for batch in batches:
+            timings = _timings(models, batch, side, device, torch.float32, threads, repeats, runtime="ort")
+            _print_rows(models, small, timings, batch, torch.float32)
 
 
 def _ours(dense, small, batch: int, side: int, target: float, threads: int, args) -> torch.nn.Module:
@@ -101,10 +107,14 @@ def _with_taylor_gradients(dense, side: int) -> torch.nn.Module:
     return model
 
 
-def _timings(models, batch: int, side: int, device: str, dtype: torch.dtype, threads: int, repeats: int):
+def _timings(models, batch: int, side: int, device: str, dtype: torch.dtype, threads: int, repeats: int,
+             runtime: str = "torch"):
     x = torch.randn(batch, 3, side, side, device=device)
 
     def call(model):
+        if runtime == "ort":
+            return _ort_call(model, x, threads)
+
         def run():
             with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
                 return model(x)
@@ -115,6 +125,14 @@ def _timings(models, batch: int, side: int, device: str, dtype: torch.dtype, thr
     with torch_threads(threads):
         return interleaved({name: call(model) for name, model in models.items()}, repeats=repeats,
                            warmup=1 if repeats < 3 else 2, sync=sync, burst=1)
+
+
+def _ort_call(model, x: torch.Tensor, threads: int):
+    """The model as ONNX Runtime runs it in deployment: batch norms folded into the convs, graph
+    optimizations on (conv + ReLU fused, NCHWc layout), `threads` intra-op threads."""
+    session = ort_session(to_onnx(fold_batchnorm(copy.deepcopy(model)), x[:1].cpu()), threads)
+    feed = {session.get_inputs()[0].name: x.cpu().numpy()}
+    return lambda: session.run(None, feed)
 
 
 def _print_rows(models, small, timings, batch: int, dtype: torch.dtype) -> None:
@@ -158,10 +176,13 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--batches", type=int, nargs="+", help="batch sizes to time (default: 16 32 on CPU, 256 on CUDA)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads for every contender (default: torch's)")
     parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds kept (default 9)")
+    parser.add_argument("--ort", action="store_true", help="also time every model on ONNX Runtime fp32 (CPU)")
     parser.add_argument("--round-to", type=int, help="leanlens' channel multiple (default: 8 on CPU, 32 on CUDA)")
     args = parser.parse_args()
     if args.smoke:
         args.device = "cpu"
+    if args.ort and args.device != "cpu":
+        parser.error("--ort times ONNX Runtime's CPU provider: use it with --device cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here; run with --smoke or on the GPU machine")
     return args
