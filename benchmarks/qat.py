@@ -31,7 +31,12 @@ from leanlens.errors import LeanlensError
 from leanlens.models import SmallResNet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quantization import MLP, THREADS, Task, latency_rows  # one timing protocol for every quantization table
+from quantization import (  # one timing protocol for every quantization table
+    MLP,
+    THREADS,
+    Task,
+    latency_rows,
+)
 from stats import wilson
 
 

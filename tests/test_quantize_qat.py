@@ -13,7 +13,11 @@ from test_quantize_dynamic import MLP
 from torch import nn
 
 import leanlens as ll
-from leanlens.compression.fakequant import RoundedWeights, graph_roundings, uint8_rounding
+from leanlens.compression.fakequant import (
+    RoundedWeights,
+    graph_roundings,
+    uint8_rounding,
+)
 from leanlens.compression.onnx_export import fold_batchnorm, to_onnx
 from leanlens.compression.qat import train_int8, training_options
 from leanlens.compression.twin import float_layers
