@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from leanlens.data import Dataset
+from leanlens.data import Dataset, as_dataset
 from leanlens.errors import BadInput, BadOption
 from leanlens.explain.options import positive_int, real
 from leanlens.models.torch_model import SHAPE_ERRORS, TorchModel, not_fitting
@@ -76,3 +76,10 @@ def calibration_inputs(x: np.ndarray, calibration_samples) -> np.ndarray:
     """The first `calibration_samples` inputs (a positive int: 0 or -12 would slice x wrongly)."""
     count = positive_int("calibration_samples", calibration_samples, "use a positive int such as 256")
     return x[:count]
+
+
+def labelled(data, why: str) -> Dataset:
+    """`data` as a Dataset, refused in one line when it is a bare batch; `why` says what needs labels."""
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        raise BadInput(f"{why}, and data is a bare batch without labels", "pass (x, y) or a Dataset")
+    return as_dataset(data)

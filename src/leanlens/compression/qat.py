@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.experimental.optimization import matches_module_pattern
 
-from leanlens.compression.checks import check_labels
+from leanlens.compression.checks import check_labels, labelled
 from leanlens.compression.fakequant import (
     ActivationRange,
     RoundedWeights,
@@ -38,8 +38,8 @@ from leanlens.compression.fakequant import (
 )
 from leanlens.compression.finetune import shuffled_batches
 from leanlens.compression.onnx_export import fold_batchnorm, quiet_onnx_tools, to_onnx
-from leanlens.data import Dataset, as_dataset
-from leanlens.errors import BadInput, BadOption
+from leanlens.data import Dataset
+from leanlens.errors import BadOption
 from leanlens.explain.options import real
 
 # the conv-bn pairs that torch.fx's `fuse` folds (fold_batchnorm), in its order
@@ -81,15 +81,13 @@ def training_options(scheme: str, data, epochs, lr, on_step, calibrate_method: s
     if calibrate_method != "minmax":
         raise BadOption(f"scheme='int8-qat' learns its ranges from min-max ones, not {calibrate_method!r}",
                         "leave calibrate_method out with int8-qat")
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        raise BadInput("scheme='int8-qat' trains, and data is a bare batch without labels",
-                       "pass (x, y) or a Dataset")
+    dataset = labelled(data, "scheme='int8-qat' trains")
     epochs = real("epochs", 1.0 if epochs is None else epochs, "use a positive number of passes, e.g. 1.0",
                   low=0.0, strict=True)
     lr = real("lr", 1e-4 if lr is None else lr, "use a positive learning rate such as 1e-4", low=0.0, strict=True)
     if on_step is not None and not callable(on_step):
         raise BadOption(f"on_step={on_step!r}", "pass a function on_step(done, total), or leave it out")
-    return Training(as_dataset(data), epochs, lr, on_step)
+    return Training(dataset, epochs, lr, on_step)
 
 
 def train_int8(source: nn.Module, folded: fx.GraphModule, fp32_onnx: bytes, training: Training,

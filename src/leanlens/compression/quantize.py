@@ -16,7 +16,12 @@ import numpy as np
 import onnx
 import torch
 
-from leanlens.compression.checks import calibration_inputs, first_scores, torch_model
+from leanlens.compression.checks import (
+    calibration_inputs,
+    first_scores,
+    labelled,
+    torch_model,
+)
 from leanlens.compression.fallback import within_drop
 from leanlens.compression.int4 import quantize_int4
 from leanlens.compression.onnx_export import fold_batchnorm, quiet_onnx_tools, to_onnx
@@ -116,10 +121,7 @@ def _accuracy_guard(data, max_drop, scheme: str) -> tuple[Dataset, float] | None
     if scheme != "int8":
         raise BadOption(f"max_drop works with scheme='int8', not {scheme!r}",
                         "quantize with scheme='int8', or leave max_drop out")
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        raise BadInput("max_drop needs labels to measure accuracy, and data is a bare batch",
-                       "pass (x, y) or a Dataset")
-    return as_dataset(data), drop
+    return labelled(data, "max_drop needs labels to measure accuracy"), drop
 
 
 def _unlabelled(data) -> np.ndarray:

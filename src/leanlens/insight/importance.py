@@ -153,7 +153,7 @@ def _scored_classifier(scorer: Scorer):
 
     class ScoredModel(ClassifierMixin, BaseEstimator):
         def fit(self, x, y):  # never refit: it stands for a model fitted elsewhere
-            raise NotImplementedError
+            raise TypeError("this stands for a model fitted elsewhere and cannot be refit")
 
         def predict_proba(self, rows):
             return scorer.fn(rows)
