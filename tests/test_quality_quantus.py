@@ -61,7 +61,7 @@ def test_localization_matches_quantus():
         s[i, 0, r:r + 1 + i % 4, c:c + 3] = True
     s[0, 0, *np.unravel_index(a[0, 0].argmax(), (12, 12))] = True  # one sure hit for the pointing game
     y = np.zeros(len(x), dtype=int)
-    args = dict(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s.astype(np.float32))
+    args = {"model": None, "x_batch": x, "y_batch": y, "a_batch": a, "s_batch": s.astype(np.float32)}
     cases = [(quantus.RelevanceRankAccuracy, metrics.relevance_rank_accuracy),
              (quantus.PointingGame, metrics.pointing_game),
              (quantus.RelevanceMassAccuracy, metrics.relevance_mass)]

@@ -43,12 +43,12 @@ class ModelFigures(Record):
 def profile_figures(p: Profile, *, reference_fp32_ms: float | None) -> dict:
     """The cost and latency fields of a profile; speed-up against the reference's best fp32 path."""
     latency, fp32 = p.latency, p.latency.fp32
-    return dict(
-        params=p.cost.params, macs=p.cost.macs, bytes=p.cost.bytes,
-        runtime=latency.runtime, latency_ms=latency.own.median_ms, latency_min_ms=latency.own.min_ms,
-        fp32_runtime=latency.fp32_runtime,
-        fp32_latency_ms=fp32.median_ms if fp32 else None, fp32_latency_min_ms=fp32.min_ms if fp32 else None,
-        fp32_speedup=fp32.median_ms / latency.own.median_ms if fp32 else None,
-        speedup=reference_fp32_ms / latency.own.median_ms if reference_fp32_ms else None,
-        batch=p.batch, threads=latency.threads,
-    )
+    return {
+        "params": p.cost.params, "macs": p.cost.macs, "bytes": p.cost.bytes,
+        "runtime": latency.runtime, "latency_ms": latency.own.median_ms, "latency_min_ms": latency.own.min_ms,
+        "fp32_runtime": latency.fp32_runtime,
+        "fp32_latency_ms": fp32.median_ms if fp32 else None, "fp32_latency_min_ms": fp32.min_ms if fp32 else None,
+        "fp32_speedup": fp32.median_ms / latency.own.median_ms if fp32 else None,
+        "speedup": reference_fp32_ms / latency.own.median_ms if reference_fp32_ms else None,
+        "batch": p.batch, "threads": latency.threads,
+    }

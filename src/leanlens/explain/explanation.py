@@ -122,7 +122,7 @@ def _read_arrays(path) -> dict[str, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("it holds one array, not an .npz archive")
+            raise ValueError("it holds one array, not an .npz archive")  # noqa: TRY004 - caught below, reworded
         with archive:
             arrays = {k: archive[k] for k in archive.files}
     except FileNotFoundError:
