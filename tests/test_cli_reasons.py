@@ -21,7 +21,11 @@ from typer.testing import CliRunner
 import leanlens as ll
 from leanlens.cli import app
 from leanlens.compression.onnx_export import to_onnx
-from leanlens.insight import credit_applications, global_surrogate, permutation_importance
+from leanlens.insight import (
+    credit_applications,
+    global_surrogate,
+    permutation_importance,
+)
 from leanlens.store import Store
 
 runner = CliRunner()

@@ -10,7 +10,12 @@ from sklearn.tree import DecisionTreeClassifier
 
 import leanlens as ll
 from leanlens.errors import BadInput
-from leanlens.insight import credit_applications, global_surrogate, permutation_importance, to_payload
+from leanlens.insight import (
+    credit_applications,
+    global_surrogate,
+    permutation_importance,
+    to_payload,
+)
 from leanlens.insight.credit import TARGET
 from leanlens.insight.payloads import EXAMPLE_ROWS
 

@@ -16,6 +16,7 @@ from adapters_support import KERAS_BACKENDS, X, keras_results, numpy_mlp
 import leanlens as ll
 from leanlens.models.keras_model import is_keras_model
 
+
 @pytest.fixture(scope="module", params=KERAS_BACKENDS)
 def results(request):
     return keras_results(request.param)

@@ -38,7 +38,7 @@ def test_importance_bars_are_proportional_to_the_means_with_whiskers_at_the_inte
     bars = {rect.get("data-feature"): rect for rect in svg.iter(f"{SVG}rect")}
     assert list(bars) == ["a", HOSTILE, "b"]  # largest first; the name comes back intact from the escaped text
     lo, hi = -0.2, 0.5  # every mean, interval end and zero
-    x = lambda v: LABEL_WIDTH + (v - lo) / (hi - lo) * BAR_WIDTH  # noqa: E731
+    x = lambda v: LABEL_WIDTH + (v - lo) / (hi - lo) * BAR_WIDTH
     for name, mean, low, high in zip(IMPORTANCE["feature_names"], IMPORTANCE["mean"], IMPORTANCE["ci_low"],
                                      IMPORTANCE["ci_high"]):
         bar = bars[name]

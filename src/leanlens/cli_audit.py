@@ -8,7 +8,6 @@ removed again if recording into it fails.
 from __future__ import annotations
 
 import contextlib
-
 import os
 from dataclasses import dataclass
 from pathlib import Path

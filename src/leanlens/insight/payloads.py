@@ -8,6 +8,7 @@ the first rows with their reasons; the whole table is the `leanlens reasons --ou
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -60,7 +61,7 @@ def _floats(values) -> list[float] | None:
 def _json_safe(record: dict) -> dict:
     """A reason-code record with a missing value (NaN) as None: JSON has no NaN."""
     def plain(value):
-        return None if isinstance(value, float) and value != value else value
+        return None if isinstance(value, float) and math.isnan(value) else value
 
     reasons = [{**reason, "value": plain(reason["value"])} for reason in record["reasons"]]
     return {**record, "decision": plain(record["decision"]), "reasons": reasons}

@@ -26,7 +26,12 @@ def wrap(obj, *, output: OutputChoice = None) -> Model:
         itself, a tuple's first tensor, or the "logits" entry or attribute.
     """
     from leanlens.models.callable_model import CallableModel
-    from leanlens.models.keras_model import KerasModel, is_keras_file, is_keras_model, load_keras_file
+    from leanlens.models.keras_model import (
+        KerasModel,
+        is_keras_file,
+        is_keras_model,
+        load_keras_file,
+    )
     from leanlens.models.onnx_model import OnnxModel
     from leanlens.models.sklearn_model import SklearnModel, is_estimator
     from leanlens.models.torch_model import TorchModel
