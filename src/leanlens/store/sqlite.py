@@ -331,12 +331,12 @@ class Store:
 
     def attach(self, name, kind: str, payload: Mapping) -> Attachment:
         """Keep a JSON `payload` of `kind` (importance, reason codes, ...) with version `name`."""
-        attachment = Attachment(check_kind(kind), datetime.now(UTC).isoformat(), {})
+        kind, created = check_kind(kind), datetime.now(UTC).isoformat()
         text = payload_json(payload)  # before the transaction: a payload that is not JSON fails first
         with self._writing():
             self._conn.execute("INSERT INTO attachments (version_id, kind, created, payload) VALUES (?, ?, ?, ?)",
-                               (self._id(name), attachment.kind, attachment.created, text))
-        return replace(attachment, payload=json.loads(text))
+                               (self._id(name), kind, created, text))
+        return Attachment(kind, created, json.loads(text))  # as it reads back
 
     def attachments(self, name, kind: str | None = None) -> list[Attachment]:
         """The version's attachments (of `kind` only, when given), in the order attached."""
