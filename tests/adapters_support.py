@@ -6,6 +6,7 @@ module, its ONNX export, a scikit-learn MLPClassifier whose weights are set to t
 """
 
 import functools
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -76,6 +78,11 @@ FORWARD_METHODS = {
     "kernelshap": {"samples": 40},
     "lime": {"samples": 200},
 }
+
+
+# Keras' backends, each checked in a process of its own; TensorFlow's where it is installed
+KERAS_BACKENDS = ["torch", pytest.param("tensorflow", marks=pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None, reason="tensorflow is not installed"))]
 
 
 @functools.cache

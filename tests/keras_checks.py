@@ -2,10 +2,12 @@
 `python keras_checks.py OUT_DIR`. Builds Keras models with the weights of torch ones and
 writes what leanlens computes on both to OUT_DIR/results.npz; the tests compare them.
 
-Also records whether wrapping objects that are not Keras models imported keras.
+Also records whether wrapping objects that are not Keras models imported keras, and what
+`.keras` files give through `ll.wrap`, `ll.load` and the command line (safe mode on).
 """
 
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +32,11 @@ import keras
 CONV_X = np.random.default_rng(5).normal(size=(2, 8, 8, 2)).astype(np.float32)  # channels-last images
 
 
-def keras_mlp():
+def keras_mlp(api=keras):
+    """The MLP in Keras; `api` is `keras` or, on the TensorFlow backend, `tf.keras`."""
     w = weights()
-    model = keras.Sequential([keras.Input((X.shape[1],)), keras.layers.Dense(8, activation="tanh"),
-                              keras.layers.Dense(3, activation="softmax")])
+    model = api.Sequential([api.Input((X.shape[1],)), api.layers.Dense(8, activation="tanh"),
+                            api.layers.Dense(3, activation="softmax")])
     model.set_weights([w["w1"], w["b1"], w["w2"], w["b2"]])
     return model
 
@@ -68,6 +71,12 @@ def main(out: Path) -> None:
     model = ll.wrap(keras_mlp())
     results["capabilities"] = np.array(sorted(model.capabilities))
     results["predictions"] = model.predict(X)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf_model = ll.wrap(keras_mlp(tf.keras))
+        results["tf_keras"] = np.array([type(tf_model).__name__, tf_model.backend])
+        results["tf_keras_ig"] = ll.explain(tf_model, X, "ig", steps=32).values
     for method, options in FORWARD_METHODS.items():
         results[f"forward/{method}"] = ll.explain(model, X, method, background=BACKGROUND, **options).values
     saliency = ll.explain(model, X, "saliency", absolute=False)
@@ -89,7 +98,46 @@ def main(out: Path) -> None:
         ll.explain(conv_keras, CONV_X, "gradcam", layer="cnv")
     except ll.LeanlensError as error:
         results["misnamed_layer"] = np.array(str(error))
+    results.update(keras_files(out, conv_keras, CONV_X))
     np.savez(out / "results.npz", **results)
+
+
+def refusal(load, path) -> np.ndarray:
+    """The one-line message (with its class name) that loading `path` is refused with."""
+    try:
+        load(path)
+    except ll.LeanlensError as error:
+        return np.array(f"{type(error).__name__}: {error}")
+    return np.array("loaded")
+
+
+def keras_files(out: Path, network, x) -> dict[str, np.ndarray]:
+    """A saved model through each door, a Lambda model and a damaged file refused by each."""
+    from typer.testing import CliRunner
+
+    from leanlens.cli import app
+
+    network.save(out / "cnn.keras")
+    found = {"file/wrap": ll.wrap(str(out / "cnn.keras")).predict(x), "file/load": ll.load(out / "cnn.keras").predict(x)}
+    np.savez(out / "images.npz", x=x, y=np.zeros(len(x), dtype=np.int64))
+    run = CliRunner().invoke(app, ["explain", str(out / "cnn.keras"), str(out / "images.npz"), "--method", "ig",
+                                   "--option", "steps=16", "--out", str(out / "ig.npz")])
+    found["file/cli_exit"] = np.array(run.exit_code)
+    found["file/cli_ig"] = np.load(out / "ig.npz")["values"] if run.exit_code == 0 else np.array(run.output)
+    found["file/direct_ig"] = ll.explain(network, x, "ig", steps=16).values
+    keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda t: t * 2), keras.layers.Dense(2)]).save(
+        out / "lambda.keras")
+    damaged = (out / "cnn.keras").read_bytes()
+    (out / "damaged.keras").write_bytes(damaged[: len(damaged) // 2])
+    with zipfile.ZipFile(out / "foreign.keras", "w") as archive:  # a zip, but not Keras' layout
+        archive.writestr("notes.txt", "not a model")
+    for name in ("lambda", "damaged", "foreign"):
+        found[f"file/{name}/wrap"] = refusal(ll.wrap, str(out / f"{name}.keras"))
+        found[f"file/{name}/load"] = refusal(ll.load, out / f"{name}.keras")
+        cli = CliRunner().invoke(app, ["explain", str(out / f"{name}.keras"), str(out / "images.npz"),
+                                       "--out", str(out / f"{name}.npz")])
+        found[f"file/{name}/cli"] = np.array([str(cli.exit_code), cli.output])
+    return found
 
 
 if __name__ == "__main__":

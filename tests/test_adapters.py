@@ -12,6 +12,7 @@ import torch
 from adapters_support import (
     BACKGROUND,
     FORWARD_METHODS,
+    KERAS_BACKENDS,
     X,
     keras_results,
     numpy_mlp,
@@ -64,9 +65,10 @@ def test_every_adapter_gives_the_functions_attributions(adapter, method, referen
     assert exp.feature_names == (tuple(COLUMNS) if isinstance(x, pd.DataFrame) else None)
 
 
+@pytest.mark.parametrize("backend", KERAS_BACKENDS)
 @pytest.mark.parametrize("method", FORWARD_METHODS)
-def test_keras_gives_the_functions_attributions(method, reference):
-    keras = keras_results("torch")
+def test_keras_gives_the_functions_attributions(method, backend, reference):
+    keras = keras_results(backend)
     np.testing.assert_allclose(keras[f"forward/{method}"], reference[method].values, atol=1e-6)
 
 

@@ -21,7 +21,12 @@ from typer.testing import CliRunner
 import leanlens as ll
 from leanlens.cli import app
 from leanlens.compression.onnx_export import to_onnx
-from leanlens.insight import credit_applications
+from leanlens.insight import (
+    credit_applications,
+    global_surrogate,
+    permutation_importance,
+)
+from leanlens.store import Store
 
 runner = CliRunner()
 
@@ -130,6 +135,7 @@ def test_a_pickle_needs_trust_pickle(files, tmp_path):
     ("boosted.skops", "numeric.csv", ["--out", "reasons.txt"], "--out reasons.txt is neither .csv nor .json"),
     ("boosted.skops", "numeric.csv", ["--top", "0"], "top=0"),
     ("boosted.skops", "missing.csv", [], "no data file at"),
+    ("boosted.skops", "numeric.csv", ["--store", "lens.db"], "--store and --name go together"),
 ])
 def test_mistakes_are_refused_in_one_line_and_write_nothing(files, tmp_path, model, data, extra, message):
     folder, _ = files
@@ -152,3 +158,37 @@ def test_an_existing_out_file_is_kept_without_force(files, tmp_path):
     refused_in_one_line(run(folder / "boosted.skops", folder / "numeric.csv", "--target", "defaulted",
                             "--out", out), "exists")
     assert out.read_text() == "keep me"
+
+
+def test_store_and_name_record_the_version_with_the_report_s_attachments(files, tmp_path):
+    folder, models = files
+    store = tmp_path / "lens.db"
+    args = [folder / "boosted.skops", folder / "numeric.csv", "--target", "defaulted", "--store", store]
+    result = run(*args, "--name", "credit-v1", "--out", tmp_path / "reasons.json")
+    assert result.exit_code == 0, result.output
+    with Store(store) as opened:
+        (version,) = opened.versions()
+        attachments = {a.kind: a.payload for a in opened.attachments("credit-v1")}
+        page = ll.report(opened, tmp_path / "report").read_text()
+    expected = ll.reasons(models["boosted"], models["features"])
+    truth = pd.read_csv(folder / "numeric.csv")["defaulted"].to_numpy()
+    accuracy = np.mean(expected.decisions == truth)
+    assert version.name == "credit-v1" and version.metrics == {"accuracy": pytest.approx(accuracy)}
+    assert list(attachments) == ["reasons", "importance", "surrogate"]
+    assert attachments["reasons"]["rows"] == 120 and attachments["reasons"]["summary"] == json.loads(
+        (tmp_path / "reasons.json").read_text())["summary"]  # the same summary as the --out file
+    importance = permutation_importance(models["boosted"], models["features"], truth, n_repeats=5, random_state=0)
+    np.testing.assert_allclose(attachments["importance"]["mean"], importance.importances_mean)
+    assert attachments["surrogate"]["rules"] == global_surrogate(models["boosted"], models["features"]).rules()
+    assert page.count('class="attachment"') == 3 and "credit-v1" in page
+    again = run(*args, "--name", "credit-v1", "--out", tmp_path / "again.json")
+    refused_in_one_line(again, "version 'credit-v1' already exists")
+    assert not (tmp_path / "again.json").exists()
+
+
+def test_a_refusal_with_a_new_store_leaves_no_store_behind(files, tmp_path):
+    folder, _ = files
+    store = tmp_path / "new.db"
+    refused_in_one_line(run(folder / "boosted.pkl", folder / "numeric.csv", "--target", "defaulted", "--store", store,
+                            "--name", "v1", "--out", tmp_path / "reasons.csv"), "is a pickle")
+    assert list(tmp_path.iterdir()) == []

@@ -17,8 +17,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 from sklearn.tree import DecisionTreeClassifier
 
+import leanlens as ll
 from leanlens.errors import BadInput, MissingCapability
-from leanlens.insight import tree_shap
+from leanlens.insight import credit_applications, tree_shap
 from leanlens.insight.kernel import kernel_shap
 from leanlens.insight.scorer import prepare
 
@@ -76,12 +77,50 @@ def test_treeshap_of_a_regressor_agrees_with_shap(tabular):
     assert ours.space == "raw"
 
 
-def test_xgboost_models_are_walked_where_installed(tabular):
-    xgboost = pytest.importorskip("xgboost", reason="xgboost is not installed here")
+def _boosted(library: str, n_classes: int):
+    """An XGBClassifier or LGBMClassifier of a few shallow trees, skipped where the library is missing."""
+    module = pytest.importorskip(library, reason=f"{library} is not installed here")
+    if library == "xgboost":
+        return module.XGBClassifier(n_estimators=10, max_depth=2)
+    return module.LGBMClassifier(n_estimators=10, num_leaves=4, min_child_samples=5, verbose=-1)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_xgboost_and_lightgbm_treeshap_equal_shap_and_add_up_to_their_margins(tabular, library, n_classes):
+    shap = pytest.importorskip("shap")
     x, y = tabular
-    model = xgboost.XGBClassifier(n_estimators=10, max_depth=2).fit(x, y)
-    result = tree_shap(model, x[:5], target=1)
-    np.testing.assert_allclose(result.output, model.predict(x[:5], output_margin=True), atol=1e-5)
+    labels = y if n_classes == 2 else np.digitize(x[:, 0], [-0.5, 0.5])
+    model = _boosted(library, n_classes).fit(x, labels)
+    target = np.arange(8) % n_classes
+    margins = model.predict(x[:8], output_margin=True) if library == "xgboost" else model.predict(x[:8], raw_score=True)
+    for background in (None, x[:12]):
+        ours = tree_shap(model, x[:8], background=background, target=target)
+        how = "tree_path_dependent" if background is None else "interventional"
+        theirs = np.asarray(shap.TreeExplainer(model, data=background, feature_perturbation=how)(x[:8]).values)
+        rows = np.arange(8)
+        if n_classes == 2:  # one margin: class 1's log-odds, class 0's its negative
+            sign = np.where(target == 1, 1.0, -1.0)
+            np.testing.assert_allclose(ours.values, theirs * sign[:, None], atol=1e-6)
+            np.testing.assert_allclose(ours.output, margins * sign, atol=1e-5)
+        else:
+            np.testing.assert_allclose(ours.values, theirs[rows, :, target], atol=1e-6)
+            np.testing.assert_allclose(ours.output, margins[rows, target], atol=1e-5)
+        assert ours.space == ("log-odds" if n_classes == 2 else "logit")
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_xgboost_and_lightgbm_are_wrapped_by_their_probabilities_and_give_reason_codes(library):
+    frame = credit_applications(400, seed=2).drop(columns=["employment", "defaulted"])
+    refused = (frame["debt_ratio"] > 0.45).astype(int)  # the lender's rule: debt alone decides
+    model = _boosted(library, 2).fit(frame, refused)
+    wrapped = ll.wrap(model)
+    assert wrapped.score_method == "predict_proba"
+    np.testing.assert_allclose(wrapped.predict(frame.iloc[:5]), model.predict_proba(frame.iloc[:5]), atol=1e-6)
+    codes = ll.reasons(model, frame, top=3)
+    refusals = codes.decisions == 1
+    assert codes.method == "treeshap" and refusals.sum() > 50
+    assert (np.array(codes.feature_names)[codes.features[refusals, 0]] == "debt_ratio").mean() >= 0.95
 
 
 def _applicants(n: int, seed: int) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import pytest
 from leanlens.errors import BadInput
 from leanlens.metrics import ExplanationScores
 from leanlens.store import Store
+from leanlens.store.schema import SCHEMA_VERSION
 
 N = 4
 
@@ -137,7 +138,7 @@ def test_a_store_written_by_schema_version_1_is_upgraded_in_place(tmp_path):
         assert len(store.probe("held_out")) == N and len(store.probe("replay")) == 0  # nothing was replayed
         assert store.gate_runs() == []
     check = sqlite3.connect(p)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     check.close()
 
 
@@ -183,11 +184,11 @@ def test_a_store_from_a_newer_leanlens_is_refused_in_one_line(tmp_path):
     p = tmp_path / "new.db"
     _v2_store(p)
     conn = sqlite3.connect(p)
-    conn.execute("PRAGMA user_version = 4")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
     before = p.read_bytes()
-    with pytest.raises(BadInput, match="schema version 4, this leanlens reads 3") as error:
+    with pytest.raises(BadInput, match=f"schema version {SCHEMA_VERSION + 1}, this leanlens reads {SCHEMA_VERSION}") as error:
         Store(p)
     assert _one_line(error) and p.read_bytes() == before
 

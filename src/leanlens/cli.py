@@ -25,7 +25,7 @@ app = typer.Typer(add_completion=False, help="Compress a model and prove it stil
 console = Console(width=None if Console().is_terminal else 200)
 # measured on 2 idle CPU cores: 28 s (the full demo: 39 s); a busy machine can take twice that
 QUICK_HELP = "a smaller run (about 30 s on 2 CPU cores)"
-MODEL_HELP = "a file from ll.save, an .onnx file, or package.module:factory"
+MODEL_HELP = "a file from ll.save, an .onnx or .keras file, or package.module:factory"
 # what the commands exit with; `check`'s three are what CI pipelines read
 HOLDS, DRIFTED, REFUSED = 0, 1, 2
 

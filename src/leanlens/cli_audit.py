@@ -7,6 +7,7 @@ removed again if recording into it fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,23 +116,30 @@ def record(where: Destination, reference, candidate, result: AuditResult, probe:
            extra: dict | None = None) -> list[str]:
     """Record the candidate (after the reference, in a store without versions), with the `extra`
     metrics; the names written."""
-    created = not where.path.exists()
+    with undone_if_new(where.path), Store(where.path) as store:
+        if where.probe is None:
+            store.set_probe(probe.x, probe.y, probe.masks, held_out=held_out_split(probe.y))
+        written, parent = [], where.parent
+        if where.records_reference:
+            store.record_assessment(REFERENCE_NAME, reference, result.reference)
+            written.append(REFERENCE_NAME)
+            parent = parent or REFERENCE_NAME
+        parent = parent or _recorded_as(where.versions, fingerprint(reference))
+        store.record_assessment(where.name, candidate, result, parent=parent, extra=extra)
+        return [*written, where.name]
+
+
+@contextlib.contextmanager
+def undone_if_new(path: Path):
+    """Writing to a store: if it did not exist before and anything fails, it goes again, with its
+    SQLite side files, so that nothing half-written stays behind."""
+    created = not path.exists()
     try:
-        with Store(where.path) as store:
-            if where.probe is None:
-                store.set_probe(probe.x, probe.y, probe.masks, held_out=held_out_split(probe.y))
-            written, parent = [], where.parent
-            if where.records_reference:
-                store.record_assessment(REFERENCE_NAME, reference, result.reference)
-                written.append(REFERENCE_NAME)
-                parent = parent or REFERENCE_NAME
-            parent = parent or _recorded_as(where.versions, fingerprint(reference))
-            store.record_assessment(where.name, candidate, result, parent=parent, extra=extra)
-            return [*written, where.name]
+        yield
     except BaseException:
-        if created:  # nothing half-written stays behind: a new store goes with its SQLite side files
+        if created:
             for suffix in ("", "-journal", "-wal", "-shm"):
-                Path(f"{where.path}{suffix}").unlink(missing_ok=True)
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
         raise
 
 

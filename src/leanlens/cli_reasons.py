@@ -1,8 +1,14 @@
-"""`leanlens reasons MODEL DATA.csv --target COLUMN`: reason codes for every row of a CSV, as CSV or JSON."""
+"""`leanlens reasons MODEL DATA.csv --target COLUMN`: reason codes for every row of a CSV, as CSV or JSON.
+
+With `--store S --name V` the model is also recorded in a store as version V with three
+attachments the report draws: the reason codes (summary and first rows), permutation
+importance against the target column, and a depth-3 surrogate tree with its fidelity.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import tempfile
@@ -30,6 +36,9 @@ def reasons(
     background: Annotated[int, typer.Option("--background", help="rows of DATA standing for 'typical' (KernelSHAP)")] = 20,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled estimator (runs its code)")] = False,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,
+    store: Annotated[Path | None, typer.Option("--store", help="also record the model with its reason codes, "
+                                                "importance and surrogate tree in this store (for the report)")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="the new version's name in --store")] = None,
 ) -> None:
     """Explain every decision of a tabular model: the decision, its score and the top reasons behind it."""
     from leanlens.insight import reasons as run_reasons
@@ -37,6 +46,7 @@ def reasons(
 
     try:
         _check_out(out, force)
+        _check_destination(store, name)
         rows, truth = read_csv(data, target)
         loaded = load_tabular_model(model, trust_pickle=trust_pickle)
         if background < 1:
@@ -49,7 +59,10 @@ def reasons(
             advance = _stage(progress)("explaining rows", len(rows))
             codes = run_reasons(loaded, rows, top=top, on_progress=advance,
                                 background=None if _is_tree(loaded) else typical)
+            attachments = None if store is None else _global_results(loaded, rows, truth, codes, _stage(progress))
         write(codes, out)
+        if store is not None:
+            record(store, name, model, accuracy=_agreement(codes, truth), attachments=attachments)
     except LeanlensError as error:
         raise _refused(error) from None
     _print_summary(codes, truth, forward_only, target)
@@ -133,8 +146,7 @@ def _print_summary(codes, truth, forward_only: bool, target: str) -> None:
     how = "KernelSHAP (the model is forward-only)" if forward_only else (
         "exact TreeSHAP" if codes.method == "treeshap" else "KernelSHAP against a background")
     console.print(f"reasons by {how}; contributions in {codes.space}, toward each row's decision")
-    agree = np.mean(np.asarray(codes.decisions).astype(str) == np.asarray(truth).astype(str))
-    console.print(f"decisions equal to {escape(target)} on {agree:.1%} of {len(codes)} rows")
+    console.print(f"decisions equal to {escape(target)} on {_agreement(codes, truth):.1%} of {len(codes)} rows")
     for decision, cited in codes.summary().items():
         table = Table(title=f"decision {escape(str(decision))}: reasons cited")
         for header in ("feature", "first reason", "in the top"):
@@ -142,3 +154,43 @@ def _print_summary(codes, truth, forward_only: bool, target: str) -> None:
         for feature, first, anywhere in cited[:SUMMARY_ROWS]:
             table.add_row(escape(feature), str(first), str(anywhere))
         console.print(table)
+
+
+def _agreement(codes, truth) -> float:
+    """The share of rows whose decision is the target column's value."""
+    return float(np.mean(np.asarray(codes.decisions).astype(str) == np.asarray(truth).astype(str)))
+
+
+def _check_destination(store: Path | None, name: str | None) -> None:
+    """--store and --name go together; the name must be new in an existing store (checked before any work)."""
+    from leanlens.store import Store
+
+    if (store is None) != (name is None):
+        raise BadOption("--store and --name go together", "pass both to record the version, or neither")
+    if store is None or not store.exists():
+        return
+    with Store(store) as opened:
+        if name in [v.name for v in opened.versions()]:
+            raise BadInput(f"version {name!r} already exists in {store}", "pick a new --name")
+
+
+def _global_results(model, rows, truth, codes, stage) -> list[tuple[str, dict]]:
+    """(kind, payload) of the reason codes, permutation importance against the target, and a surrogate tree."""
+    from leanlens.insight import global_surrogate, permutation_importance, to_payload
+
+    importance = permutation_importance(model, rows, truth, n_repeats=5, random_state=0,
+                                        on_progress=stage("permutation importance", rows.shape[1]))
+    return [to_payload(codes), to_payload(importance), to_payload(global_surrogate(model, rows))]
+
+
+def record(path: Path, name: str, model: Path, *, accuracy: float, attachments: list[tuple[str, dict]]) -> None:
+    """Version `name` (fingerprinted by the model file's bytes) with its attachments; a store this
+    call created is removed again if anything fails, so a refusal leaves nothing behind."""
+    from leanlens.cli_audit import undone_if_new
+    from leanlens.store import Store
+
+    with undone_if_new(path), Store(path) as opened:
+        fingerprint = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
+        opened.record(name, fingerprint=fingerprint, metrics={"accuracy": accuracy})
+        for kind, payload in attachments:
+            opened.attach(name, kind, payload)

@@ -9,6 +9,7 @@ from leanlens.insight.importance import (
            drop_column_importance,
            permutation_importance,
 )
+from leanlens.insight.payloads import to_payload
 from leanlens.insight.reasons import ReasonCodes, reasons
 from leanlens.insight.surrogate import (
            LinearSurrogate,
@@ -20,4 +21,4 @@ from leanlens.insight.treeshap import is_tree_model, tree_shap
 
 __all__ = ["Attribution", "Importance", "LinearSurrogate", "ReasonCodes", "TreeSurrogate", "credit_applications",
            "drop_column_importance", "global_surrogate", "is_tree_model", "local_surrogate",
-           "permutation_importance", "reasons", "tree_shap"]
+           "permutation_importance", "reasons", "to_payload", "tree_shap"]

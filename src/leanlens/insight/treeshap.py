@@ -61,11 +61,32 @@ def tree_shap(model, x, *, background=None, target=None) -> Attribution:
                                    feature_perturbation="tree_path_dependent" if data is None else "interventional")
     result = explainer(table.matrix, check_additivity=False)
     values, base = _with_output_axis(np.asarray(result.values), np.asarray(result.base_values), len(table))
+    if data is not None:
+        base = _interventional_base(model, table.decode(data), base)
     rows_as_given = table.decode(table.matrix)  # a DataFrame again for a model fit on one
     scores = model.predict_proba(rows_as_given) if hasattr(model, "predict_proba") else np.zeros((len(table), 1))
     chosen = resolve_target(target, scores)
     picked, picked_base = _for_class(values, base, chosen, getattr(model, "classes_", None))
     return Attribution(picked, picked_base, chosen, table.feature_names, "treeshap", _space(model, values.shape[2]))
+
+
+def _interventional_base(model, background, base: np.ndarray) -> np.ndarray:
+    """The mean of the model's raw output over the background: the interventional game's base value
+    by definition. Computed here because shap 0.51 offsets every class of a multi-class XGBoost 3
+    model by class 0's base_score (its values are right, its base_values are not)."""
+    library = type(model).__module__.split(".")[0]
+    if library == "xgboost":
+        raw = model.predict(background, output_margin=True)
+    elif library == "lightgbm":
+        raw = model.predict(background, raw_score=True)
+    else:
+        from sklearn.ensemble import GradientBoostingClassifier
+
+        scores = "decision_function" if isinstance(model, GradientBoostingClassifier) else (
+            "predict_proba" if hasattr(model, "predict_proba") else "predict")
+        raw = getattr(model, scores)(background)
+    mean = np.asarray(raw, dtype=np.float64).reshape(len(background), -1).mean(0)
+    return np.broadcast_to(mean, base.shape).copy() if mean.shape == base.shape[1:] else base
 
 
 def _for_class(values: np.ndarray, base: np.ndarray, chosen: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:

@@ -8,18 +8,24 @@ and the model's output. Keras lays images out channels-last (N, H, W, C) by defa
 maps are handed to leanlens as (N, C, H, W), and `channels_last` tells CAM methods where
 the input's spatial axes are.
 
-keras is never imported here unless the user already has: `is_keras_model` reads sys.modules.
+keras is never imported here unless the user already has (`is_keras_model` reads sys.modules)
+or asks for a `.keras` file, which is loaded with Keras' `safe_mode=True`: a file whose layers
+hold Python code (a `Lambda` of a lambda) is refused, never run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from leanlens.errors import BadInput, MissingCapability, closest
+from leanlens.errors import BadInput, MissingCapability, UnsafeFile, closest
+from leanlens.models.architecture import first_line
 from leanlens.models.base import BLACK_BOX, GRADIENTS, LAYERS, Pick
 from leanlens.models.torch_grad import picked_sum
 
@@ -28,6 +34,41 @@ def is_keras_model(obj) -> bool:
     """Whether `obj` is a Keras 3 model (without importing keras)."""
     keras = sys.modules.get("keras")
     return keras is not None and isinstance(obj, keras.Model)
+
+
+def is_keras_file(obj) -> bool:
+    """Whether `obj` is a path ending in `.keras` (Keras 3's saving format)."""
+    return isinstance(obj, (str, os.PathLike)) and Path(obj).suffix.lower() == ".keras"
+
+
+def load_keras_file(path: str | os.PathLike) -> KerasModel:
+    """The model in a `.keras` file, loaded with `safe_mode=True` and without its training setup."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"no model file at {str(path)!r}", "check the path")
+    if not zipfile.is_zipfile(path):  # Keras would call a damaged archive "file not found"
+        raise BadInput(f"{path.name} is not a readable .keras file (not a zip archive)", "save the model again with model.save")
+    keras = _import_keras(path.name)
+    try:
+        network = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - Keras rebuilds layers of any kind, each with its own errors
+        if "safe_mode" in str(error):
+            raise UnsafeFile(f"{path.name} holds Python code (a Lambda layer or similar) that loading would run",
+                             "rebuild the model without Lambda layers, or load it yourself with "
+                             "safe_mode=False if you trust who made it, and pass the model") from None
+        raise BadInput(f"cannot rebuild the model in {path.name}: {first_line(error)}",
+                       "save it again with model.save, with the Keras version that loads it") from None
+    return KerasModel(network)
+
+
+def _import_keras(name: str):
+    try:
+        import keras
+    except ImportError as error:  # keras itself, or the backend it is set to start (tensorflow by default)
+        raise MissingCapability(f"reading {name} needs Keras 3 and its backend, which cannot be imported "
+                                f"({first_line(error)})", "pip install 'leanlens[tensorflow]', or install "
+                                "keras and torch and set KERAS_BACKEND=torch") from None
+    return keras
 
 
 class KerasModel:
@@ -148,7 +189,7 @@ class _TensorFlowEngine:
 
     @staticmethod
     def scores(network, x: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(_single(network(x.detach().cpu().numpy(), training=False))))
+        return torch.as_tensor(np.array(_single(network(x.detach().cpu().numpy(), training=False))))
 
     @staticmethod
     def gradients(network, x, pick, wrt_layer, create_graph):
@@ -164,7 +205,7 @@ class _TensorFlowEngine:
             target = pick(torch.as_tensor(np.asarray(scores))).cpu().numpy()
             total = tf.reduce_sum(tf.gather(scores, target, axis=1, batch_dims=1))
         grads = tape.gradient(total, act if wrt_layer else inputs)
-        as_torch = (lambda t: None if t is None else torch.as_tensor(np.asarray(t)))
+        as_torch = (lambda t: None if t is None else torch.as_tensor(np.array(t)))  # a copy: TF's arrays are read-only
         return as_torch(act), as_torch(grads)
 
 

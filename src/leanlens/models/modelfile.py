@@ -40,6 +40,7 @@ from leanlens.models.architecture import (
     load_weights,
     resize,
 )
+from leanlens.models.keras_model import KerasModel, is_keras_file, load_keras_file
 from leanlens.models.onnx_model import OnnxModel
 from leanlens.models.torch_model import TorchModel
 from leanlens.models.wrap import wrap
@@ -131,12 +132,15 @@ def _write(path: Path, entries: dict[str, bytes]) -> Path:
     return path
 
 
-def load(path: str | os.PathLike) -> TorchModel | OnnxModel:
-    """The model `ll.save` wrote to `path`, in eval mode on the CPU.
+def load(path: str | os.PathLike) -> TorchModel | OnnxModel | KerasModel:
+    """The model `ll.save` wrote to `path`, in eval mode on the CPU; or a Keras `.keras` file's model.
 
     Damaged or hostile files are refused in one line (BadInput, or UnsafeFile for entries
-    no leanlens file holds and factories that are not torch modules); nothing is extracted.
+    no leanlens file holds, factories that are not torch modules, and Keras layers holding
+    Python code); nothing is extracted.
     """
+    if is_keras_file(path):
+        return load_keras_file(path)
     meta, entries = _read(Path(path))
     return _rebuild(meta, entries)
 
@@ -268,6 +272,8 @@ def _model_at(path: Path, trust_pickle: bool):
         return OnnxModel(path)
     if suffix in PICKLE_SUFFIXES:
         return _pickled_module(path, trust_pickle)
+    if is_keras_file(path):
+        return load_keras_file(path)
     if zipfile.is_zipfile(path):
         return load(path)
     raise BadInput(f"cannot tell what kind of model {path.name} holds",

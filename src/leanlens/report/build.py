@@ -14,6 +14,7 @@ from leanlens.metrics.record import number
 from leanlens.report import figures, history, html, table
 from leanlens.report.gate_runs import gate_table
 from leanlens.report.grid import heatmap_grid
+from leanlens.report.sections import attachment_sections
 from leanlens.store import Store, Version
 from leanlens.store.opened import opened
 
@@ -86,6 +87,7 @@ def _context(store: Store, method: str, title: str) -> dict:
         "history_notes": past.notes,
         "history_plot": history.plot(past),
         "gate": gate_table(store.gate_runs()),
+        "attachments": attachment_sections(store, versions),
     }
 
 

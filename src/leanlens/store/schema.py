@@ -15,7 +15,8 @@ from leanlens.errors import BadInput
 APPLICATION_ID = 0x4C4C4E53
 # 2: each explanation keeps its targets, options and scores (version 1 kept the array only)
 # 3: the probe set has a held-out part (a 'held_out' row), and gate runs are kept
-SCHEMA_VERSION = 3
+# 4: versions carry attachments, results that are not per-sample maps (importance, reason codes)
+SCHEMA_VERSION = 4
 
 _TABLES = {
     "probe": """CREATE TABLE probe (
@@ -44,6 +45,12 @@ _TABLES = {
         candidate TEXT NOT NULL,
         holds INTEGER NOT NULL CHECK (holds IN (0, 1)),
         verdict TEXT NOT NULL)""",
+    "attachments": """CREATE TABLE attachments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        version_id INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        created TEXT NOT NULL,
+        payload TEXT NOT NULL)""",
 }
 
 
@@ -143,8 +150,13 @@ def _to_v3(conn: sqlite3.Connection) -> None:
     conn.execute(_TABLES["gate_runs"])
 
 
+def _to_v4(conn: sqlite3.Connection) -> None:
+    """A table of attachments: an older store has none, so nothing moves."""
+    conn.execute(_TABLES["attachments"])
+
+
 # each step brings a store from the version before it to its own, in one transaction with the others
-_STEPS = {2: _to_v2, 3: _to_v3}
+_STEPS = {2: _to_v2, 3: _to_v3, 4: _to_v4}
 
 
 def _migrate(conn: sqlite3.Connection, path: Path, read_only: bool) -> None:

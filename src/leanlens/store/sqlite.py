@@ -15,6 +15,7 @@ import numpy as np
 from leanlens.errors import BadInput, closest
 from leanlens.metrics import ExplanationScores, score_explanations
 from leanlens.store.arrays import decode, encode, to_numpy
+from leanlens.store.attachments import Attachment, check_kind, payload_json
 from leanlens.store.records import (
     Explained,
     GateRun,
@@ -325,3 +326,20 @@ class Store:
             "SELECT id, created, reference, candidate, holds, verdict FROM gate_runs ORDER BY id")
         return [GateRun(i, created, ref, cand, bool(holds), json.loads(verdict))
                 for i, created, ref, cand, holds, verdict in rows]
+
+    # attachments -----------------------------------------------------------
+
+    def attach(self, name, kind: str, payload: Mapping) -> Attachment:
+        """Keep a JSON `payload` of `kind` (importance, reason codes, ...) with version `name`."""
+        kind, created = check_kind(kind), datetime.now(UTC).isoformat()
+        text = payload_json(payload)  # before the transaction: a payload that is not JSON fails first
+        with self._writing():
+            self._conn.execute("INSERT INTO attachments (version_id, kind, created, payload) VALUES (?, ?, ?, ?)",
+                               (self._id(name), kind, created, text))
+        return Attachment(kind, created, json.loads(text))  # as it reads back
+
+    def attachments(self, name, kind: str | None = None) -> list[Attachment]:
+        """The version's attachments (of `kind` only, when given), in the order attached."""
+        rows = self._conn.execute("SELECT kind, created, payload FROM attachments WHERE version_id = ? "
+                                  "AND (? IS NULL OR kind = ?) ORDER BY id", (self._id(name), kind, kind))
+        return [Attachment(k, created, json.loads(payload)) for k, created, payload in rows]
