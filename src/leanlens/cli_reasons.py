@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from leanlens.cli import _progress, _refused, _stage, console
+from leanlens.cli import RAY_HELP, _progress, _refused, _stage, console
 from leanlens.errors import BadInput, BadOption, LeanlensError
 
 FORMATS = (".csv", ".json")
@@ -30,6 +30,7 @@ def reasons(
     background: Annotated[int, typer.Option("--background", help="rows of DATA standing for 'typical' (KernelSHAP)")] = 20,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled estimator (runs its code)")] = False,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help=RAY_HELP)] = False,
 ) -> None:
     """Explain every decision of a tabular model: the decision, its score and the top reasons behind it."""
     from leanlens.insight import reasons as run_reasons
@@ -47,7 +48,7 @@ def reasons(
             rows = _numeric(rows, model)
         with _progress(transient=True, disable=not console.is_terminal) as progress:
             advance = _stage(progress)("explaining rows", len(rows))
-            codes = run_reasons(loaded, rows, top=top, on_progress=advance,
+            codes = run_reasons(loaded, rows, top=top, on_progress=advance, engine="ray" if ray else None,
                                 background=None if _is_tree(loaded) else typical)
         write(codes, out)
     except LeanlensError as error:
