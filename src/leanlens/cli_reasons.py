@@ -108,9 +108,9 @@ def _check_out(out: Path, force: bool) -> None:
 
 def _sample(rows, size: int):
     """`size` rows of the data (seeded), the background KernelSHAP takes absent features from."""
-    if len(rows) <= size:
-        return rows
-    return rows.iloc[np.sort(np.random.default_rng(0).choice(len(rows), size, replace=False))]
+    from leanlens.insight.kernel import background_indices
+
+    return rows.iloc[background_indices(len(rows), size)]
 
 
 def _is_tree(model) -> bool:
