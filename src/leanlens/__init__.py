@@ -8,7 +8,7 @@
     result = ll.audit(reference=model, candidate=q, data=data)
 """
 
-from leanlens import data
+from leanlens import data, scale
 from leanlens.audit import (
     AuditResult,
     ModelFigures,

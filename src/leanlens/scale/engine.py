@@ -33,6 +33,12 @@ class Ray:
     shard_size: int | None = None
     on_progress: Callable[[int, int], None] | None = None
 
+    def __post_init__(self):  # refused here, before a cluster starts
+        for name in ("num_cpus", "shard_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise BadOption(f"{name}={value!r}", "pass a positive int, or None for the default")
+
 
 ENGINES = "engine=None (this process), 'ray', or leanlens.scale.Ray(address=...)"
 
