@@ -50,5 +50,5 @@ __all__ = [
     "MissingCapability",
     "Model", "ModelFigures", "Replay", "Store", "UnknownMethod", "Verdict", "assess", "attribute", "audit", "check",
     "compress", "data", "explain", "explaining_cost", "finetune", "load", "methods", "profile",
-    "prune", "quantize", "reasons", "report", "save", "sparsify", "wrap",
+    "prune", "quantize", "reasons", "report", "save", "scale", "sparsify", "wrap",
 ]
