@@ -8,7 +8,7 @@
     result = ll.audit(reference=model, candidate=q, data=data)
 """
 
-from leanlens import data
+from leanlens import data, scale
 from leanlens.audit import (
     AuditResult,
     ModelFigures,
@@ -50,5 +50,5 @@ __all__ = [
     "MissingCapability",
     "Model", "ModelFigures", "Replay", "Store", "UnknownMethod", "Verdict", "assess", "attribute", "audit", "check",
     "compress", "data", "explain", "explaining_cost", "finetune", "load", "methods", "profile",
-    "prune", "quantize", "reasons", "report", "save", "sparsify", "wrap",
+    "prune", "quantize", "reasons", "report", "save", "scale", "sparsify", "wrap",
 ]

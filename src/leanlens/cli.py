@@ -26,6 +26,7 @@ console = Console(width=None if Console().is_terminal else 200)
 # measured on 2 idle CPU cores: 28 s (the full demo: 39 s); a busy machine can take twice that
 QUICK_HELP = "a smaller run (about 30 s on 2 CPU cores)"
 MODEL_HELP = "a file from ll.save, an .onnx or .keras file, or package.module:factory"
+RAY_HELP = "run in shards on Ray: the cluster at RAY_ADDRESS, else a local one (needs leanlens[ray])"
 # what the commands exit with; `check`'s three are what CI pipelines read
 HOLDS, DRIFTED, REFUSED = 0, 1, 2
 
@@ -83,6 +84,7 @@ def explain(
     weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help=RAY_HELP)] = False,
 ) -> None:
     """Explain a model's decisions on a dataset and save the attributions (.npz, no pickle)."""
     from leanlens.cli_inputs import method_options, read_data, targets_for
@@ -96,8 +98,10 @@ def explain(
         if out.exists() and not force:
             raise LeanlensError(f"{out} exists", "pass --force to replace it, or choose another --out")
         dataset = read_data(data, n)
-        explanation = run_explain(resolve_model(model, weights, trust_pickle), dataset.x, method=method,
-                                  target=targets_for(target, dataset), **method_options(option or []))
+        with _progress(transient=True, disable=not (ray and console.is_terminal)) as progress:
+            explanation = run_explain(resolve_model(model, weights, trust_pickle), dataset.x, method=method,
+                                      target=targets_for(target, dataset), engine=_engine(ray, progress),
+                                      **method_options(option or []))
         written = explanation.to_npz(out)
     except LeanlensError as error:
         raise _refused(error) from None
@@ -359,6 +363,15 @@ def _progress(*, transient: bool = False, disable: bool = False) -> Progress:
         TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=transient, disable=disable,
     )
+
+
+def _engine(ray: bool, progress: Progress):
+    """`--ray`: the Ray engine, with a progress bar over its shards; else None (this process)."""
+    if not ray:
+        return None
+    from leanlens.scale import Ray
+
+    return Ray(on_progress=_stage(progress)("explaining on Ray (samples)", 0))
 
 
 def _stage(progress: Progress):

@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from leanlens.cli import _progress, _refused, _stage, console
+from leanlens.cli import RAY_HELP, _progress, _refused, _stage, console
 from leanlens.errors import BadInput, BadOption, LeanlensError
 
 FORMATS = (".csv", ".json")
@@ -39,6 +39,7 @@ def reasons(
     store: Annotated[Path | None, typer.Option("--store", help="also record the model with its reason codes, "
                                                 "importance and surrogate tree in this store (for the report)")] = None,
     name: Annotated[str | None, typer.Option("--name", help="the new version's name in --store")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help=RAY_HELP)] = False,
 ) -> None:
     """Explain every decision of a tabular model: the decision, its score and the top reasons behind it."""
     from leanlens.insight import reasons as run_reasons
@@ -57,7 +58,7 @@ def reasons(
             rows = _numeric(rows, model)
         with _progress(transient=True, disable=not console.is_terminal) as progress:
             advance = _stage(progress)("explaining rows", len(rows))
-            codes = run_reasons(loaded, rows, top=top, on_progress=advance,
+            codes = run_reasons(loaded, rows, top=top, on_progress=advance, engine="ray" if ray else None,
                                 background=None if _is_tree(loaded) else typical)
             attachments = None if store is None else _global_results(loaded, rows, truth, codes, _stage(progress))
         write(codes, out)
@@ -120,9 +121,9 @@ def _check_out(out: Path, force: bool) -> None:
 
 def _sample(rows, size: int):
     """`size` rows of the data (seeded), the background KernelSHAP takes absent features from."""
-    if len(rows) <= size:
-        return rows
-    return rows.iloc[np.sort(np.random.default_rng(0).choice(len(rows), size, replace=False))]
+    from leanlens.insight.kernel import background_indices
+
+    return rows.iloc[background_indices(len(rows), size)]
 
 
 def _is_tree(model) -> bool:

@@ -18,6 +18,10 @@ class LeanlensError(Exception):
         self.hint = hint
         super().__init__(f"{problem} (hint: {hint})" if hint else problem)
 
+    def __reduce__(self):
+        # problem and hint survive pickling: an error raised in a Ray worker reads the same here
+        return type(self), (self.problem, self.hint)
+
 
 class BadInput(LeanlensError, ValueError):
     """The data handed in has the wrong rank, dtype, values or size."""

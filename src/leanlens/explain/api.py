@@ -29,7 +29,8 @@ from leanlens.models.tables import is_frame, table_input
 from leanlens.models.wrap import wrap
 
 
-def explain(model, x, method: str = "saliency", target=None, *, autocast: bool = False, **options) -> Explanation:
+def explain(model, x, method: str = "saliency", target=None, *, autocast: bool = False, engine=None,
+            **options) -> Explanation:
     """Attribute each sample's target score to its input.
 
     Parameters
@@ -41,8 +42,14 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
     target : class to explain; None (the predicted class), an int, or one int a sample.
     autocast : run the model under bfloat16/float16 autocast (GPU; CPU uses bfloat16).
         Faster on tensor-core GPUs, at the cost of about three significant digits.
+    engine : None (this process), or "ray" / `leanlens.scale.Ray(...)`: the same explanation,
+        computed in shards on a Ray cluster (docs/scale.md).
     **options : the method's keyword options (see `ll.methods()[method].options`).
     """
+    if engine is not None:  # leanlens.scale: equal to this process's run, computed in shards
+        from leanlens.scale import explain_on_ray
+
+        return explain_on_ray(engine, model, x, method, target, autocast=autocast, **options)
     model = wrap(model)
     # a misspelt method, or one the model cannot run, is reported before anything about the batch
     require(model, lookup(method).needs, method)

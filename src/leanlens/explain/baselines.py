@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from leanlens.errors import BadOption
-from leanlens.explain.options import generator
+from leanlens.explain.streams import sample_noise
 
 NAMED = ("zeros", "mean", "blur", "uniform")
 
@@ -54,7 +54,7 @@ def _named(x: torch.Tensor, name: str, seed: int) -> torch.Tensor:
         flat = x.flatten(1)
         shape = (-1,) + (1,) * (x.dim() - 1)
         low, high = flat.min(1).values.view(shape), flat.max(1).values.view(shape)
-        noise = torch.rand(x.shape, generator=generator(seed, x.device), device=x.device, dtype=x.dtype)
+        noise = sample_noise(x, seed, 1, kind="uniform")[0]  # each sample's own stream (explain.streams)
         return low + (high - low) * noise
     raise BadOption(f"unknown baseline {name!r}", "use a number, an array, or one of " + ", ".join(NAMED))
 

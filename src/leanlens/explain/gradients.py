@@ -13,8 +13,9 @@ from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
 from leanlens.explain.ig_path import Path, completeness_error, refined_ig
 from leanlens.explain.memory import budget_chunk
-from leanlens.explain.options import chunk_size, flag, generator, positive_int, real
+from leanlens.explain.options import chunk_size, flag, positive_int, real
 from leanlens.explain.registry import lookup, method
+from leanlens.explain.streams import sample_noise
 from leanlens.explain.targets import Targets, class_scores, picked_scores
 
 RULES = ("gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right")
@@ -67,16 +68,15 @@ def smoothgrad(model, x, targets, *, base: str = "saliency", nt_samples: int = 2
     The noise's standard deviation is `noise_level` times each sample's value range (as in
     the paper; 0.15 when neither is given), or `stdevs`, one absolute value for every sample
     (Captum's NoiseTunnel `stdevs`). All noisy copies go through `base` as one batch (chunked
-    by `batch_size`); the noise comes from a generator seeded with `seed`, so results repeat.
+    by `batch_size`); each sample's noise comes from its own stream, keyed by `seed` and the
+    sample (`explain.streams`), so results repeat whatever batch or shard the sample is in.
     """
     if base not in SMOOTHABLE:
         raise BadOption(f"smoothgrad cannot smooth {base!r}", "use one of " + ", ".join(SMOOTHABLE))
     nt_samples = positive_int("nt_samples", nt_samples, "use a positive int, e.g. 25")
     sigma = _noise_sigma(x, noise_level, stdevs)
-    noise_source = generator(seed, x.device)
     picked = targets.pick(class_scores(model, x, chunk_size(batch_size, len(x))))
-    noise = torch.stack([torch.randn(x.shape, generator=noise_source, device=x.device, dtype=x.dtype)
-                         for _ in range(nt_samples)])
+    noise = sample_noise(x, seed, nt_samples)  # each sample's own stream: equal whatever its batch
     noisy = (x + sigma * noise).flatten(0, 1)  # copy k of sample i at row k * N + i
     repeated = Targets(picked.repeat(nt_samples).cpu().numpy(), len(noisy))
     values, _ = lookup(base).fn(model, noisy, repeated, batch_size=batch_size, create_graph=create_graph,

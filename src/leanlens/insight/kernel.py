@@ -27,7 +27,14 @@ def background_rows(table: Table, background: Table | None, size: int = DEFAULT_
         return background
     if len(table) <= size:
         return table
-    return table.rows(np.sort(np.random.default_rng(seed).choice(len(table), size, replace=False)))
+    return table.rows(background_indices(len(table), size, seed))
+
+
+def background_indices(n: int, size: int = DEFAULT_BACKGROUND, seed: int = 0) -> np.ndarray | slice:
+    """Which of `n` rows stand for "typical": `size` of them drawn without replacement (seeded), sorted."""
+    if n <= size:
+        return slice(0, n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
 def kernel_shap(scorer: Scorer, table: Table, background: Table, *, target=None, samples: int | None = None,

@@ -70,7 +70,7 @@ class ReasonCodes:
 
 
 def reasons(model, x, *, top: int = 4, background=None, samples: int | None = None, seed: int = 0,
-            on_progress: Callable[[int, int], None] | None = None) -> ReasonCodes:
+            on_progress: Callable[[int, int], None] | None = None, engine=None) -> ReasonCodes:
     """Reason codes of every row of `x`: the decision, its score and its `top` reasons.
 
     Parameters
@@ -83,13 +83,19 @@ def reasons(model, x, *, top: int = 4, background=None, samples: int | None = No
         ensemble, 20 rows of `x` (seeded) for KernelSHAP.
     samples, seed : KernelSHAP's coalition budget and seed (see `ll.methods()`).
     on_progress : called with (rows done, rows) while KernelSHAP runs.
+    engine : None (this process), or "ray" / `leanlens.scale.Ray(...)`: the same codes, in shards on Ray.
     """
     if not isinstance(top, (int, np.integer)) or top < 1:
         raise BadOption(f"top={top!r}", "ask for at least one reason a row, e.g. top=4")
+    if engine is not None:  # leanlens.scale: equal to this process's run, computed in shards
+        from leanlens.scale import reasons_on_ray
+
+        return reasons_on_ray(engine, model, x, top=int(top), background=background, samples=samples, seed=seed,
+                              on_progress=on_progress)
     scorer, table, given = prepare(model, x, background)
     scores = scorer.scores(table)
     decided = scores.argmax(1)
-    if _walks_trees(scorer, table):
+    if walks_trees(scorer, table):
         attribution = tree_shap(model, x, background=background, target=decided)
     else:
         attribution = kernel_shap(scorer, table, background_rows(table, given, seed=seed), target=decided,
@@ -101,7 +107,7 @@ def reasons(model, x, *, top: int = 4, background=None, samples: int | None = No
                        order, values, attribution.values[rows, order], attribution.method, attribution.space)
 
 
-def _walks_trees(scorer: Scorer, table: Table) -> bool:
+def walks_trees(scorer: Scorer, table: Table) -> bool:
     """Exact TreeSHAP applies: a bare tree ensemble on numeric columns (a pipeline goes to KernelSHAP)."""
     return scorer.estimator is not None and is_tree_model(scorer.estimator) and not table.text_columns
 
