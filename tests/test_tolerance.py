@@ -95,8 +95,29 @@ def test_refining_kernelshap_reuses_every_coalition():
 
     x = np.random.default_rng(0).normal(size=(2, 20)).astype(np.float32)
     got = ll.explain(model, x, "kernelshap", target=0, tol=1e-3, max_samples=1000, samples=200)
-    assert sum(calls) == 2 * len(x) + len(x) * got.error.evaluations[0] + len(x)  # ends, coalitions, predict
+    assert sum(calls) == 2 * len(x) + got.error.evaluations.sum() + len(x)  # ends, coalitions, predict
     assert 500 < got.error.evaluations[0] <= 1000
+
+
+def test_kernelshap_samples_stop_on_their_own():
+    """A sample within tol stops refining: it costs fewer evaluations, and a sample's result does not
+    depend on the batch it came in (the designs are nested, so its own run gives the same numbers)."""
+    calls = []
+
+    def model(batch):
+        calls.append(len(batch))
+        return np.stack([np.tanh(batch @ np.arange(1, 21) / 20), -batch.sum(1)], 1)
+
+    # near-linear (a small input), then ever more curved: the errors fall slower and slower
+    x = np.random.default_rng(0).normal(size=(3, 20)) * np.array([[0.05], [1.0], [3.0]])
+    options = {"target": 0, "tol": 5e-3, "max_samples": 3200, "samples": 100}
+    got = ll.explain(model, x, "kernelshap", **options)
+    assert got.error.evaluations.tolist() == [100, 3200, 3200] and got.error.met.tolist() == [True, True, False]
+    assert sum(calls) == 2 * 3 + 100 + 3200 + 3200 + 3  # ends, each sample's own coalitions, predict
+    for i in range(3):
+        alone = ll.explain(model, x[i : i + 1], "kernelshap", **options)
+        np.testing.assert_array_equal(alone.values[0], got.values[i])
+        np.testing.assert_array_equal(alone.error.values[0], got.error.values[i])
 
 
 def test_a_memory_budget_forces_chunks_with_the_same_attributions(smooth):
