@@ -14,6 +14,7 @@ import pytest
 from leanlens.errors import BadInput
 from leanlens.metrics import ExplanationScores
 from leanlens.store import Store
+from leanlens.store.schema import SCHEMA_VERSION
 
 N = 4
 
@@ -137,7 +138,7 @@ def test_a_store_written_by_schema_version_1_is_upgraded_in_place(tmp_path):
         assert len(store.probe("held_out")) == N and len(store.probe("replay")) == 0  # nothing was replayed
         assert store.gate_runs() == []
     check = sqlite3.connect(p)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     check.close()
 
 
@@ -167,6 +168,7 @@ def test_a_version_2_store_is_upgraded_with_every_probe_held_out(tmp_path, with_
         kept = store.explained("v0", "g")
         np.testing.assert_array_equal(kept.values, _maps(5))
         assert list(kept.target) == [0, 1, 0, 1] and kept.options == {"steps": 8}
+        assert kept.error is None and store.version("v0").errors == {}  # recorded before error bars were kept
         if with_probe:
             held = store.probe("held_out")
             np.testing.assert_array_equal(held.x, np.arange(8, dtype=np.float32).reshape(4, 2))
@@ -183,11 +185,12 @@ def test_a_store_from_a_newer_leanlens_is_refused_in_one_line(tmp_path):
     p = tmp_path / "new.db"
     _v2_store(p)
     conn = sqlite3.connect(p)
-    conn.execute("PRAGMA user_version = 4")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
     before = p.read_bytes()
-    with pytest.raises(BadInput, match="schema version 4, this leanlens reads 3") as error:
+    with pytest.raises(BadInput, match=f"schema version {SCHEMA_VERSION + 1}, this leanlens reads {SCHEMA_VERSION}") \
+            as error:
         Store(p)
     assert _one_line(error) and p.read_bytes() == before
 
