@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from leanlens.errors import BadOption
-from leanlens.explain.errorbars import NumericalError
+from leanlens.explain.errorbars import NumericalError, sample_cap
 from leanlens.explain.features import game
 from leanlens.explain.kernel_design import CoalitionDraws, kernel_design
 from leanlens.explain.kernel_error import (
@@ -26,7 +26,7 @@ from leanlens.explain.kernel_error import (
     standard_errors,
 )
 from leanlens.explain.memory import budget_chunk
-from leanlens.explain.options import positive_int, real
+from leanlens.explain.options import positive_int
 from leanlens.explain.registry import method
 
 MAX_EXACT = 16  # 2^16 coalitions a sample
@@ -144,12 +144,9 @@ def kernel_budgets(d: int, samples, tol, max_samples) -> tuple[int, int]:
     hint = "use an int >= 2, e.g. 2048"
     if samples is not None and positive_int("samples", samples, hint) < 2:
         raise BadOption(f"samples={samples!r} leaves no coalition to regress on", hint)
-    if tol is None:
-        if max_samples is not None:
-            raise BadOption("max_samples without tol", "pass tol= to refine up to max_samples, or set samples=")
+    cap = sample_cap(tol, max_samples)
+    if cap is None:
         budget = min(2 * d + 2048, inner) if samples is None else samples
         return min(budget, inner), min(budget, inner)
-    real("tol", tol, "use a relative standard error > 0, e.g. 0.01", low=0, strict=True)
-    cap = 2**16 if max_samples is None else positive_int("max_samples", max_samples, "use an int >= 2, e.g. 65536")
     first = 4 * d + 64 if samples is None else samples
     return min(first, cap, inner), min(cap, inner)
