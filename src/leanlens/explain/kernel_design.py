@@ -50,6 +50,14 @@ def size_mass(d: int, s: int) -> float:
     return (d - 1) / (s * (d - s))
 
 
+def coalition_keys(z: torch.Tensor) -> list:
+    """One hashable key a coalition (row of bool (M, d)): its bits as an int up to 63 features, else bytes."""
+    z = z.cpu()
+    if z.shape[1] <= 63:
+        return (z.long() << torch.arange(z.shape[1])).sum(1).tolist()
+    return [bytes(row) for row in np.packbits(z.numpy(), axis=1)]
+
+
 def _all_of_size(d: int, size: int) -> torch.Tensor:
     flat = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(d), size)), dtype=np.int64)
     z = np.zeros((math.comb(d, size), d), dtype=bool)
@@ -108,7 +116,7 @@ class CoalitionDraws:
         if s not in self.seen:  # at most 2^16 draws from >= 2^48: a repeat has odds below 2^-17
             return rows
         seen, fresh = self.seen[s], []
-        for i, key in enumerate(map(bytes, np.packbits(rows.numpy(), axis=1))):
+        for i, key in enumerate(coalition_keys(rows)):
             if key not in seen:
                 seen.add(key)
                 fresh.append(i)

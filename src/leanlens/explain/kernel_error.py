@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
 
-from leanlens.explain.kernel_design import Design
+from leanlens.explain.kernel_design import Design, coalition_keys
 
 
 def normal_inverse(z: torch.Tensor, w: torch.Tensor, device) -> torch.Tensor:
@@ -64,7 +63,7 @@ class ScoredCoalitions:
 
     def __init__(self, game):
         self.game = game
-        self.column: dict[bytes, int] = {}
+        self.column: dict = {}  # coalition key -> column of `table`
         self.table = torch.zeros(len(game.x), 0, dtype=torch.float64, device=game.x.device)
 
     @property
@@ -74,7 +73,7 @@ class ScoredCoalitions:
 
     def scores(self, coalitions: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
         """(len(samples), M) scores of `coalitions`, evaluating only the ones new to those samples."""
-        keys = [bytes(row) for row in np.packbits(coalitions.cpu().numpy(), axis=1)]
+        keys = coalition_keys(coalitions)
         for key in keys:
             self.column.setdefault(key, len(self.column))
         grow = len(self.column) - self.table.shape[1]
