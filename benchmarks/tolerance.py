@@ -160,16 +160,16 @@ def kernel_rows():
     mae = lambda v: float(np.abs(v - exact).mean())
     tol = 0.02 if SMOKE else 0.005
     for sampler in ("kernel", "leverage"):
-        ours = lambda: ll.explain(model, x, "kernelshap", target=0, tol=tol, seed=0, sampler=sampler)
+        ours = lambda sampler=sampler: ll.explain(model, x, "kernelshap", target=0, tol=tol, seed=0, sampler=sampler)
         got = ours()
         used, reached = got.error.evaluations, mae(got.values)
         samples = int(used.max())  # shap gives every sample the same count: start from our largest
         while mae(shap_values(model, x, samples, 0)) > reached and samples < 2**16:
             samples = int(samples * 1.25)
-        ms = interleaved_ms({"leanlens": ours, "shap": lambda: shap_values(model, x, samples, 0)},
+        ms = interleaved_ms({"leanlens": ours, "shap": lambda samples=samples: shap_values(model, x, samples, 0)},
                             repeats=3 if SMOKE else 7, warmup=1)
-        yield (f"tol={tol}, sampler={sampler}: leanlens {'/'.join(map(str, used))} coalitions a sample vs shap "
-               f"{samples}", f"{reached:.2e}", ms["leanlens"], ms["shap"], ms["shap"] / ms["leanlens"])
+        name = f"tol={tol}, sampler={sampler}: leanlens {'/'.join(map(str, used))} coalitions a sample vs shap {samples}"
+        yield (name, f"{reached:.2e}", ms["leanlens"], ms["shap"], ms["shap"] / ms["leanlens"])
     for budget in ((500,) if SMOKE else (1000, 4000)):
         errors = {sampler: np.mean([mae(ll.explain(model, x, "kernelshap", target=0, samples=budget, seed=s,
                                                    sampler=sampler).values) for s in range(3)])
