@@ -1,6 +1,6 @@
 """Attributions to a stated accuracy (issue 17): speed at equal error, and memory within a budget.
 
-    .venv/bin/python benchmarks/tolerance.py [--smoke] [--no-resnet-ig]
+    .venv/bin/python benchmarks/tolerance.py [--smoke] [--no-resnet-ig] [--kernelshap-only] [--threads N]
 
 1. IG: Captum's default call (50 Gauss–Legendre steps, all points at once) sets the error
    to reach: its largest per-sample relative completeness error |delta| / |f(x) - f(b)|
@@ -15,7 +15,8 @@
    its peak RSS (CPU) or peak allocated memory (GPU).
 
 `--smoke` shrinks every case (64×64 ResNet-50, fewer images and samples) to check the script
-runs; its figures are not the results. Prints Markdown; no test depends on these timings.
+runs; its figures are not the results. `--kernelshap-only` runs part 2 alone; `--threads N` sets
+torch's threads for every peer alike. Prints Markdown; no test depends on these timings.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from leanlens.models import SmallResNet
 SMOKE = "--smoke" in sys.argv
 # the ResNet-50 IG row takes most of an hour on 2 CPU cores (4 images, three rules, interleaved rounds)
 SKIP_RESNET_IG = "--no-resnet-ig" in sys.argv
+KERNELSHAP_ONLY = "--kernelshap-only" in sys.argv
+if "--threads" in sys.argv:
+    torch.set_num_threads(int(sys.argv[sys.argv.index("--threads") + 1]))
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -212,7 +216,7 @@ def main() -> None:
     print("| IG case | error to reach (Captum's worst) | leanlens tol= ms | Captum 50 steps ms | speed-up | points "
           "a nested rule needs |")
     print("|---|---:|---:|---:|---:|---|")
-    for name, reach, ours, theirs, ratio, rules in ig_rows():
+    for name, reach, ours, theirs, ratio, rules in ([] if KERNELSHAP_ONLY else ig_rows()):
         print(f"| {name} | {reach} | {ours:.0f} | {theirs:.0f} | {ratio:.2f}× | {rules} |", flush=True)
     print("\n| KernelSHAP case | MAE vs exact | leanlens ms | shap ms | speed-up |")
     print("|---|---:|---:|---:|---:|")
@@ -220,7 +224,7 @@ def main() -> None:
         print(f"| {name} | {error} | {ours:.0f} | {theirs:.0f} | {ratio:.1f}× |", flush=True)
     print("\n| memory case | peak added | time | device |")
     print("|---|---:|---:|---|")
-    for row in memory_rows():
+    for row in ([] if KERNELSHAP_ONLY else memory_rows()):
         print("| " + " | ".join(row) + " |")
     print(f"\n{'smoke run: figures are not results; ' if SMOKE else ''}torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {DEVICE}")
