@@ -82,7 +82,7 @@ class ScoredCoalitions:
         columns = torch.tensor([self.column[k] for k in keys], device=self.table.device)
         missing = self.table[samples][:, columns].isnan().any(0)
         if missing.any():
-            fresh = restricted(self.game, samples).scores(coalitions[missing])
+            fresh = restricted(self.game, samples).scores(coalitions[missing.to(coalitions.device)])
             self.table[samples[:, None], columns[missing][None, :]] = fresh
         return self.table[samples][:, columns]
 
