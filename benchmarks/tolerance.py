@@ -1,6 +1,6 @@
 """Attributions to a stated accuracy (issue 17): speed at equal error, and memory within a budget.
 
-    .venv/bin/python benchmarks/tolerance.py [--smoke] [--no-resnet-ig]
+    .venv/bin/python benchmarks/tolerance.py [--smoke] [--no-resnet-ig] [--kernelshap-only] [--threads N]
 
 1. IG: Captum's default call (50 Gauss–Legendre steps, all points at once) sets the error
    to reach: its largest per-sample relative completeness error |delta| / |f(x) - f(b)|
@@ -15,7 +15,8 @@
    its peak RSS (CPU) or peak allocated memory (GPU).
 
 `--smoke` shrinks every case (64×64 ResNet-50, fewer images and samples) to check the script
-runs; its figures are not the results. Prints Markdown; no test depends on these timings.
+runs; its figures are not the results. `--kernelshap-only` runs part 2 alone; `--threads N` sets
+torch's threads for every peer alike. Prints Markdown; no test depends on these timings.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from leanlens.models import SmallResNet
 SMOKE = "--smoke" in sys.argv
 # the ResNet-50 IG row takes most of an hour on 2 CPU cores (4 images, three rules, interleaved rounds)
 SKIP_RESNET_IG = "--no-resnet-ig" in sys.argv
+KERNELSHAP_ONLY = "--kernelshap-only" in sys.argv
+if "--threads" in sys.argv:
+    torch.set_num_threads(int(sys.argv[sys.argv.index("--threads") + 1]))
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -151,22 +155,25 @@ def shap_values(model, x, samples, seed):
 
 
 def kernel_rows():
-    """The tol row, then the samplers at equal evaluations, yielded as measured."""
+    """The tol rows (each sampler against shap at the error it reached), then the samplers at equal
+    evaluations, yielded as measured."""
     model = Grouped().eval()
     x = torch.randn(1 if SMOKE else 4, GROUPS * WIDTH, generator=torch.Generator().manual_seed(1),
                     dtype=torch.float64).numpy()
     exact = model.exact(x)
     mae = lambda v: float(np.abs(v - exact).mean())
     tol = 0.02 if SMOKE else 0.005
-    ours = ll.explain(model, x, "kernelshap", target=0, tol=tol, seed=0)
-    used, reached = int(ours.error.evaluations[0]), mae(ours.values)
-    samples = used
-    while mae(shap_values(model, x, samples, 0)) > reached and samples < 2**16:
-        samples = int(samples * 1.5)
-    ms = interleaved_ms({"leanlens": lambda: ll.explain(model, x, "kernelshap", target=0, tol=tol, seed=0),
-                         "shap": lambda: shap_values(model, x, samples, 0)}, repeats=3, warmup=1)
-    yield (f"tol={tol}: leanlens {used} coalitions vs shap {samples}", f"{reached:.2e}", ms["leanlens"],
-           ms["shap"], ms["shap"] / ms["leanlens"])
+    for sampler in ("kernel", "leverage"):
+        ours = lambda sampler=sampler: ll.explain(model, x, "kernelshap", target=0, tol=tol, seed=0, sampler=sampler)
+        got = ours()
+        used, reached = got.error.evaluations, mae(got.values)
+        samples = int(used.max())  # shap gives every sample the same count: start from our largest
+        while mae(shap_values(model, x, samples, 0)) > reached and samples < 2**16:
+            samples = int(samples * 1.25)
+        ms = interleaved_ms({"leanlens": ours, "shap": lambda samples=samples: shap_values(model, x, samples, 0)},
+                            repeats=3 if SMOKE else 7, warmup=1)
+        name = f"tol={tol}, sampler={sampler}: leanlens {'/'.join(map(str, used))} coalitions a sample vs shap {samples}"
+        yield (name, f"{reached:.2e}", ms["leanlens"], ms["shap"], ms["shap"] / ms["leanlens"])
     for budget in ((500,) if SMOKE else (1000, 4000)):
         errors = {sampler: np.mean([mae(ll.explain(model, x, "kernelshap", target=0, samples=budget, seed=s,
                                                    sampler=sampler).values) for s in range(3)])
@@ -209,7 +216,7 @@ def main() -> None:
     print("| IG case | error to reach (Captum's worst) | leanlens tol= ms | Captum 50 steps ms | speed-up | points "
           "a nested rule needs |")
     print("|---|---:|---:|---:|---:|---|")
-    for name, reach, ours, theirs, ratio, rules in ig_rows():
+    for name, reach, ours, theirs, ratio, rules in ([] if KERNELSHAP_ONLY else ig_rows()):
         print(f"| {name} | {reach} | {ours:.0f} | {theirs:.0f} | {ratio:.2f}× | {rules} |", flush=True)
     print("\n| KernelSHAP case | MAE vs exact | leanlens ms | shap ms | speed-up |")
     print("|---|---:|---:|---:|---:|")
@@ -217,7 +224,7 @@ def main() -> None:
         print(f"| {name} | {error} | {ours:.0f} | {theirs:.0f} | {ratio:.1f}× |", flush=True)
     print("\n| memory case | peak added | time | device |")
     print("|---|---:|---:|---|")
-    for row in memory_rows():
+    for row in ([] if KERNELSHAP_ONLY else memory_rows()):
         print("| " + " | ".join(row) + " |")
     print(f"\n{'smoke run: figures are not results; ' if SMOKE else ''}torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {DEVICE}")

@@ -39,6 +39,7 @@ SCORES = {
 ROW_KEYS = ("data-version", "data-step", "data-run")  # versions, history and gate runs tables
 # cell index of each displayed field: the version's name comes first
 COL = {name: i + 1 for i, (name, _) in enumerate(ModelFigures.shown_fields() + ExplanationScores.shown_fields())}
+COL["error"] = len(COL) + 1  # the method's numerical error, last
 
 
 class Page(HTMLParser):
@@ -144,7 +145,7 @@ def test_missing_metrics_show_a_dash(page):
     v0, v2 = page.rows["v0"], page.rows["v2"]
     for field in ("agreement", "spearman", "top_k", "cosine", "relevance_mass"):
         assert v0[COL[field]] == "—", field  # the reference has no comparison
-    for field in ("params", "macs", "fp32_latency_ms", "pointing_game"):
+    for field in ("params", "macs", "fp32_latency_ms", "pointing_game", "error"):
         assert v2[COL[field]] == "—", field
     assert v2[COL["speedup"]] == "3.88×" and v2[COL["spearman"]] == "0.850"
 

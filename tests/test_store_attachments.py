@@ -57,8 +57,9 @@ def test_a_version_3_store_opens_upgraded_and_takes_attachments(tmp_path):
     path = tmp_path / "v3.db"
     with Store(path) as current:
         current.record("v0", fingerprint="f", metrics={"accuracy": 0.5})
-    conn = sqlite3.connect(path)  # back to version 3: the same schema without attachments
+    conn = sqlite3.connect(path)  # back to version 3: the same schema without attachments or error bars
     conn.execute("DROP TABLE attachments")
+    conn.execute("ALTER TABLE explanations DROP COLUMN error")
     conn.execute("PRAGMA user_version = 3")
     conn.commit()
     conn.close()

@@ -168,6 +168,7 @@ def test_a_version_2_store_is_upgraded_with_every_probe_held_out(tmp_path, with_
         kept = store.explained("v0", "g")
         np.testing.assert_array_equal(kept.values, _maps(5))
         assert list(kept.target) == [0, 1, 0, 1] and kept.options == {"steps": 8}
+        assert kept.error is None and store.version("v0").errors == {}  # recorded before error bars were kept
         if with_probe:
             held = store.probe("held_out")
             np.testing.assert_array_equal(held.x, np.arange(8, dtype=np.float32).reshape(4, 2))
@@ -188,7 +189,8 @@ def test_a_store_from_a_newer_leanlens_is_refused_in_one_line(tmp_path):
     conn.commit()
     conn.close()
     before = p.read_bytes()
-    with pytest.raises(BadInput, match=f"schema version {SCHEMA_VERSION + 1}, this leanlens reads {SCHEMA_VERSION}") as error:
+    with pytest.raises(BadInput, match=f"schema version {SCHEMA_VERSION + 1}, this leanlens reads {SCHEMA_VERSION}") \
+            as error:
         Store(p)
     assert _one_line(error) and p.read_bytes() == before
 

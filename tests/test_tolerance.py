@@ -95,8 +95,50 @@ def test_refining_kernelshap_reuses_every_coalition():
 
     x = np.random.default_rng(0).normal(size=(2, 20)).astype(np.float32)
     got = ll.explain(model, x, "kernelshap", target=0, tol=1e-3, max_samples=1000, samples=200)
-    assert sum(calls) == 2 * len(x) + len(x) * got.error.evaluations[0] + len(x)  # ends, coalitions, predict
+    assert sum(calls) == 2 * len(x) + got.error.evaluations.sum() + len(x)  # ends, coalitions, predict
     assert 500 < got.error.evaluations[0] <= 1000
+
+
+def test_kernelshap_samples_stop_on_their_own():
+    """A sample within tol stops refining: it costs fewer evaluations, and a sample's result does not
+    depend on the batch it came in (the designs are nested, so its own run gives the same numbers)."""
+    calls = []
+
+    def model(batch):
+        calls.append(len(batch))
+        return np.stack([np.tanh(batch @ np.arange(1, 21) / 20), -batch.sum(1)], 1)
+
+    # near-linear (a small input), then ever more curved: the errors fall slower and slower
+    x = np.random.default_rng(0).normal(size=(3, 20)) * np.array([[0.05], [1.0], [3.0]])
+    options = {"target": 0, "tol": 5e-3, "max_samples": 3200, "samples": 100}
+    got = ll.explain(model, x, "kernelshap", **options)
+    assert got.error.evaluations.tolist() == [100, 3200, 3200] and got.error.met.tolist() == [True, True, False]
+    assert sum(calls) == 2 * 3 + 100 + 3200 + 3200 + 3  # ends, each sample's own coalitions, predict
+    for i in range(3):
+        alone = ll.explain(model, x[i : i + 1], "kernelshap", **options)
+        np.testing.assert_array_equal(alone.values[0], got.values[i])
+        np.testing.assert_array_equal(alone.error.values[0], got.error.values[i])
+
+
+def test_lime_standard_errors_match_the_spread_over_seeds_and_tol_is_met():
+    """The sandwich s.e. of LIME's coefficients is their spread over seeds (ratio ~1); with tol each
+    sample stops on its own, within tol, near a fit on 16,384 coalitions."""
+    w = np.random.default_rng(1).normal(size=8)
+
+    def model(batch):
+        return np.stack([np.tanh(batch @ w / 2) + 0.3 * batch[:, 0] * batch[:, 1], -batch.sum(1)], 1)
+
+    x = np.random.default_rng(0).normal(size=(3, 8))
+    runs = [ll.explain(model, x, "lime", target=0, samples=300, seed=seed, tol=10.0) for seed in range(12)]
+    spread = np.std([r.values for r in runs], axis=0, ddof=1)
+    ratio = np.mean([r.error.values for r in runs], axis=0) / spread
+    assert 0.8 < ratio.mean() < 1.25 and (ratio > 0.5).all() and (ratio < 2).all(), ratio
+    got = ll.explain(model, x, "lime", target=0, samples=100, tol=0.01, seed=0)
+    gap = np.abs(model(x)[:, 0] - model(np.zeros_like(x))[:, 0])
+    assert got.error.met.all() and (got.error.values.max(1) <= 0.01 * gap).all()
+    assert len(set(got.error.evaluations.tolist())) > 1  # the samples stopped at different draws
+    reference = ll.explain(model, x, "lime", target=0, samples=2**14, seed=1).values
+    assert (np.abs(got.values - reference).max(1) <= 4 * 0.01 * gap).all()
 
 
 def test_a_memory_budget_forces_chunks_with_the_same_attributions(smooth):
@@ -131,7 +173,8 @@ def test_error_bars_round_trip_and_are_none_where_a_method_has_none(smooth, tmp_
     ({"method": "kernelshap", "tol": 0.0}, "tol=0.0"),
     ({"method": "ig", "tol": 1e-3, "rule": "gausslegendre"}, "not reused"),
     ({"method": "saliency", "tol": 1e-3}, "no option 'tol'"),
-    ({"method": "lime", "tol": 1e-3}, "no option 'tol'"),
+    ({"method": "lime", "tol": 0}, "tol=0"),
+    ({"method": "lime", "max_samples": 100}, "max_samples without tol"),
     ({"method": "ig", "tol": 1e-3, "max_steps": 2}, "max_steps=2"),
     ({"method": "kernelshap", "max_samples": 100}, "max_samples without tol"),
     ({"method": "kernelshap", "sampler": "uniform"}, "sampler='uniform'"),
@@ -199,3 +242,29 @@ def test_explain_command_prints_the_error_bar_or_says_there_is_none(tmp_path):
     assert Explanation.from_npz(tmp_path / "ig.npz").error.tol == 0.05
     run = CliRunner().invoke(app, [*common, "--method", "gradcam", "--out", str(tmp_path / "cam")])
     assert "numerical error: gradcam gives no estimate of its own error" in run.output, run.output
+
+
+def test_error_bars_are_kept_by_the_store_and_shown_by_the_report(tmp_path):
+    from explain_support import make_images, make_resnet
+
+    from leanlens.store import Store
+
+    net, x = make_resnet(), make_images(2)
+    explained = {"ig": ll.explain(net, x, "ig", tol=0.05, max_steps=9, target=0),
+                 "kernelshap": ll.explain(net, x, "kernelshap", superpixel=8, samples=40, target=0),
+                 "saliency": ll.explain(net, x, "saliency", target=0)}
+    with Store(tmp_path / "s.db") as store:
+        store.set_probe(x)
+        store.record("v0", fingerprint="f", metrics={}, explanations=explained)
+    with Store(tmp_path / "s.db") as store:
+        for method in ("ig", "kernelshap"):
+            back, kept = store.explained("v0", method).error, explained[method].error
+            assert (back.kind, back.tol) == (kept.kind, kept.tol)
+            for field in ("values", "gap", "evaluations"):
+                np.testing.assert_array_equal(getattr(back, field), getattr(kept, field))
+        assert store.explained("v0", "saliency").error is None and set(store.version("v0").errors) == {"ig", "kernelshap"}
+    error = explained["ig"].error
+    assert error.brief() == f"|δ| median {np.median(error.relative):.1e}, max {np.max(error.relative):.1e}"
+    assert error.brief() in ll.report(tmp_path / "s.db", tmp_path / "ig", method="ig").read_text()
+    page = ll.report(tmp_path / "s.db", tmp_path / "saliency", method="saliency").read_text()
+    assert "numerical error" in page and "|δ| median" not in page  # the column is there, with nothing to show

@@ -16,7 +16,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from leanlens.errors import BadOption
+from leanlens.explain.options import positive_int, real
+
 KINDS = ("completeness", "standard_error", "fit_r2")
+DEFAULT_MAX_SAMPLES = 2**16
+
+
+def sample_cap(tol, max_samples) -> int | None:
+    """The most coalitions a sampling method refining to `tol` may use (None without tol); checks both."""
+    if tol is None:
+        if max_samples is not None:
+            raise BadOption("max_samples without tol", "pass tol= to refine up to max_samples, or set samples=")
+        return None
+    real("tol", tol, "use a relative standard error > 0, e.g. 0.01", low=0, strict=True)
+    if max_samples is None:
+        return DEFAULT_MAX_SAMPLES
+    return positive_int("max_samples", max_samples, "use an int >= 2, e.g. 65536")
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,14 @@ class NumericalError:
             if missed:
                 line += " (the others stopped at the evaluation cap: their errors above are the real ones)"
         return line
+
+    def brief(self) -> str:
+        """A table cell: the median and worst relative error (IG's |delta|, KernelSHAP's s.e.), or LIME's R²."""
+        if self.kind == "fit_r2":
+            return f"R² median {np.median(self.values):.2g}, min {np.min(self.values):.2g}"
+        relative = self.relative
+        what = "|δ|" if self.kind == "completeness" else "s.e."
+        return f"{what} median {np.median(relative):.1e}, max {np.max(relative):.1e}"
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays an .npz keeps, prefixed `error_`."""

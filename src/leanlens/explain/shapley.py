@@ -17,12 +17,16 @@ import numpy as np
 import torch
 
 from leanlens.errors import BadOption
-from leanlens.explain.errorbars import NumericalError
+from leanlens.explain.errorbars import NumericalError, sample_cap
 from leanlens.explain.features import game
-from leanlens.explain.kernel_design import kernel_design
-from leanlens.explain.kernel_error import ScoredCoalitions, standard_errors
+from leanlens.explain.kernel_design import CoalitionDraws, kernel_design
+from leanlens.explain.kernel_error import (
+    ScoredCoalitions,
+    normal_inverse,
+    standard_errors,
+)
 from leanlens.explain.memory import budget_chunk
-from leanlens.explain.options import positive_int, real
+from leanlens.explain.options import positive_int
 from leanlens.explain.registry import method
 
 MAX_EXACT = 16  # 2^16 coalitions a sample
@@ -69,18 +73,17 @@ def shapley(model, x, targets, *, feature_mask=None, superpixel=None, baseline="
     return g.spread(phi), {"delta": delta.float(), "base_values": g.empty}
 
 
-def constrained_wls(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+def constrained_wls(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, total: torch.Tensor,
+                    inverse: torch.Tensor | None = None) -> torch.Tensor:
     """phi (N, d) minimising sum_m w_m (y[n, m] - z_m . phi_n)^2 subject to sum(phi_n) = total[n].
 
     One d×d system shared by all samples (the coalitions are): the Lagrange solution
     phi = A^-1 b - A^-1 1 (1' A^-1 b - total) / (1' A^-1 1), with A = Z'WZ, b = Z'Wy.
+    `inverse`: A^-1 when already at hand.
     """
-    z = z.to(y.device, torch.float64)
-    a = z.T @ (w.to(y.device)[:, None] * z)
-    b = (z * w.to(y.device)[:, None]).T @ y.T  # (d, N)
-    ones = torch.ones(len(a), 1, dtype=torch.float64, device=y.device)
-    inverse = torch.linalg.pinv(a, hermitian=True)
-    ab, a1 = inverse @ b, inverse @ ones
+    inverse = normal_inverse(z, w, y.device) if inverse is None else inverse
+    b = (z.to(y.device, torch.float64) * w.to(y.device)[:, None]).T @ y.T  # (d, N)
+    ab, a1 = inverse @ b, inverse.sum(1, keepdim=True)
     return (ab - a1 * (ab.sum(0, keepdim=True) - total[None, :]) / a1.sum()).T
 
 
@@ -94,8 +97,9 @@ def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | No
     baseline; every sample shares them. With `tol`, `samples` is the first design (default
     4d + 64) and it doubles, reusing every coalition already scored, until each value's
     standard error is <= tol * |f(x) - f(baseline)| or `max_samples` (default 2^16) are
-    used. Standard errors (Covert & Lee, 2021) come from the sampled strata's spread,
-    linearised through the constrained regression, and are the explanation's `error`.
+    used; each sample stops as soon as its own errors are within tol. Standard errors
+    (Covert & Lee, 2021) come from the sampled strata's spread, linearised through the
+    constrained regression, and are the explanation's `error`.
     `sampler='leverage'` shares the draws as Leverage SHAP does (Musco & Witter, 2025).
     Efficiency holds exactly; `delta` reports it.
     """
@@ -108,19 +112,30 @@ def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | No
         return g.spread(gap[:, None]), {"delta": torch.zeros_like(gap).float(), "error": exact,
                                          "base_values": g.empty}
     budget, cap = kernel_budgets(d, samples, tol, max_samples)
-    scored = ScoredCoalitions(g)
-    while True:
-        design = kernel_design(d, budget, seed, sampler)
-        y = scored.scores(design.z) - g.empty[:, None]
-        phi = constrained_wls(design.z, design.w, y, gap)
-        se = standard_errors(design, y, phi)
-        if tol is None or budget >= cap or bool((se.max(1).values <= tol * gap.abs()).all()):
-            break
-        budget = min(2 * budget, cap)
+    phi, se, scored = refine_kernelshap(g, budget, cap, tol, sampler, seed)
     delta = phi.sum(1) - gap
     error = NumericalError("standard_error", g.spread(se).cpu().numpy(), gap.abs().cpu().numpy(), tol,
-                           np.full(len(x), scored.count))
+                           scored.counts.cpu().numpy())
     return g.spread(phi), {"delta": delta.float(), "error": error, "base_values": g.empty}
+
+
+def refine_kernelshap(g, budget: int, cap: int, tol, sampler: str, seed: int):
+    """Values and standard errors (N, d), doubling the design for the samples not yet within `tol`."""
+    gap = g.full - g.empty
+    phi = torch.zeros(len(g.x), g.d, dtype=torch.float64, device=g.x.device)
+    se, active = torch.zeros_like(phi), torch.arange(len(g.x), device=g.x.device)
+    scored, draws = ScoredCoalitions(g), CoalitionDraws(g.d, seed)
+    while len(active):
+        design = kernel_design(g.d, budget, seed, sampler, draws)
+        y = scored.scores(design.z, active) - g.empty[active, None]
+        inverse = normal_inverse(design.z, design.w, y.device)
+        phi[active] = constrained_wls(design.z, design.w, y, gap[active], inverse)
+        se[active] = standard_errors(design, y, phi[active], inverse)
+        if tol is None or budget >= cap:
+            break
+        active = active[se[active].max(1).values > tol * gap[active].abs()]
+        budget = min(2 * budget, cap)
+    return phi, se, scored
 
 
 def kernel_budgets(d: int, samples, tol, max_samples) -> tuple[int, int]:
@@ -129,12 +144,9 @@ def kernel_budgets(d: int, samples, tol, max_samples) -> tuple[int, int]:
     hint = "use an int >= 2, e.g. 2048"
     if samples is not None and positive_int("samples", samples, hint) < 2:
         raise BadOption(f"samples={samples!r} leaves no coalition to regress on", hint)
-    if tol is None:
-        if max_samples is not None:
-            raise BadOption("max_samples without tol", "pass tol= to refine up to max_samples, or set samples=")
+    cap = sample_cap(tol, max_samples)
+    if cap is None:
         budget = min(2 * d + 2048, inner) if samples is None else samples
         return min(budget, inner), min(budget, inner)
-    real("tol", tol, "use a relative standard error > 0, e.g. 0.01", low=0, strict=True)
-    cap = 2**16 if max_samples is None else positive_int("max_samples", max_samples, "use an int >= 2, e.g. 65536")
     first = 4 * d + 64 if samples is None else samples
     return min(first, cap, inner), min(cap, inner)

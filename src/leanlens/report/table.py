@@ -34,10 +34,21 @@ def _score(method: str, name: str) -> Callable[[Version], Any]:
     return lambda v: getattr(v.scores.get(method, ExplanationScores()), name)
 
 
+# the method's estimate of its own numerical error, relative to each sample's |f(x) - f(baseline)|
+_ERROR = Shown("numerical error", "text", "the method's own error estimate over the probe samples, relative to "
+               "|f(x) − f(baseline)|: IG's completeness gap |δ|, KernelSHAP's worst standard error, or LIME's "
+               "fit R²; — for a method without one")
+
+
+def _error(method: str) -> Callable[[Version], Any]:
+    return lambda v: v.errors[method].brief() if method in v.errors else None
+
+
 def columns(method: str) -> list[Column]:
-    """The model's figures, then `method`'s explanation scores."""
+    """The model's figures, then `method`'s explanation scores and numerical error."""
     cols = [Column(shown, _figure(name)) for name, shown in ModelFigures.shown_fields()]
-    return cols + [Column(shown, _score(method, name)) for name, shown in ExplanationScores.shown_fields()]
+    cols += [Column(shown, _score(method, name)) for name, shown in ExplanationScores.shown_fields()]
+    return cols + [Column(_ERROR, _error(method))]
 
 
 @dataclass(frozen=True)

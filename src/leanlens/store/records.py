@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from leanlens.errors import BadInput
+from leanlens.explain.errorbars import NumericalError
 from leanlens.explain.explanation import json_option
 from leanlens.metrics import ExplanationScores
 
@@ -27,6 +28,8 @@ class Version:
     metrics: dict = field(hash=False)  # JSON scalars only
     parent: str | None = None
     scores: dict[str, ExplanationScores] = field(default_factory=dict, hash=False)  # by method
+    # each explanation's own estimate of its numerical error, by method (methods without one left out)
+    errors: dict[str, NumericalError] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous, so identity only
@@ -38,6 +41,7 @@ class Explained:
     target: np.ndarray | None  # the class explained for each probe sample, if recorded
     options: dict[str, Any]
     scores: ExplanationScores
+    error: NumericalError | None = None  # the method's estimate of its numerical error, if it has one
 
 
 PARTS = ("all", "held_out", "replay")

@@ -16,7 +16,8 @@ APPLICATION_ID = 0x4C4C4E53
 # 2: each explanation keeps its targets, options and scores (version 1 kept the array only)
 # 3: the probe set has a held-out part (a 'held_out' row), and gate runs are kept
 # 4: versions carry attachments, results that are not per-sample maps (importance, reason codes)
-SCHEMA_VERSION = 4
+# 5: each explanation keeps its numerical error (Explanation.error, JSON; NULL where none)
+SCHEMA_VERSION = 5
 
 _TABLES = {
     "probe": """CREATE TABLE probe (
@@ -33,7 +34,7 @@ _TABLES = {
         version_id INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE,
         method TEXT NOT NULL,
         dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL,
-        target TEXT, options TEXT NOT NULL DEFAULT '{}', scores TEXT NOT NULL DEFAULT '{}',
+        target TEXT, options TEXT NOT NULL DEFAULT '{}', scores TEXT NOT NULL DEFAULT '{}', error TEXT,
         PRIMARY KEY (version_id, method))""",
     "predictions": """CREATE TABLE predictions (
         version_id INTEGER PRIMARY KEY REFERENCES versions(id) ON DELETE CASCADE,
@@ -155,8 +156,13 @@ def _to_v4(conn: sqlite3.Connection) -> None:
     conn.execute(_TABLES["attachments"])
 
 
+def _to_v5(conn: sqlite3.Connection) -> None:
+    """Explanations recorded before error bars were kept have none: NULL, as for a method without one."""
+    conn.execute("ALTER TABLE explanations ADD COLUMN error TEXT")
+
+
 # each step brings a store from the version before it to its own, in one transaction with the others
-_STEPS = {2: _to_v2, 3: _to_v3, 4: _to_v4}
+_STEPS = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5}
 
 
 def _migrate(conn: sqlite3.Connection, path: Path, read_only: bool) -> None:

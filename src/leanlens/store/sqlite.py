@@ -16,6 +16,7 @@ from leanlens.errors import BadInput, closest
 from leanlens.metrics import ExplanationScores, score_explanations
 from leanlens.store.arrays import decode, encode, to_numpy
 from leanlens.store.attachments import Attachment, check_kind, payload_json
+from leanlens.store.errors import error_from_json, error_json
 from leanlens.store.records import (
     Explained,
     GateRun,
@@ -145,14 +146,15 @@ class Store:
         return json.dumps(target.tolist())
 
     def _explanation_row(self, method, explanation, scores) -> tuple:
-        """(method, dtype, shape, data, target, options, scores) for an array or an Explanation."""
+        """(method, dtype, shape, data, target, options, scores, error) for an array or an Explanation."""
         method = _check_name(method, "method")
         # an Explanation brings what reproduces it; a bare array only its values
         values = getattr(explanation, "values", explanation)
         target = self._target_json(getattr(explanation, "target", None), method)
         options = options_json(getattr(explanation, "options", {}))
         return (method, *self._encode_on_probe(values, f"explanation {method!r}"), target, options,
-                json.dumps(scores.to_json() if scores is not None else {}))
+                json.dumps(scores.to_json() if scores is not None else {}),
+                error_json(getattr(explanation, "error", None)))
 
     def _encode_explanations(self, explanations, scores) -> list[tuple]:
         explanations = {} if explanations is None else explanations
@@ -181,6 +183,7 @@ class Store:
             metrics=clean_metrics(metrics),
             parent=None if parent is None else _check_name(parent, "parent"),
             scores=dict(scores or {}),
+            errors={m: e.error for m, e in (explanations or {}).items() if getattr(e, "error", None) is not None},
         )
         # encode everything before writing, so a bad array fails before the transaction
         rows = self._encode_explanations(explanations, scores)
@@ -225,8 +228,8 @@ class Store:
 
     def _insert_explanations(self, vid: int, rows) -> None:
         self._conn.executemany(
-            "INSERT INTO explanations (version_id, method, dtype, shape, data, target, options, scores) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(vid, *row) for row in rows])
+            "INSERT INTO explanations (version_id, method, dtype, shape, data, target, options, scores, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(vid, *row) for row in rows])
 
     def _insert_predictions(self, vid: int, row) -> None:
         self._conn.execute(
@@ -248,9 +251,11 @@ class Store:
 
     def _version(self, row) -> Version:
         vid, name, created, fingerprint, metrics, parent = row
-        scores = {method: ExplanationScores.from_json(json.loads(text)) for method, text in self._conn.execute(
-            "SELECT method, scores FROM explanations WHERE version_id = ? ORDER BY rowid", (vid,))}
-        return Version(name, created, fingerprint, json.loads(metrics), parent, scores)
+        rows = self._conn.execute(
+            "SELECT method, scores, error FROM explanations WHERE version_id = ? ORDER BY rowid", (vid,)).fetchall()
+        scores = {method: ExplanationScores.from_json(json.loads(text)) for method, text, _ in rows}
+        errors = {method: error_from_json(error) for method, _, error in rows if error is not None}
+        return Version(name, created, fingerprint, json.loads(metrics), parent, scores, errors)
 
     def versions(self) -> list[Version]:
         """Every version, in the order recorded."""
@@ -276,7 +281,7 @@ class Store:
         """One explanation of a version with its targets, options and scores."""
         vid = self._id(name)
         row = self._conn.execute(
-            "SELECT dtype, shape, data, target, options, scores FROM explanations "
+            "SELECT dtype, shape, data, target, options, scores, error FROM explanations "
             "WHERE version_id = ? AND method = ?", (vid, method)).fetchone()
         if row is None:
             stored = [r[0] for r in self._conn.execute(
@@ -284,9 +289,9 @@ class Store:
             raise BadInput(f"version {name!r} has no {method!r} explanation",
                            closest(str(method), stored) if stored
                            else "it was recorded without explanations")
-        *array, target, options, scores = row
+        *array, target, options, scores, error = row
         return Explained(method, decode(*array), None if target is None else np.asarray(json.loads(target)),
-                         json.loads(options), ExplanationScores.from_json(json.loads(scores)))
+                         json.loads(options), ExplanationScores.from_json(json.loads(scores)), error_from_json(error))
 
     def explanation(self, name, method) -> np.ndarray:
         """One explanation of a version."""
