@@ -27,6 +27,7 @@ from leanlens.explain.targets import Targets, class_scores, runs_own_forward
 from leanlens.models.base import GRADIENTS
 from leanlens.models.tables import is_frame, table_input
 from leanlens.models.wrap import wrap
+from leanlens.text.attributions import explain_text, is_text_batch
 
 
 def explain(model, x, method: str = "saliency", target=None, *, autocast: bool = False, **options) -> Explanation:
@@ -42,7 +43,12 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
     autocast : run the model under bfloat16/float16 autocast (GPU; CPU uses bfloat16).
         Faster on tensor-core GPUs, at the cost of about three significant digits.
     **options : the method's keyword options (see `ll.methods()[method].options`).
+
+    A list of strings is explained over its tokens (see `leanlens.text.attributions`): the
+    model is then a text classifier, with `tokenizer=` for a transformers one.
     """
+    if is_text_batch(x):
+        return explain_text(model, x, method, target, **options)
     model = wrap(model)
     # a misspelt method, or one the model cannot run, is reported before anything about the batch
     require(model, lookup(method).needs, method)
