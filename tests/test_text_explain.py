@@ -208,3 +208,46 @@ def test_token_rows_are_plain_json():
     assert [t["token"] for t in rows[0]["tokens"]] == ["a", "truly", "wonderful", "day"]
     assert rows[0]["tokens"][3]["value"] == pytest.approx(float(explanation.values[0, 3]))
     assert "wonderful" in tokens_html(rows)
+
+
+@pytest.fixture
+def cli_model(monkeypatch):
+    """The command line's model loading stood in for: saving and rebuilding MiniLM costs ~20 s,
+    and ll.save/ll.load are tested on their own; the command is what is tested here."""
+    monkeypatch.setattr("leanlens.models.modelfile.resolve_model", lambda *args: classifier())
+
+
+def test_explain_text_writes_what_the_api_computes(cli_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from leanlens.cli import app
+
+    (tmp_path / "reviews.csv").write_text('id,review\n1,"a truly wonderful day"\n2,terribly bad\n3,unused\n')
+    out = tmp_path / "tokens.json"
+    run = CliRunner().invoke(app, ["explain-text", "model.leanlens", str(tmp_path / "reviews.csv"), "--column", "review",
+                                   "--method", "occlusion", "--n", "2", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    written = TokenExplanation.from_json(out)
+    expected = ll.explain(classifier(), TEXTS[:2], method="occlusion")
+    assert written.tokens == expected.tokens
+    np.testing.assert_allclose(written.values, expected.values, atol=1e-6)
+    assert "wonderful(" in run.output
+
+
+@pytest.mark.parametrize(("name", "content", "args", "message"), [
+    ("texts.csv", "review\nfine\n", [], "--column goes with a .csv file"),
+    ("texts.csv", "review\nfine\n", ["--column", "text"], "has no column 'text'"),
+    ("texts.txt", "\n\n", [], "holds no texts"),
+    ("texts.txt", "fine\n", ["--method", "saliency"], "does not explain text"),
+])
+def test_explain_text_refuses_in_one_line_and_writes_nothing(cli_model, tmp_path, name, content, args, message):
+    from errors_support import refused_in_one_line
+    from typer.testing import CliRunner
+
+    from leanlens.cli import app
+
+    (tmp_path / name).write_text(content)
+    out = tmp_path / "tokens.json"
+    run = CliRunner().invoke(app, ["explain-text", "m", str(tmp_path / name), "--out", str(out), *args])
+    refused_in_one_line(run, message)
+    assert not out.exists()
