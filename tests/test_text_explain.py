@@ -24,6 +24,8 @@ from leanlens.report.tokens import shade, token_rows, tokens_html
 from leanlens.text.encoder import _quiet_transformers, _text_packages
 from leanlens.text.token_explanation import TokenExplanation
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small inputs: a second thread only contends
+
 TEXTS = ["a truly wonderful day", "terribly bad", "unbelievably fine food"]
 SHORT = "the film was not very good at all"  # 8 word pieces: 2^8 coalitions by brute force
 
@@ -57,18 +59,27 @@ def scores(model, ids, mask=None):
         return model(input_ids=ids, attention_mask=torch.ones_like(ids) if mask is None else mask).logits
 
 
-def test_ig_token_values_add_up_to_the_score_gap_to_the_pad_baseline():
-    model = classifier()
-    explanation = ll.explain(model, TEXTS, method="ig", steps=32)
-    tokenizer = ll.text.load_tokenizer()
-    for i, text in enumerate(TEXTS):
-        ids = torch.tensor([tokenizer(text)["input_ids"]])
-        base = ids.clone()
-        base[0, 1:-1] = tokenizer.pad_token_id  # [CLS] and [SEP] stay, the text's tokens become [PAD]
-        mask = torch.ones_like(ids, dtype=torch.bool)  # the baseline keeps the positions attended
+def pad_baseline_gap(model, tokenizer, text: str, target: int) -> float:
+    """f(x) - f(baseline) by hand: [CLS] and [SEP] stay, the text's tokens become [PAD], and every
+    position stays attended (the baseline keeps the sentence's length)."""
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    base = ids.clone()
+    base[0, 1:-1] = tokenizer.pad_token_id
+    if isinstance(model, ll.text.TextClassifier):  # its own forward would mask the pads out
+        mask = torch.ones_like(ids, dtype=torch.bool)
         with torch.no_grad():
-            ends = [model.forward_embeddings(model.embed(x), mask)[0, explanation.target[i]] for x in (ids, base)]
-        gap = float(ends[0] - ends[1])
+            ends = [model.forward_embeddings(model.embed(x), mask) for x in (ids, base)]
+    else:
+        ends = [scores(model, x) for x in (ids, base)]
+    return float(ends[0][0, target] - ends[1][0, target])
+
+
+@pytest.mark.parametrize("kind", ["leanlens", "transformers"])
+def test_ig_token_values_add_up_to_the_score_gap_to_the_pad_baseline(kind):
+    model, tokenizer = (classifier(), ll.text.load_tokenizer()) if kind == "leanlens" else hugging_face()
+    explanation = ll.explain(model, TEXTS, method="ig", steps=32, tokenizer=tokenizer)
+    for i, text in enumerate(TEXTS):
+        gap = pad_baseline_gap(model, tokenizer, text, explanation.target[i])
         total = explanation.token_values(i).sum()
         assert abs(total - gap) < 0.01 * abs(gap), (text, total, gap)  # the issue's |delta| < 1 % of the gap
         assert explanation.delta[i] == pytest.approx(total - gap, abs=1e-5)

@@ -83,18 +83,32 @@ def _leanlens_classifier(module: TextClassifier, tokenizer) -> TextModel:
     from leanlens.text.encoder import load_tokenizer
 
     tokenizer = load_tokenizer() if tokenizer is None else _required(tokenizer)
-    return TextModel(tokenizer, lambda ids, mask: module.forward_embeddings(module.embed(ids), mask),
-                     module.embed, module.forward_embeddings, module)
+    device = _device(module)
+
+    def embed(ids):
+        return module.embed(ids.to(device))
+
+    def from_embeddings(embeddings, mask):
+        return module.forward_embeddings(embeddings, mask.to(device))
+
+    return TextModel(tokenizer, lambda ids, mask: from_embeddings(embed(ids), mask), embed, from_embeddings, module)
 
 
 def _hugging_face(module: nn.Module, tokenizer) -> TextModel:
+    device, words = _device(module), module.get_input_embeddings()
+
     def from_embeddings(embeddings, mask):
-        return module(inputs_embeds=embeddings, attention_mask=mask.long()).logits
+        return module(inputs_embeds=embeddings, attention_mask=mask.long().to(device)).logits
 
     def scores(ids, mask):
-        return module(input_ids=ids, attention_mask=mask.long()).logits
+        return module(input_ids=ids.to(device), attention_mask=mask.long().to(device)).logits
 
-    return TextModel(tokenizer, scores, module.get_input_embeddings(), from_embeddings, module)
+    return TextModel(tokenizer, scores, lambda ids: words(ids.to(device)), from_embeddings, module)
+
+
+def _device(module: nn.Module) -> torch.device:
+    """Where the module's weights are: token ids, made on the CPU, go there."""
+    return next(module.parameters()).device
 
 
 def _forward_only(model, tokenizer) -> TextModel:

@@ -32,9 +32,11 @@ LEVELS = ("token", "word")
 
 
 def is_text_batch(x) -> bool:
-    """Whether `x` holds texts: a string, or a sequence or array with a string in it."""
+    """Whether `x` holds texts: a string, or a sequence, array or pandas Series with a string in it."""
     if isinstance(x, str):
         return True
+    if type(x).__name__ == "Series":  # a pandas column of texts
+        x = x.to_numpy()
     if isinstance(x, np.ndarray):
         return x.dtype.kind == "U" or (x.dtype == object and any(isinstance(item, str) for item in x.ravel()))
     return isinstance(x, (list, tuple)) and any(isinstance(item, str) for item in x)
@@ -68,7 +70,7 @@ def explain_text(model, texts, method: str = "ig", target=None, *, tokenizer=Non
     with adapted.evaluating():
         batch = encode(adapted.tokenizer, texts, max(max_length, 3))
         with torch.no_grad():
-            scores = adapted.scores(batch.ids, batch.mask).float()
+            scores = adapted.scores(batch.ids, batch.mask).float().cpu()
         targets = Targets(target, len(texts))
         chosen = targets.pick(scores).numpy()
         values, extra = _attributions(adapted, batch, method, chosen, options, on_step)

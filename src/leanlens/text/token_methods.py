@@ -72,8 +72,9 @@ def embedding_ig(model: TextModel, batch: Encoded, target: np.ndarray, options: 
                                 "use a forward-only method: " + ", ".join(repr(m) for m in FORWARD_ONLY))
     with torch.no_grad():
         inputs = model.embed(batch.ids)
-        base = torch.where(batch.players[..., None], model.embed(torch.full_like(batch.ids, batch.pad_id)), inputs)
-    channel = batch.mask[..., None].to(inputs.dtype)
+        players = batch.players[..., None].to(inputs.device)
+        base = torch.where(players, model.embed(torch.full_like(batch.ids, batch.pad_id)), inputs)
+    channel = batch.mask[..., None].to(inputs.device, inputs.dtype)
     packed, packed_base = torch.cat([inputs, channel], -1), torch.cat([base, channel], -1)
     result = explain(_PackedEmbeddings(model, model.module), packed, "ig", target=target, baseline=packed_base,
                      **options)
