@@ -94,6 +94,8 @@ def test_special_tokens_and_padding_get_no_values():
         assert not np.any(explanation.values[i, len(explanation.tokens[i]):])
     assert explanation.values.shape == (3, max(len(t) for t in explanation.tokens))
     assert explanation.tokens[2][:2] == ("un", "##bel")  # word pieces, as the tokenizer cuts them
+    cut = ll.explain(model, TEXTS[:1], method="occlusion", tokenizer=tokenizer, max_length=4)
+    assert cut.tokens == (("a", "truly"),)  # [CLS] a truly [SEP]: max_length counts the special tokens
 
 
 def brute_force_shapley(model, ids: torch.Tensor, target: int, off_id: int) -> np.ndarray:
@@ -201,6 +203,8 @@ def test_the_explanation_prints_saves_and_loads_without_pickle(tmp_path):
     (["fine"], {"target": 2}, BadInput, "out of range"),
     (["fine"], {"baseline": 0}, BadOption, "baseline="),
     (["fine"], {"level": "sentence"}, BadOption, "level="),
+    (["fine"], {"max_length": 2}, BadOption, "max_length=2"),
+    (["fine"], {"target": [0, 1]}, BadInput, "for 1 samples"),
 ])
 def test_bad_text_input_is_refused_in_one_line(texts, options, error, words):
     with pytest.raises(error) as raised:

@@ -64,11 +64,12 @@ def explain_text(model, texts, method: str = "ig", target=None, *, tokenizer=Non
     check_text_options(options)
     if level not in LEVELS:
         raise BadOption(f"level={level!r}", "use 'token' (word pieces) or 'word' (pieces summed per word)")
-    max_length = positive_int("max_length", max_length, "use the model's longest input, e.g. 512")
+    if positive_int("max_length", max_length, "use the model's longest input, e.g. 512") < 3:
+        raise BadOption(f"max_length={max_length} leaves no room for a token", "use at least 3: [CLS], a token, [SEP]")
     texts = checked_texts(texts)
     adapted = text_model(model, tokenizer)
     with adapted.evaluating():
-        batch = encode(adapted.tokenizer, texts, max(max_length, 3))
+        batch = encode(adapted.tokenizer, texts, max_length)
         with torch.no_grad():
             scores = adapted.scores(batch.ids, batch.mask).float().cpu()
         targets = Targets(target, len(texts))
