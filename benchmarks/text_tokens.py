@@ -19,6 +19,7 @@ import argparse
 import os
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -63,11 +64,16 @@ def agreement_rows(model, quantized: dict, sentences) -> list[str]:
         reference = ll.explain(model, sentences, method=method, target=1, **options)
         for scheme, graph in quantized.items():
             candidate = ll.explain(graph, sentences, method=method, target=1, tokenizer=tokenizer, **options)
-            rho = np.array([spearmanr(reference.token_values(i), candidate.token_values(i))[0]
-                            for i in range(len(sentences))])
+            with warnings.catch_warnings():  # constant values: counted below, not warned about
+                warnings.simplefilter("ignore")
+                rho = np.array([spearmanr(reference.token_values(i), candidate.token_values(i))[0]
+                                for i in range(len(sentences))])
             top = np.mean([np.argmax(np.abs(reference.token_values(i))) == np.argmax(np.abs(candidate.token_values(i)))
                            for i in range(len(sentences))])
-            rows.append(f"| {method} | {scheme} | {np.nanmedian(rho):.3f} | {np.nanmin(rho):.3f} | {top:.0%} |")
+            # a text whose values are all equal on one side has no ranking: its rho is undefined (NaN)
+            defined = np.isfinite(rho)
+            rows.append(f"| {method} | {scheme} | {np.median(rho[defined]):.3f} | {rho[defined].min():.3f} | {top:.0%} | "
+                        f"{defined.sum()} of {len(rho)} |")
     return rows
 
 
@@ -92,7 +98,7 @@ def main() -> None:
           f"{args.threads} threads\n")
     print("| method | median abs(delta) / gap | max | under 1 % |\n|---|---|---|---|")
     print(completeness_row(model, sentences, steps))
-    print("\n| method | int8 graph | median Spearman vs fp32 | min | same top token |\n|---|---|---|---|---|")
+    print("\n| method | int8 graph | median Spearman vs fp32 | min | same top token | rho defined |\n|---|---|---|---|---|---|")
     print("\n".join(agreement_rows(model, quantized, sentences)))
     print(f"\nRun took {time.perf_counter() - started:.0f} s.")
 
