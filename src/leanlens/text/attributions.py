@@ -67,12 +67,12 @@ def explain_text(model, texts, method: str = "ig", target=None, *, tokenizer=Non
     if positive_int("max_length", max_length, "use the model's longest input, e.g. 512") < 3:
         raise BadOption(f"max_length={max_length} leaves no room for a token", "use at least 3: [CLS], a token, [SEP]")
     texts = checked_texts(texts)
+    targets = Targets(target, len(texts))  # its kind and length, before the model loads or runs
     adapted = text_model(model, tokenizer)
     with adapted.evaluating():
         batch = encode(adapted.tokenizer, texts, max_length)
         with torch.no_grad():
             scores = adapted.scores(batch.ids, batch.mask).float().cpu()
-        targets = Targets(target, len(texts))
         chosen = targets.pick(scores).numpy()
         values, extra = _attributions(adapted, batch, method, chosen, options, on_step)
     if level == "word":
