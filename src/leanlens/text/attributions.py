@@ -37,8 +37,8 @@ def is_text_batch(x) -> bool:
         return True
     if type(x).__name__ == "Series":  # a pandas column of texts
         x = x.to_numpy()
-    if isinstance(x, np.ndarray):
-        return x.dtype.kind == "U" or (x.dtype == object and any(isinstance(item, str) for item in x.ravel()))
+    if isinstance(x, np.ndarray):  # one text a row: a 2-D array of strings is a table, refused as such
+        return x.ndim == 1 and (x.dtype.kind == "U" or any(isinstance(item, str) for item in x))
     return isinstance(x, (list, tuple)) and any(isinstance(item, str) for item in x)
 
 
