@@ -7,7 +7,6 @@ import pytest
 from markupsafe import Markup
 
 import leanlens as ll
-from leanlens.report import sections
 from leanlens.report.importance import BAR_WIDTH, LABEL_WIDTH, importance_html
 from leanlens.report.reasons import reasons_html
 from leanlens.report.surrogate import surrogate_html
@@ -74,21 +73,23 @@ def test_surrogate_and_reasons_sections_show_their_figures():
     assert "debt = 0.6 (+1.25)" in reasons and "(-0.5)" in reasons and "the first 1 of 40 rows" in reasons
 
 
-def test_the_report_shows_each_attachment_through_the_registry(tmp_path, monkeypatch):
+TOKENS = {"rows": [{"text": HOSTILE, "target": 1, "score": 0.9, "method": "ig", "level": "token",
+                    "tokens": [{"token": HOSTILE, "value": 0.3}, {"token": "fine", "value": -0.15}]}]}
+
+
+def test_the_report_shows_each_attachment_through_the_registry(tmp_path):
     with Store(tmp_path / "lens.db") as store:
         store.record(HOSTILE, fingerprint="f", metrics={})
         for kind, payload in (("importance", IMPORTANCE), ("surrogate", SURROGATE), ("reasons", REASONS),
-                              ("tokens", {"rows": [HOSTILE]}), ("mystery", {}), ("importance", {"mean": 1})):
+                              ("tokens", TOKENS), ("mystery", {}), ("importance", {"mean": 1})):
             store.attach(HOSTILE, kind, payload)
-        # how another section joins: one entry in the registry
-        monkeypatch.setitem(sections.SECTIONS, "tokens", sections.Section(
-            "Token attributions", lambda payload: Markup("<p class='tokens'>{}</p>").format(payload["rows"][0])))
         page = ll.report(store, tmp_path / "report").read_text()
     assert HOSTILE not in page
     kinds = [part.split('"')[0] for part in page.split('class="attachment" data-kind="')[1:]]
     assert kinds == ["importance", "surrogate", "reasons", "tokens", "mystery", "importance"]
     assert page.count('<rect class="bar"') == 3 and "A depth-2 tree" in page and "decision refused" in page
-    assert "<p class='tokens'>&lt;script&gt;" in page and "<h3>Token attributions &middot; &lt;script&gt;" in page
+    assert "title='+0.3' style='background:rgba(214,39,40,1.000)'>&lt;script&gt;alert(1)&lt;/script&gt;&amp;</span>" in page
+    assert "title='-0.15' style='background:rgba(31,119,180,0.500)'>fine</span>" in page and "<h3>Token attributions &middot; &lt;script&gt;" in page
     assert "No view for attachments of kind mystery" in page
     assert "This importance attachment does not have the form its view reads." in page
 

@@ -407,5 +407,9 @@ from leanlens.cli_reasons import reasons as _reasons
 
 app.command(name="reasons")(_reasons)
 
+from leanlens.cli_text import explain_text as _explain_text
+
+app.command(name="explain-text")(_explain_text)
+
 if __name__ == "__main__":  # pragma: no cover
     app()

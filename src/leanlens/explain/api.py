@@ -12,6 +12,7 @@ import contextlib
 import numpy as np
 import torch
 
+from leanlens.errors import BadOption
 from leanlens.explain import cam, gradients, lime, occlusion, shapley  # noqa: F401  (register the methods)
 from leanlens.explain.checks import (
     as_batch,
@@ -27,6 +28,7 @@ from leanlens.explain.targets import Targets, class_scores, runs_own_forward
 from leanlens.models.base import GRADIENTS
 from leanlens.models.tables import is_frame, table_input
 from leanlens.models.wrap import wrap
+from leanlens.text.attributions import explain_text, is_text_batch
 
 
 def explain(model, x, method: str = "saliency", target=None, *, autocast: bool = False, engine=None,
@@ -45,7 +47,14 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
     engine : None (this process), or "ray" / `leanlens.scale.Ray(...)`: the same explanation,
         computed in shards on a Ray cluster (docs/scale.md).
     **options : the method's keyword options (see `ll.methods()[method].options`).
+
+    A list of strings is explained over its tokens (see `leanlens.text.attributions`): the
+    model is then a text classifier, with `tokenizer=` for a transformers one.
     """
+    if is_text_batch(x):
+        if engine is not None:
+            raise BadOption("engine= does not take texts yet", "explain texts in this process (leave engine out)")
+        return explain_text(model, x, method, target, **options)
     if engine is not None:  # leanlens.scale: equal to this process's run, computed in shards
         from leanlens.scale import explain_on_ray
 

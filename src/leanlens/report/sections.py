@@ -15,6 +15,7 @@ from markupsafe import Markup
 from leanlens.report.importance import importance_html
 from leanlens.report.reasons import reasons_html
 from leanlens.report.surrogate import surrogate_html
+from leanlens.report.tokens import tokens_html
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ SECTIONS: dict[str, Section] = {
     "importance": Section("Feature importance", importance_html),
     "surrogate": Section("Surrogate tree", surrogate_html),
     "reasons": Section("Reason codes", reasons_html),
+    # payload {"rows": token_rows(explanation)}; tokens_html escapes every token and caption itself
+    "tokens": Section("Token attributions", lambda payload: Markup(tokens_html(payload["rows"]))),
 }
 
 
