@@ -27,6 +27,7 @@ from torch import fx, nn
 
 from leanlens.compression.twin import int8_twin
 
+
 def uint8_rounding(low: float, high: float) -> tuple[float, int]:
     """ORT's scale (float32) and zero point of a uint8 tensor observed over [low, high]."""
     low, high = min(float(np.float32(low)), 0.0), max(float(np.float32(high)), 0.0)
