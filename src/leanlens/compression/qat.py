@@ -119,8 +119,9 @@ def train_int8(source: nn.Module, folded: fx.GraphModule, fp32_onnx: bytes, trai
 
 
 def _train(model: fx.GraphModule, training: Training, batch_size: int, seed: int) -> list[float]:
-    """AdamW on cross-entropy with a cosine decay of `lr`; batch-norms left in float stay frozen
-    (their statistics are those of the float model the graph computes)."""
+    """AdamW on cross-entropy with a cosine decay: the weights at `lr`, the activation ranges at
+    RANGE_LR; batch-norms left in float stay frozen (their statistics are those of the float model
+    the graph computes)."""
     data = training.data
     model.train()
     for module in model.modules():
