@@ -16,6 +16,7 @@ import leanlens as ll
 from leanlens.compression.fakequant import (
     RoundedWeights,
     graph_roundings,
+    learned_rounding,
     uint8_rounding,
 )
 from leanlens.compression.onnx_export import fold_batchnorm, to_onnx
@@ -174,3 +175,48 @@ def test_what_qat_cannot_do_is_one_line(mlp, digits, call, error, message):
     with pytest.raises(error, match=message) as caught:
         call(mlp, digits)
     one_line(caught)
+
+
+def test_a_learned_range_rounds_and_differentiates_as_torchs_lsq_does():
+    # torch's own LSQ+ fake quantization is the oracle: same values, same gradients for x, scale and zero point
+    torch.manual_seed(0)
+    x, weights = (3 * torch.randn(200)).requires_grad_(True), torch.randn(200)
+    scale, zero = torch.tensor(0.03, requires_grad=True), torch.tensor(100.3, requires_grad=True)
+    (learned_rounding(x, scale, zero) * weights).sum().backward()
+    x_ref = x.detach().clone().requires_grad_(True)
+    scale_ref, zero_ref = torch.tensor([0.03], requires_grad=True), torch.tensor([100.3], requires_grad=True)
+    reference = torch._fake_quantize_learnable_per_tensor_affine(x_ref, scale_ref, zero_ref, 0, 255, 1.0)
+    (reference * weights).sum().backward()
+    np.testing.assert_array_equal(learned_rounding(x, scale, zero).detach(), reference.detach())
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-6)  # (x / scale) · scale: 1 up to float rounding
+    assert float(scale.grad) == pytest.approx(float(scale_ref.grad), rel=1e-5)
+    assert float(zero.grad) == pytest.approx(float(zero_ref.grad), rel=1e-5)
+    assert 0 < (x.grad == 0).sum() < len(x)  # some values clipped, and only those lose their gradient
+
+
+@pytest.fixture(scope="module")
+def glitching_sensor():
+    """Is x1 > x2? Input 0 jumps to 16 on 5 % of the samples and carries nothing: min-max keeps
+    it in the range, leaving 16 levels for the values that decide."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (1536, 4)).astype(np.float32)
+    y = (x[:, 1] > x[:, 2]).astype(np.int64)
+    x[:, 0] = 16.0 * (rng.random(len(x)) < 0.05)
+    data = ll.data.Dataset(x, y)
+    train, test = data.subset(np.arange(1024)), data.subset(np.arange(1024, 1536))
+    torch.manual_seed(0)
+    model = ll.finetune(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), train, epochs=10, lr=1e-2)
+    return model, train, test
+
+
+def test_qat_learns_to_clip_an_outlier_that_ptqs_range_must_hold(glitching_sensor):
+    model, train, test = glitching_sensor
+    ptq = ll.quantize(model, train)
+    qat = ll.quantize(model, train, "int8-qat", epochs=8, lr=1e-3)
+    (ptq_scale, ptq_zero), (qat_scale, qat_zero) = graph_roundings(ptq.model_bytes)["x"], graph_roundings(qat.model_bytes)["x"]
+    assert 255 * ptq_scale == pytest.approx(16.0, rel=1e-6) and ptq_zero == 0
+    clip = (255 - qat_zero) * qat_scale
+    assert clip < 0.7 * 16.0 and qat_scale < 0.7 * ptq_scale  # the glitch is clipped: finer steps for x1 and x2
+    assert ops(qat.model_bytes) == ops(ptq.model_bytes)  # still PTQ's graph, node for node
+    accuracy = {name: (m.predict(test.x).argmax(1) == test.y).mean() for name, m in (("ptq", ptq), ("qat", qat))}
+    assert accuracy["qat"] > accuracy["ptq"] + 0.005, accuracy

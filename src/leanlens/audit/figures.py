@@ -14,6 +14,8 @@ TIMING = "latency per batch, timed in one interleaved run"
 class ModelFigures(Record):
     """A version's figures; a figure that was not measured stays None."""
 
+    scheme: str | None = shown("scheme", "text", "how ll.quantize made this version (int8 is post-training, "
+                               "int8-qat quantization-aware training); empty for a float model")
     accuracy: float | None = shown("acc.", "percent", "share of test samples classified correctly")
     agreement: float | None = shown(
         "agree", "percent", "share of samples where this version predicts the same class as the reference")
@@ -44,7 +46,7 @@ def profile_figures(p: Profile, *, reference_fp32_ms: float | None) -> dict:
     """The cost and latency fields of a profile; speed-up against the reference's best fp32 path."""
     latency, fp32 = p.latency, p.latency.fp32
     return {
-        "params": p.cost.params, "macs": p.cost.macs, "bytes": p.cost.bytes,
+        "scheme": p.cost.scheme, "params": p.cost.params, "macs": p.cost.macs, "bytes": p.cost.bytes,
         "runtime": latency.runtime, "latency_ms": latency.own.median_ms, "latency_min_ms": latency.own.min_ms,
         "fp32_runtime": latency.fp32_runtime,
         "fp32_latency_ms": fp32.median_ms if fp32 else None, "fp32_latency_min_ms": fp32.min_ms if fp32 else None,

@@ -11,6 +11,7 @@ import torch
 from leanlens.audit.runtimes import Latency, latencies
 from leanlens.audit.timing import Clock
 from leanlens.models.onnx_model import OnnxModel
+from leanlens.models.scheme import scheme_of
 from leanlens.models.torch_model import TorchModel, count_parameters
 from leanlens.models.wrap import wrap
 
@@ -22,6 +23,7 @@ class Cost:
     params: int | None
     macs: int | None
     bytes: int | None  # serialized size: safetensors for torch, the .onnx file for ONNX
+    scheme: str | None = None  # how ll.quantize made it ("int8", "int8-qat"...); None for float models
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,13 @@ def cost(model, example: np.ndarray) -> Cost:
     model = wrap(model)
     module = getattr(model, "module", None)
     if module is None and isinstance(model, OnnxModel):  # a graph without a twin: count its stored values
-        return Cost(params=_onnx_values(model.model_bytes), macs=None, bytes=len(model.model_bytes))
+        return Cost(params=_onnx_values(model.model_bytes), macs=None, bytes=len(model.model_bytes),
+                    scheme=scheme_of(model))
     return Cost(
         params=count_parameters(module) if module is not None else None,
         macs=_macs(module, example[:1]) if module is not None else None,
         bytes=serialized_bytes(model),
+        scheme=scheme_of(model),
     )
 
 

@@ -27,8 +27,6 @@ from torch import fx, nn
 
 from leanlens.compression.twin import int8_twin
 
-MOMENTUM = 0.01  # the weight of each training batch's extremes in the moving ranges (torch's default)
-
 
 def uint8_rounding(low: float, high: float) -> tuple[float, int]:
     """ORT's scale (float32) and zero point of a uint8 tensor observed over [low, high]."""
@@ -43,9 +41,11 @@ class ActivationRange(nn.Module):
     """An observer of one activation tensor's range that rounds the tensor to uint8 on it.
 
     While `calibrating` it only records the extremes it sees, as ORT's min-max calibration
-    does on the float model. In training it moves its range towards each batch's extremes
-    (an exponential moving average) and rounds with a straight-through gradient that stops
-    outside the range, as the deployed model's values stop there.
+    does on the float model: PTQ's range. `learn_range()` then makes the rounding's scale and
+    zero point trainable, starting from that range (LSQ+, Bhalgat et al., 2020): the loss
+    decides where to clip. A moving min-max can only follow the extremes, so one outlier
+    (a stuck pixel, a rare large activation) holds the range open for good; a learned range
+    clips it when the model is better off with finer steps for everything else.
     """
 
     def __init__(self, tensor: str):
@@ -54,21 +54,55 @@ class ActivationRange(nn.Module):
         self.calibrating = False
         self.register_buffer("low", torch.tensor(float("inf")))
         self.register_buffer("high", torch.tensor(float("-inf")))
+        # the step in log space, so that one learning rate moves small and large ranges alike
+        self.log_scale = nn.Parameter(torch.zeros(()), requires_grad=False)
+        self.zero_point = nn.Parameter(torch.zeros(()), requires_grad=False)
+        self.register_buffer("learning", torch.tensor(False))
+
+    def learn_range(self) -> None:
+        """Start the trainable rounding at the calibrated min-max range, exactly as ORT rounds it."""
+        scale, zero_point = uint8_rounding(self.low, self.high)
+        with torch.no_grad():
+            self.log_scale.fill_(float(np.log(scale)))
+            self.zero_point.fill_(float(zero_point))
+        self.log_scale.requires_grad_(True)
+        self.zero_point.requires_grad_(True)
+        self.learning.fill_(True)
 
     def rounding(self) -> tuple[float, int]:
-        return uint8_rounding(self.low, self.high)
+        """The (scale, zero point) this tensor is rounded with, as ORT will store them."""
+        if not self.learning:
+            return uint8_rounding(self.low, self.high)
+        scale = float(np.float32(np.exp(float(self.log_scale.detach()))))
+        return scale, int(np.clip(np.round(float(self.zero_point.detach())), 0, 255))
 
     def forward(self, x):
-        batch_low, batch_high = x.detach().min().float(), x.detach().max().float()
         if self.calibrating:
-            self.low.copy_(torch.minimum(self.low, batch_low))
-            self.high.copy_(torch.maximum(self.high, batch_high))
+            self.low.copy_(torch.minimum(self.low, x.detach().min().float()))
+            self.high.copy_(torch.maximum(self.high, x.detach().max().float()))
             return x
-        if self.training:
-            self.low.lerp_(batch_low, MOMENTUM)
-            self.high.lerp_(batch_high, MOMENTUM)
+        if self.training and self.learning:
+            return learned_rounding(x, self.log_scale.exp(), self.zero_point)
         scale, zero_point = self.rounding()
         return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, 255)
+
+
+def _straight_through_round(value: torch.Tensor) -> torch.Tensor:
+    """round() forward, identity backward."""
+    return value + (value.round() - value).detach()
+
+
+def learned_rounding(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """uint8 fake quantization that is differentiable in its scale and zero point (LSQ+).
+
+    Forward it equals `torch.fake_quantize_per_tensor_affine` at (scale, round(zero point)).
+    Backward: x gets a straight-through gradient inside the range and none outside; the scale
+    gets each value's rounding error inside and the clipped level outside, so that clipping
+    and rounding error are traded against the loss.
+    """
+    zero = _straight_through_round(zero_point).clamp(0, 255)
+    levels = (_straight_through_round(x / scale) + zero).clamp(0, 255)
+    return (levels - zero) * scale
 
 
 class RoundedWeights(nn.Module):

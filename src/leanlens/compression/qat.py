@@ -35,6 +35,7 @@ from leanlens.compression.fakequant import (
     calibrate,
     fake_quantized,
     learned_roundings,
+    observers,
 )
 from leanlens.compression.finetune import shuffled_batches
 from leanlens.compression.onnx_export import fold_batchnorm, quiet_onnx_tools, to_onnx
@@ -46,6 +47,9 @@ from leanlens.explain.options import real
 FOLDED_PATTERNS = [(nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d),
                    (nn.Linear, nn.BatchNorm1d)]
 MATCHING_SAMPLES = 16  # inputs on which the graph's rounded tensors are found among torch's nodes
+# Adam's step on the ranges' log-scales: at most about this fraction of a range per step, whatever
+# the weights' learning rate (a range is one number that every value of its tensor pulls on)
+RANGE_LR = 3e-2
 
 
 class Training(NamedTuple):
@@ -103,6 +107,8 @@ def train_int8(source: nn.Module, folded: fx.GraphModule, fp32_onnx: bytes, trai
     model = fake_quantized(folded, prepared, ptq, calibration[:MATCHING_SAMPLES])
     calibrate(model, calibration, batch_size)
     start = learned_roundings(model)
+    for observer in observers(model):
+        observer.learn_range()
     losses = _train(model, training, batch_size, seed)
     trained_source = _written_back(source, _unwrapped(model))
     trained_folded = fold_batchnorm(trained_source)
@@ -113,16 +119,19 @@ def train_int8(source: nn.Module, folded: fx.GraphModule, fp32_onnx: bytes, trai
 
 
 def _train(model: fx.GraphModule, training: Training, batch_size: int, seed: int) -> list[float]:
-    """AdamW on cross-entropy with a cosine decay of `lr`; batch-norms left in float stay frozen
-    (their statistics are those of the float model the graph computes)."""
+    """AdamW on cross-entropy with a cosine decay: the weights at `lr`, the activation ranges at
+    RANGE_LR; batch-norms left in float stay frozen (their statistics are those of the float model
+    the graph computes)."""
     data = training.data
     model.train()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
-    parameters = [p.requires_grad_(True) for p in model.parameters()]
+    ranges = [p for observer in observers(model) for p in (observer.log_scale, observer.zero_point)]
+    weights = [p.requires_grad_(True) for p in model.parameters() if all(p is not r for r in ranges)]
     total = max(1, round(training.epochs * int(np.ceil(len(data) / batch_size))))
-    optimizer = torch.optim.AdamW(parameters, lr=training.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW([{"params": weights, "lr": training.lr}, {"params": ranges, "lr": RANGE_LR}],
+                                  weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
     batches = shuffled_batches(np.random.default_rng(seed), len(data), batch_size)
     losses = []

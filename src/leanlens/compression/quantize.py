@@ -31,6 +31,7 @@ from leanlens.data import Dataset, as_dataset, as_inputs
 from leanlens.errors import BadInput, BadOption, UnknownMethod, closest
 from leanlens.explain.options import positive_int, real
 from leanlens.models.onnx_model import OnnxModel
+from leanlens.models.scheme import tagged
 from leanlens.models.torch_model import TorchModel
 from leanlens.text.classifier import is_text_classifier
 
@@ -84,8 +85,9 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
         # imported here, not at the top: text_quantize imports this module
         from leanlens.compression.text_quantize import quantize_text
 
-        return quantize_text(model, data, scheme, calibration_samples=calibration_samples, batch_size=batch_size,
+        text = quantize_text(model, data, scheme, calibration_samples=calibration_samples, batch_size=batch_size,
                              calibrate_method=calibrate_method, max_drop=max_drop)
+        return OnnxModel(tagged(text.model_bytes, scheme), twin=text.twin, fp32=text.fp32)
     guard = _accuracy_guard(data, max_drop, scheme)
     calibration = calibration_inputs(_unlabelled(data), calibration_samples)
     source = copy.deepcopy(model.module).eval()
@@ -110,6 +112,7 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
         if guard is not None:
             low_bit_onnx = within_drop(folded, fp32_onnx, low_bit_onnx, *guard, requantize)
     fp32 = OnnxModel(fp32_onnx, twin=TorchModel(source))
+    low_bit_onnx = tagged(low_bit_onnx, scheme)  # the store's scheme column reads it back (models/scheme.py)
     return OnnxModel(low_bit_onnx, twin=TorchModel(int8_twin(folded, low_bit_onnx)[0]), fp32=fp32)
 
 

@@ -11,7 +11,7 @@ from leanlens.audit import ModelFigures
 from leanlens.errors import BadInput, BadOption
 from leanlens.metrics import ExplanationScores
 from leanlens.metrics.record import number
-from leanlens.report import figures, history, html, table
+from leanlens.report import figures, history, html, schemes, table
 from leanlens.report.gate_runs import gate_table
 from leanlens.report.grid import heatmap_grid
 from leanlens.report.sections import attachment_sections
@@ -73,6 +73,7 @@ def _context(store: Store, method: str, title: str) -> dict:
         "header_top": top,
         "header_sub": sub,
         "rows": table.rows(versions, cols),
+        "schemes": schemes.comparisons(versions),
         "missing": table.MISSING,
         "grid": heatmap_grid(store, versions, method),
         "colorbar": figures.colorbar_css(),
