@@ -168,11 +168,15 @@ def test_text_qat_trains_moves_the_ranges_and_deploys_on_ptqs_graph(qat_run, qua
     assert head.abs().max() > 0 and torch.equal(model.head.weight, torch.zeros_like(head))  # a copy trained
 
 
-def test_text_qat_without_labels_is_one_line():
+def test_text_qat_without_labels_and_static_int8_on_one_sample_are_one_line():
     train, _ = sentiment_task()
     with pytest.raises(BadInput, match="int8-qat") as error:
         ll.quantize(sentiment_model(), train.x, scheme="int8-qat")
     assert "(x, y)" in one_line(error)
+    for scheme in ("int8", "int8-qat"):
+        with pytest.raises(BadInput, match="one sample") as error:
+            ll.quantize(sentiment_model(), train.subset([0]), scheme=scheme)
+        one_line(error)
 
 
 def test_calibration_data_that_is_not_token_ids_is_refused_before_export(quantized):

@@ -28,10 +28,9 @@ PRODUCTS = ("MatMul", "Gemm")  # the operators static int8 quantizes in a transf
 
 
 def within_drop_graph(fp32_onnx: bytes, int8_onnx: bytes, data: Dataset, max_drop: float,
-                      requantize: Callable[[list[str]], bytes], on_try: Callable[[int], None] | None = None) -> bytes:
+                      requantize: Callable[[list[str]], bytes]) -> bytes:
     """The int8 graph with the fewest float MatMul/Gemm nodes whose accuracy on `data` is at most
-    `max_drop` points below the float graph's; `requantize(names)` quantizes with those nodes float.
-    `on_try(count)` is called before each re-quantization (it can take a minute on a transformer)."""
+    `max_drop` points below the float graph's; `requantize(names)` quantizes with those nodes float."""
     floor = _accuracy(fp32_onnx, data) - max_drop / 100
     if _accuracy(int8_onnx, data) >= floor:
         return int8_onnx
@@ -39,8 +38,6 @@ def within_drop_graph(fp32_onnx: bytes, int8_onnx: bytes, data: Dataset, max_dro
     tried: dict[int, bytes | None] = {}
 
     def meets(count: int) -> bool:
-        if on_try is not None:
-            on_try(count)
         graph = requantize(ranked[:count])
         tried[count] = graph if _accuracy(graph, data) >= floor else None
         return tried[count] is not None

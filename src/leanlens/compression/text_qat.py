@@ -23,11 +23,15 @@ from typing import NamedTuple
 
 import numpy as np
 import onnx
-import torch
 from onnx import numpy_helper
 from torch import nn
 
-from leanlens.compression.fakequant import ActivationRange, RoundedWeights, calibrate, learned_roundings
+from leanlens.compression.fakequant import (
+    ActivationRange,
+    RoundedWeights,
+    calibrate,
+    learned_roundings,
+)
 from leanlens.compression.qat import Training, _train
 from leanlens.compression.text_fallback import PRODUCTS
 from leanlens.compression.text_quantize import prepared_graph, text_to_onnx

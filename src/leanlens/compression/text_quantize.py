@@ -71,7 +71,8 @@ def quantize_text(model: TorchModel, data, scheme: str, *, calibration_samples: 
                                 symbolic_shapes=False, overrides=overrides, extra_options=STATIC_OPTIONS)
 
     if scheme == "int8-qat":
-        from leanlens.compression.text_qat import train_text_int8  # it imports this module
+        # imported here, not at the top: text_qat imports this module
+        from leanlens.compression.text_qat import train_text_int8
 
         trained = train_text_int8(module, training, calibration, batch_size,
                                   lambda graph, learned: static(graph, [], learned))
