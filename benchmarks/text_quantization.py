@@ -125,6 +125,7 @@ def main() -> None:
     started = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
+    parser.add_argument("--no-latency", action="store_true", help="accuracy table only (for a loaded machine)")
     parser.add_argument("--threads", type=int, default=THREADS, help="intra-op threads of every runtime")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -140,8 +141,9 @@ def main() -> None:
           f"static int8 calibrated on {calibration} training words (QAT trains on all of them).\n")
     print("| model | accuracy | changed predictions vs fp32 (95 % CI) | agreement | size |\n|---|---|---|---|---|")
     print("\n".join(accuracy_rows(model, quantized, x, test.y)))
-    print("\n| batch | runtime | median ms | min ms | vs best fp32 |\n|---|---|---|---|---|")
-    print("\n".join(latency_rows(model, quantized, x, repeats, args.threads)))
+    if not args.no_latency:
+        print("\n| batch | runtime | median ms | min ms | vs best fp32 |\n|---|---|---|---|---|")
+        print("\n".join(latency_rows(model, quantized, x, repeats, args.threads)))
     print(f"\nRun took {time.perf_counter() - started:.0f} s.")
 
 
