@@ -1,6 +1,7 @@
 """The text classifier exported to ONNX and quantized: each scheme's low-bit kernels, its agreement
 with the float model on held-out words, and one-line refusals."""
 
+import copy
 import os
 from collections import Counter
 
@@ -14,8 +15,13 @@ from text_support import shallow_sentiment_model as sentiment_model
 
 import leanlens as ll
 from leanlens import text
-from leanlens.compression.text_quantize import text_to_onnx
-from leanlens.errors import BadInput, BadOption, MissingCapability
+from leanlens.compression.fakequant import graph_roundings
+from leanlens.compression.qat import training_options
+from leanlens.compression.quantize import _quantize_static
+from leanlens.compression.text_qat import train_text_int8
+from leanlens.compression.text_quantize import STATIC_OPS, STATIC_OPTIONS, text_to_onnx
+from leanlens.compression.twin import float_layers
+from leanlens.errors import BadInput, MissingCapability
 
 SCHEMES = ("int8", "int8-dynamic", "int4-weight")
 # the operator that does each scheme's arithmetic in low bits, and how many there must be: each
@@ -68,8 +74,11 @@ def test_each_scheme_computes_its_linear_layers_with_low_bit_kernels(quantized):
     made_by = {out: node.op_type for node in graph.node for out in node.output}
     matmuls = [node for node in graph.node if node.op_type in ("MatMul", "Gemm")]
     assert len(matmuls) == LINEAR_LAYERS + ATTENTION_PRODUCTS == static["MatMul"] + static["Gemm"]
+    read_by = {name: node.op_type for node in graph.node for name in node.input}
     for node in matmuls:  # both operands come rounded to int8: ORT runs them as integer products
         assert [made_by.get(name) for name in node.input[:2]] == ["DequantizeLinear"] * 2, node.name
+        # ... giving float outputs (MatMulIntegerToFloat): one uint8 range would flatten BERT's outlier dimensions
+        assert read_by.get(node.output[0]) != "QuantizeLinear", node.name
     assert all(q.fp32 is not None and ops(q.fp32.model_bytes)["QuantizeLinear"] == 0 for q in quantized.values())
 
 
@@ -96,18 +105,78 @@ def test_the_quantized_text_model_gives_no_gradients_and_says_so(quantized):
     assert "gradients" in one_line(error) and "occlusion" in str(error.value)
 
 
-def test_text_models_refuse_max_drop_in_one_line():
-    train, _ = sentiment_task()
-    with pytest.raises(BadOption, match="max_drop") as error:
-        ll.quantize(sentiment_model(), train, scheme="int8", max_drop=1.0)
-    one_line(error)
+def with_outlier_dimension(model, scale: float = 1000.0):
+    """The same function, with one dimension of the head's input `scale` times larger (the last
+    LayerNorm's output, and the head's weights on it divided back): BERT's outlier features, made
+    to order. On one uint8 range that dimension leaves every other at a step's width of zero."""
+    model = copy.deepcopy(model)
+    norm = model.encoder.encoder.layer[-1].output.LayerNorm
+    with torch.no_grad():
+        norm.weight[0] *= scale
+        norm.bias[0] *= scale
+        model.head.weight[:, 0] /= scale
+    return model
 
 
-def test_text_models_refuse_qat_in_one_line_naming_the_schemes_that_work():
+def test_max_drop_sends_the_harmful_matmul_back_to_float_on_the_graph_itself(workdir, monkeypatch):
     train, _ = sentiment_task()
-    with pytest.raises(BadOption, match="int8-qat") as error:
-        ll.quantize(sentiment_model(), train, scheme="int8-qat")
-    assert "int8-dynamic" in one_line(error)
+    data = train.subset(np.arange(96))
+    model = with_outlier_dimension(sentiment_model())
+    monkeypatch.chdir(workdir)
+    plain = ll.quantize(model, data, scheme="int8", calibration_samples=32)
+    guarded = ll.quantize(model, data, scheme="int8", calibration_samples=32, max_drop=1.0)
+    float_accuracy = (plain.fp32.predict(data.x).argmax(1) == data.y).mean()
+    assert (plain.predict(data.x).argmax(1) == data.y).mean() < float_accuracy - 0.01  # plain int8 misses
+    assert (guarded.predict(data.x).argmax(1) == data.y).mean() >= float_accuracy - 0.01
+    assert float_layers(plain) == [] and float_layers(guarded) == ["/head/Gemm"]  # the one node it needs
+    graph = onnx.load_from_string(guarded.model_bytes).graph
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
+    head = next(node for node in graph.node if node.name == "/head/Gemm")
+    assert made_by[head.input[0]] != "DequantizeLinear" and ops(guarded.model_bytes)["Gemm"] == 1
+
+
+@pytest.fixture(scope="module")
+def qat_run():
+    """QAT from an untrained head (the loss starts at ln 2), a few steps: the text path's training."""
+    train, _ = sentiment_task()
+    model = copy.deepcopy(sentiment_model())
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
+    calibration = train.x[:32]
+
+    def quantize(graph, overrides):
+        return _quantize_static(graph, calibration, 32, "minmax", [], STATIC_OPS, symbolic_shapes=False,
+                                overrides=overrides, extra_options=STATIC_OPTIONS)
+
+    training = training_options("int8-qat", train.subset(np.arange(192)), 1.0, 1e-3, None, "minmax")
+    return model, train_text_int8(model, training, calibration, 32, quantize)
+
+
+def test_text_qat_trains_moves_the_ranges_and_deploys_on_ptqs_graph(qat_run, quantized):
+    model, run = qat_run
+    assert run.losses[0] == pytest.approx(np.log(2), abs=1e-6)  # a zero head scores both classes alike
+    # measured here: 0.63 and 0.65 at the last two of 6 steps; exactly ln 2 at every step when nothing trains
+    assert max(run.losses[-2:]) < 0.95 * np.log(2)
+    # every linear layer's input is observed (query, key and value share one): 4 a layer, and the head's
+    assert len(run.start) == SHALLOW_LAYERS * 4 + 1 == len(run.learned)
+    assert all(run.start[t][0]["scale"] != run.learned[t][0]["scale"] for t in run.start)
+    assert ops(run.int8_onnx) == ops(quantized["int8"].model_bytes)  # node for node PTQ's operators
+    rounded = graph_roundings(run.int8_onnx)
+    for tensor, (learned,) in run.learned.items():  # ... holding exactly the learned ranges
+        assert rounded[tensor] == (float(learned["scale"]), int(learned["zero_point"]))
+    head = run.module.head.weight.detach()
+    assert head.abs().max() > 0 and torch.equal(model.head.weight, torch.zeros_like(head))  # a copy trained
+
+
+def test_text_qat_without_labels_and_static_int8_on_one_sample_are_one_line():
+    train, _ = sentiment_task()
+    with pytest.raises(BadInput, match="int8-qat") as error:
+        ll.quantize(sentiment_model(), train.x, scheme="int8-qat")
+    assert "(x, y)" in one_line(error)
+    for scheme in ("int8", "int8-qat"):
+        with pytest.raises(BadInput, match="one sample") as error:
+            ll.quantize(sentiment_model(), train.subset([0]), scheme=scheme)
+        one_line(error)
 
 
 def test_calibration_data_that_is_not_token_ids_is_refused_before_export(quantized):

@@ -86,7 +86,7 @@ def quantize(model, data, scheme: str = "int8", *, calibration_samples: int = 25
         from leanlens.compression.text_quantize import quantize_text
 
         text = quantize_text(model, data, scheme, calibration_samples=calibration_samples, batch_size=batch_size,
-                             calibrate_method=calibrate_method, max_drop=max_drop)
+                             calibrate_method=calibrate_method, max_drop=max_drop, training=training)
         return OnnxModel(tagged(text.model_bytes, scheme), twin=text.twin, fp32=text.fp32)
     guard = _accuracy_guard(data, max_drop, scheme)
     calibration = calibration_inputs(_unlabelled(data), calibration_samples)
@@ -136,9 +136,9 @@ def _unlabelled(data) -> np.ndarray:
 
 def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int, calibrate_method: str,
                      float_nodes: list[str], op_types: list[str] | None = None, symbolic_shapes: bool = True,
-                     overrides: dict | None = None) -> bytes:
+                     overrides: dict | None = None, extra_options: dict | None = None) -> bytes:
     """The static QDQ graph; `op_types` limits which operators are quantized (None: all ORT can);
-    `overrides` (ORT's TensorQuantOverrides) fixes some tensors' scales."""
+    `overrides` (ORT's TensorQuantOverrides) fixes some tensors' scales; `extra_options` adds ORT's others."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -170,7 +170,7 @@ def _quantize_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int,
             op_types_to_quantize=op_types,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                               "entropy": CalibrationMethod.Entropy}[calibrate_method],
-            extra_options={"TensorQuantOverrides": overrides or {}},
+            extra_options={**(extra_options or {}), "TensorQuantOverrides": overrides or {}},
         )
         return quantized.read_bytes()
 

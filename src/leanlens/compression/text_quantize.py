@@ -5,8 +5,11 @@ branches on Python values), so the text model takes the TorchScript exporter dir
 dynamic batch and token axes and int64 ids as its one input. The dynamo exporter is not used:
 it needs the onnxscript package, which leanlens does not depend on.
 
-What each scheme rounds: "int8" puts static QDQ pairs around every MatMul (the attention
-products and the linear layers) and the head's Gemm, calibrated on token ids; "int8-dynamic"
+What each scheme rounds: "int8" rounds the inputs of every MatMul (the attention products and
+the linear layers) and of the head's Gemm with static QDQ pairs calibrated on token ids, and
+leaves their outputs float; "int8-qat" is that graph after training with that rounding
+(compression/text_qat.py); `max_drop` sends the MatMuls that hurt most back to float
+(compression/text_fallback.py); "int8-dynamic"
 turns the linear layers into MatMulInteger, leaving the two activation × activation products
 of each attention layer in float; "int4-weight" stores the linear layers' weights in 4-bit
 blocks (MatMulNBits). In all three the embedding tables (most of the file) stay float.
@@ -18,19 +21,26 @@ and CAM methods are refused in one line; black-box methods explain the ONNX grap
 from __future__ import annotations
 
 import io
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from leanlens.compression.checks import calibration_inputs
 from leanlens.compression.int4 import quantize_int4
+from leanlens.compression.onnx_export import quiet_onnx_tools
+from leanlens.compression.qat import Training
 from leanlens.compression.quantize import (
+    _accuracy_guard,
+    _prepared,
     _quantize_dynamic,
     _quantize_static,
     _unlabelled,
 )
-from leanlens.errors import BadInput, BadOption
+from leanlens.compression.text_fallback import within_drop_graph
+from leanlens.errors import BadInput
 from leanlens.models.onnx_model import OnnxModel
 from leanlens.models.torch_model import TorchModel, inference
 from leanlens.text.classifier import TextClassifier
@@ -38,20 +48,35 @@ from leanlens.text.classifier import TextClassifier
 # the operators static int8 quantizes in a transformer: rounding LayerNorm, Softmax or GELU
 # inputs costs accuracy and saves no time, since ORT has no integer kernels for them
 STATIC_OPS = ["MatMul", "Gemm"]
+# ... and their outputs stay float: ORT then fuses each into MatMulIntegerToFloat rather than
+# QLinearMatMul. Rounding the outputs put the feed-forward layers' outputs, where BERT's outlier
+# dimensions live (values to 190 among values of about 1), on one uint8 grid: on the VADER task
+# that was most of static int8's loss (benchmarks/RESULTS.md, "Text quantization").
+STATIC_OPTIONS = {"OpTypesToExcludeOutputQuantization": STATIC_OPS}
 
 
 def quantize_text(model: TorchModel, data, scheme: str, *, calibration_samples: int, batch_size: int,
-                  calibrate_method: str, max_drop: float | None) -> OnnxModel:
-    """`ll.quantize` for a TextClassifier; its options are checked there, except `max_drop`."""
-    if scheme == "int8-qat":  # its fake-quant finds the rounded tensors in an fx trace, which transformers lack
-        raise BadOption("scheme='int8-qat' is not available for text models yet",
-                        "use scheme='int8-dynamic' (it kept 96.7 % agreement on the VADER task) or 'int8'")
-    if max_drop is not None:
-        raise BadOption("max_drop is not available for text models: their layers have no int8 twin to rank",
-                        "leave max_drop out and compare q.predict with the float model on your data")
+                  calibrate_method: str, max_drop: float | None, training: Training | None) -> OnnxModel:
+    """`ll.quantize` for a TextClassifier; its options are checked there (`training` for "int8-qat")."""
+    guard = _accuracy_guard(data, max_drop, scheme)
     calibration = calibration_inputs(_unlabelled(data), calibration_samples)
     module = model.module
     module.checked_ids(torch.as_tensor(calibration))  # every calibration row, before any export
+    if scheme in ("int8", "int8-qat") and len(calibration) < 2:
+        raise BadInput(f"scheme={scheme!r} calibrates activation ranges, and one sample has no range to speak of",
+                       "pass more samples (256 is the default calibration_samples)")
+
+    def static(fp32_onnx: bytes, float_nodes: list[str], overrides: dict | None = None) -> bytes:
+        return _quantize_static(fp32_onnx, calibration, batch_size, calibrate_method, float_nodes, STATIC_OPS,
+                                symbolic_shapes=False, overrides=overrides, extra_options=STATIC_OPTIONS)
+
+    if scheme == "int8-qat":
+        # imported here, not at the top: text_qat imports this module
+        from leanlens.compression.text_qat import train_text_int8
+
+        trained = train_text_int8(module, training, calibration, batch_size,
+                                  lambda graph, learned: static(graph, [], learned))
+        return OnnxModel(trained.int8_onnx, fp32=OnnxModel(trained.fp32_onnx))
     fp32_onnx = text_to_onnx(module, calibration[:1])
     # ORT's symbolic shape inference gives up on this graph; ONNX's own is enough for the MatMuls
     if scheme == "int8-dynamic":
@@ -59,9 +84,17 @@ def quantize_text(model: TorchModel, data, scheme: str, *, calibration_samples: 
     elif scheme == "int4-weight":
         low_bit_onnx = quantize_int4(fp32_onnx)
     else:
-        low_bit_onnx = _quantize_static(fp32_onnx, calibration, batch_size, calibrate_method, [], STATIC_OPS,
-                                        symbolic_shapes=False)
+        low_bit_onnx = static(fp32_onnx, [])
+        if guard is not None:
+            low_bit_onnx = within_drop_graph(fp32_onnx, low_bit_onnx, *guard, lambda nodes: static(fp32_onnx, nodes))
     return OnnxModel(low_bit_onnx, fp32=OnnxModel(fp32_onnx))
+
+
+def prepared_graph(fp32_onnx: bytes) -> bytes:
+    """The float graph as ORT's quantizer sees it, after its pre-processing: its tensor names are
+    the ones that TensorQuantOverrides and nodes_to_exclude refer to."""
+    with tempfile.TemporaryDirectory() as tmp, quiet_onnx_tools():
+        return _prepared(fp32_onnx, Path(tmp), symbolic_shapes=False)[1].read_bytes()
 
 
 def text_to_onnx(module: TextClassifier, example: np.ndarray, opset: int = 17) -> bytes:

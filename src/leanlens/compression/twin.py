@@ -203,5 +203,9 @@ def float_layers(model) -> list[str]:
     torch names (for a static int8 model: those `max_drop` sent back to float)."""
     from leanlens.compression.onnx_export import fold_batchnorm
 
+    if model.fp32.twin is None:  # a text model: its graph's float MatMul nodes, by ONNX name
+        from leanlens.compression.text_fallback import float_nodes
+
+        return float_nodes(model.model_bytes)
     _, layers = int8_twin(fold_batchnorm(model.fp32.twin.module), model.model_bytes)
     return [name for name, layer in layers.items() if not layer.quantized]
