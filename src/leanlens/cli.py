@@ -27,6 +27,10 @@ console = Console(width=None if Console().is_terminal else 200)
 QUICK_HELP = "a smaller run (about 30 s on 2 CPU cores)"
 MODEL_HELP = "a file from ll.save, an .onnx or .keras file, or package.module:factory"
 RAY_HELP = "run in shards on Ray: the cluster at RAY_ADDRESS, else a local one (needs leanlens[ray])"
+# options several commands take, spelt once (cli_text and cli_reasons use them too)
+Weights = Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")]
+TrustPickle = Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")]
+ReplaceOut = Annotated[bool, typer.Option("--force", help="replace an existing --out file")]
 # what the commands exit with; `check`'s three are what CI pipelines read
 HOLDS, DRIFTED, REFUSED = 0, 1, 2
 
@@ -81,9 +85,9 @@ def explain(
     target: Annotated[str, typer.Option("--target", help="'predicted', 'label' (the data's y) or a class index")] = "predicted",
     option: Annotated[list[str] | None, typer.Option("--option", help="a method option, NAME=VALUE (repeatable)")] = None,
     n: Annotated[int | None, typer.Option("--n", help="explain only the first N samples")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
-    force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,
+    weights: Weights = None,
+    trust_pickle: TrustPickle = False,
+    force: ReplaceOut = False,
     ray: Annotated[bool, typer.Option("--ray", help=RAY_HELP)] = False,
 ) -> None:
     """Explain a model's decisions on a dataset and save the attributions (.npz, no pickle)."""
@@ -115,55 +119,6 @@ def explain(
 
 
 @app.command()
-def quantize(
-    model: Annotated[str, typer.Argument(help=f"the float model: {MODEL_HELP}")],
-    data: Annotated[str, typer.Argument(help="an .npz file (x, y) or a built-in dataset name to calibrate and measure on")],
-    scheme: Annotated[str, typer.Option("--scheme", help="int8, int8-dynamic, int8-qat or int4-weight")] = "int8",
-    out: Annotated[Path, typer.Option(
-        "--out", help="a leanlens model file (graph, float graph and twin), or a bare .onnx to deploy")
-    ] = Path("quantized.leanlens"),
-    calibrate_method: Annotated[str, typer.Option(
-        "--calibrate-method", help="int8 activation ranges: minmax, percentile or entropy")] = "minmax",
-    max_drop: Annotated[float | None, typer.Option(
-        "--max-drop", help="int8: accuracy points it may lose on DATA; the worst layers go back to float")] = None,
-    epochs: Annotated[float | None, typer.Option(
-        "--epochs", help="int8-qat: passes of quantization-aware training over DATA (default 1)")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="int8-qat: learning rate (default 1e-4)")] = None,
-    n: Annotated[int | None, typer.Option("--n", help="use only the first N samples of DATA")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
-    force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,
-) -> None:
-    """Quantize a float model and write it: real low-bit kernels on ONNX Runtime, with its twin."""
-    from leanlens.cli_inputs import read_data
-    from leanlens.compression import quantize as run_quantize
-    from leanlens.compression.twin import float_layers
-    from leanlens.models.modelfile import resolve_model, save
-
-    try:
-        if out.exists() and not force:
-            raise LeanlensError(f"{out} exists", "pass --force to replace it, or choose another --out")
-        dataset = read_data(data, n)
-        float_model = resolve_model(model, weights, trust_pickle)
-        training = scheme == "int8-qat"  # the one scheme that takes long enough to show progress
-        with _progress(transient=True, disable=not (training and console.is_terminal)) as progress:
-            on_step = _stage(progress)("quantization-aware training", 0) if training else None
-            quantized = run_quantize(float_model, dataset, scheme, calibrate_method=calibrate_method,
-                                     max_drop=max_drop, epochs=epochs, lr=lr, on_step=on_step)
-        written = quantized.save(out) if out.suffix.lower() == ".onnx" else save(quantized, out)
-    except LeanlensError as error:
-        raise _refused(error) from None
-    fp32, low_bit = (m.predict(dataset.x).argmax(1) for m in (quantized.fp32, quantized))
-    console.print(f"{escape(scheme)}: {len(quantized.fp32.model_bytes) / 1024:,.0f} KiB float graph → "
-                  f"{len(quantized.model_bytes) / 1024:,.0f} KiB; accuracy on {len(dataset)} samples "
-                  f"{(fp32 == dataset.y).mean():.2%} → {(low_bit == dataset.y).mean():.2%}, "
-                  f"{int((fp32 != low_bit).sum())} predictions changed")
-    if max_drop is not None:
-        console.print(f"layers kept in float: {escape(', '.join(float_layers(quantized)) or 'none')}")
-    console.print(f"written: {escape(str(written))}")
-
-
-@app.command()
 def compress(
     model: Annotated[str, typer.Argument(help=f"the trained float model: {MODEL_HELP}")],
     data: Annotated[str, typer.Argument(help="an .npz file (x, y) or a built-in dataset name to prune and recover on")],
@@ -180,8 +135,8 @@ def compress(
     store: Annotated[Path | None, typer.Option(
         "--store", help="record the original (as v0 if new) and the compressed model in this store")] = None,
     name: Annotated[str | None, typer.Option("--name", help="the compressed model's version name in --store")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
+    weights: Weights = None,
+    trust_pickle: TrustPickle = False,
     force: Annotated[bool, typer.Option("--force", help="replace what --out holds")] = False,
 ) -> None:
     """Prune a model in steps to a budget, recovering after each, within an accuracy guard."""
@@ -236,8 +191,8 @@ def check(
     samples: Annotated[str, typer.Option(
         "--samples", help="'with_object': held-out probes whose mask holds an object; 'all'")] = "with_object",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="check without recording the run")] = False,
-    weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
+    weights: Weights = None,
+    trust_pickle: TrustPickle = False,
 ) -> None:
     """Gate a candidate: exit 0 when its explanations hold, 1 when they drifted, 2 when it cannot be checked."""
     from leanlens.audit import check as run_check
@@ -406,6 +361,10 @@ def summary_table(versions, method: str) -> Table:
 from leanlens.cli_reasons import reasons as _reasons
 
 app.command(name="reasons")(_reasons)
+
+from leanlens.cli_quantize import quantize as _quantize
+
+app.command(name="quantize")(_quantize)
 
 from leanlens.cli_text import explain_text as _explain_text
 

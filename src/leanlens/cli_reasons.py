@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from leanlens.cli import RAY_HELP, _progress, _refused, _stage, console
+from leanlens.cli import RAY_HELP, ReplaceOut, _progress, _refused, _stage, console
 from leanlens.errors import BadInput, BadOption, LeanlensError
 
 FORMATS = (".csv", ".json")
@@ -35,7 +35,7 @@ def reasons(
     out: Annotated[Path, typer.Option("--out", help="where to write the reason codes: .csv or .json")] = Path("reasons.csv"),
     background: Annotated[int, typer.Option("--background", help="rows of DATA standing for 'typical' (KernelSHAP)")] = 20,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled estimator (runs its code)")] = False,
-    force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,
+    force: ReplaceOut = False,
     store: Annotated[Path | None, typer.Option("--store", help="also record the model with its reason codes, "
                                                 "importance and surrogate tree in this store (for the report)")] = None,
     name: Annotated[str | None, typer.Option("--name", help="the new version's name in --store")] = None,

@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from leanlens.cli import MODEL_HELP, _progress, _refused, _stage, console
+from leanlens.cli import (
+    MODEL_HELP,
+    ReplaceOut,
+    TrustPickle,
+    Weights,
+    _progress,
+    _refused,
+    _stage,
+    console,
+)
 from leanlens.errors import BadInput, BadOption, LeanlensError
 
 SHOWN_TEXTS = 5  # texts printed after the run; the file holds them all
@@ -28,9 +37,9 @@ def explain_text(
     target: Annotated[str, typer.Option("--target", help="'predicted' or a class index")] = "predicted",
     option: Annotated[list[str] | None, typer.Option("--option", help="a method option, NAME=VALUE (repeatable)")] = None,
     n: Annotated[int | None, typer.Option("--n", help="explain only the first N texts")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="safetensors weights for a factory MODEL")] = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled module (runs its code)")] = False,
-    force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,
+    weights: Weights = None,
+    trust_pickle: TrustPickle = False,
+    force: ReplaceOut = False,
 ) -> None:
     """Explain a text classifier's decisions on texts: a value for every token, saved as JSON."""
     from leanlens.cli_inputs import method_options
