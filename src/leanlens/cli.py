@@ -99,8 +99,7 @@ def explain(
 
     out = npz_path(out)  # the file to_npz will write, checked before minutes of explaining
     try:
-        if out.exists() and not force:
-            raise LeanlensError(f"{out} exists", "pass --force to replace it, or choose another --out")
+        refuse_to_replace(out, force)
         dataset = read_data(data, n)
         with _progress(transient=True, disable=not (ray and console.is_terminal)) as progress:
             explanation = run_explain(resolve_model(model, weights, trust_pickle), dataset.x, method=method,
@@ -296,6 +295,12 @@ def verdict_table(verdict) -> Table:
         table.add_row(escape(c.name), f"{c.score:.4f}", "—" if c.threshold is None else f"{c.threshold:.4f}",
                       "yes" if c.passed else "[red]NO[/red]", str(c.samples))
     return table
+
+
+def refuse_to_replace(out: Path, force: bool) -> None:
+    """An --out file that exists is kept, unless --force says to replace it."""
+    if out.exists() and not force:
+        raise LeanlensError(f"{out} exists", "pass --force to replace it, or choose another --out")
 
 
 def _refused(error: LeanlensError) -> typer.Exit:

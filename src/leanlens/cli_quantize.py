@@ -17,6 +17,7 @@ from leanlens.cli import (
     _refused,
     _stage,
     console,
+    refuse_to_replace,
 )
 from leanlens.errors import LeanlensError
 
@@ -47,8 +48,7 @@ def quantize(
     from leanlens.models.modelfile import resolve_model, save
 
     try:
-        if out.exists() and not force:
-            raise LeanlensError(f"{out} exists", "pass --force to replace it, or choose another --out")
+        refuse_to_replace(out, force)
         dataset = read_data(data, n)
         float_model = resolve_model(model, weights, trust_pickle)
         training = scheme == "int8-qat"  # the one scheme that takes long enough to show progress

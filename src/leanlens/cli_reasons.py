@@ -20,7 +20,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from leanlens.cli import RAY_HELP, ReplaceOut, _progress, _refused, _stage, console
+from leanlens.cli import (
+    RAY_HELP,
+    ReplaceOut,
+    _progress,
+    _refused,
+    _stage,
+    console,
+    refuse_to_replace,
+)
 from leanlens.errors import BadInput, BadOption, LeanlensError
 
 FORMATS = (".csv", ".json")
@@ -113,8 +121,7 @@ def write(codes, out: Path) -> Path:
 def _check_out(out: Path, force: bool) -> None:
     if out.suffix.lower() not in FORMATS:
         raise BadOption(f"--out {out.name} is neither .csv nor .json", "name the file reasons.csv or reasons.json")
-    if out.exists() and not force:
-        raise BadInput(f"{out} exists", "pass --force to replace it, or choose another --out")
+    refuse_to_replace(out, force)
     if not out.parent.is_dir():
         raise BadInput(f"no folder {str(out.parent)!r} for --out", "create it first, or choose another --out")
 

@@ -18,6 +18,7 @@ from leanlens.cli import (
     _refused,
     _stage,
     console,
+    refuse_to_replace,
 )
 from leanlens.errors import BadInput, BadOption, LeanlensError
 
@@ -48,8 +49,7 @@ def explain_text(
     from leanlens.text.attributions import explain_text as run
 
     try:
-        if out.exists() and not force:
-            raise BadOption(f"{out} exists", "pass --force to replace it, or choose another --out")
+        refuse_to_replace(out, force)
         if target != "predicted" and not target.isdigit():
             raise BadOption(f"--target {target!r}", "use 'predicted' or a class index such as 1")
         items = read_texts(texts, column, n)
