@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from leanlens.errors import BadInput, BadOption
-from leanlens.explain.errorbars import KINDS, NumericalError
+from leanlens.explain.errorbars import NumericalError, error_from_npz
 from leanlens.explain.explanation import Explanation, json_option
 
 JSON_HINT = "load only files written by TokenExplanation.to_json()"
@@ -101,15 +101,14 @@ def _array(value):
 
 
 def _error_dict(error: NumericalError) -> dict:
-    return {"kind": error.kind, "tol": error.tol, "values": _listed(error.values), "gap": _listed(error.gap),
-            "evaluations": _listed(error.evaluations)}
+    """The error as the .npz path keeps it (NumericalError's header and arrays), in JSON lists."""
+    return {"header": error.header(), "arrays": {name: _listed(array) for name, array in error.arrays().items()}}
 
 
 def _error(data) -> NumericalError | None:
     if data is None:
         return None
-    if data["kind"] not in KINDS:
-        raise ValueError(f"unknown error kind {data['kind']!r}")
-    evaluations = data.get("evaluations")
-    return NumericalError(data["kind"], np.asarray(data["values"], dtype=np.float64), _array(data.get("gap")),
-                          data.get("tol"), None if evaluations is None else np.asarray(evaluations, dtype=np.int64))
+    error = error_from_npz(data["header"], {name: np.asarray(values) for name, values in data["arrays"].items()})
+    if error is None:
+        raise ValueError(f"unknown numerical error {data['header']!r}")
+    return error
