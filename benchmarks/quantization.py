@@ -38,13 +38,13 @@ from torch import nn
 import leanlens as ll
 import leanlens.compression.qat as qat_module
 from leanlens.audit.profile import serialize
-from leanlens.audit.timing import interleaved, ort_session, torch_threads
 from leanlens.compression.twin import float_layers
 from leanlens.errors import LeanlensError
 from leanlens.models import SmallResNet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stats import wilson  # the benchmarks share their interval helper
+from timing import speed_rows
 
 THREADS = 2
 CONTROL = "fp32 + QAT's epochs in float (control)"
@@ -212,26 +212,8 @@ def _twin(model, x: np.ndarray) -> str:
 def latency_rows(task: Task, made: dict[str, object], repeats: int) -> list[str]:
     graphs = {label: m.model_bytes for label, m in made.items() if hasattr(m, "model_bytes")}
     # the fp32 graph the PTQ rows were quantized from (QAT's own fp32 graph holds its trained weights)
-    fp32_graph = made["int8 PTQ (min-max)"].fp32.model_bytes
-    lines = []
-    for batch in (1, 32):
-        x = np.ascontiguousarray(task.test.x[:batch])
-        calls = {"torch eager": lambda x=x: task.model.predict(x, batch_size=len(x)),
-                 "ORT fp32": _ort_call(fp32_graph, x)}
-        calls.update({label: _ort_call(graph, x) for label, graph in graphs.items()})
-        with torch_threads(THREADS):
-            timings = interleaved(calls, repeats=repeats, warmup=3, burst=1)
-        best = min(timings[name].median_ms for name in ("torch eager", "ORT fp32"))
-        for name, timing in timings.items():
-            lines.append(f"| {batch} | {name} | {timing.median_ms:.3f} | {timing.min_ms:.3f} | "
-                         f"{best / timing.median_ms:.2f}× |")
-    return lines
-
-
-def _ort_call(model_bytes: bytes, x: np.ndarray):
-    session = ort_session(model_bytes, THREADS)
-    feed = {session.get_inputs()[0].name: x}
-    return lambda: session.run(None, feed)
+    fp32 = {"ORT fp32": made["int8 PTQ (min-max)"].fp32.model_bytes}
+    return speed_rows(task.model.predict, {**fp32, **graphs}, task.test.x, THREADS, repeats, warmup=3)
 
 
 def over_seeds(make_task, seeds: int) -> None:

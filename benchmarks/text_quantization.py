@@ -32,11 +32,10 @@ import torch
 import leanlens as ll
 from leanlens import text
 from leanlens.audit.profile import serialize
-from leanlens.audit.timing import interleaved, torch_threads
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stats import wilson  # the benchmarks share their interval helper
-from timing import ort_call
+from timing import speed_rows
 
 THREADS = 2  # the default of --threads: torch and ONNX Runtime get the same count
 LENGTH = 128  # tokens a text at test time: padded or cut to this
@@ -105,20 +104,9 @@ def progress(done: int, total: int) -> None:
 
 
 def latency_rows(model, quantized: dict, x: np.ndarray, repeats: int, threads: int) -> list[str]:
-    lines = []
     graphs = {"ORT fp32": next(iter(quantized.values())).fp32.model_bytes}
     graphs.update({f"ORT {label}": q.model_bytes for label, q in quantized.items()})
-    for batch in (1, 32):
-        ids = np.ascontiguousarray(x[:batch])
-        calls = {"torch eager": lambda ids=ids: model.predict(ids, batch_size=len(ids))}
-        calls.update({name: ort_call(graph, ids, threads) for name, graph in graphs.items()})
-        with torch_threads(threads):
-            timings = interleaved(calls, repeats=repeats, warmup=2, burst=1)
-        best = min(timings[name].median_ms for name in ("torch eager", "ORT fp32"))
-        for name, timing in timings.items():
-            lines.append(f"| {batch} | {name} | {timing.median_ms:.1f} | {timing.min_ms:.1f} | "
-                         f"{best / timing.median_ms:.2f}× |")
-    return lines
+    return speed_rows(model.predict, graphs, x, threads, repeats, digits=1)
 
 
 def main() -> None:

@@ -6,9 +6,10 @@ so a machine whose speed drifts over minutes cannot favour one of them.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from leanlens.audit.timing import interleaved
+from leanlens.audit.timing import interleaved, torch_threads
 
 
 def _sync() -> None:
@@ -48,3 +49,24 @@ def ort_call(model_bytes: bytes, x, threads: int):
     session = ort_session(model_bytes, threads)
     feed = {session.get_inputs()[0].name: as_input(session, x)}
     return lambda: session.run(None, feed)
+
+
+def speed_rows(predict, graphs: dict[str, bytes], x, threads: int, repeats: int, *, warmup: int = 2,
+               digits: int = 3) -> list[str]:
+    """Markdown rows `| batch | runtime | median ms | min ms | vs best fp32 |` at batch 1 and 32.
+
+    Eager torch (`predict(x, batch_size=)`) and every ONNX graph of `graphs` run interleaved at
+    `threads` threads; each speed-up is read against the faster of eager torch and the graph
+    named "ORT fp32", the best fp32 path of the same model.
+    """
+    lines = []
+    for batch in (1, 32):
+        inputs = np.ascontiguousarray(x[:batch])
+        calls = {"torch eager": lambda inputs=inputs: predict(inputs, batch_size=len(inputs))}
+        calls.update({name: ort_call(graph, inputs, threads) for name, graph in graphs.items()})
+        with torch_threads(threads):
+            timings = interleaved(calls, repeats=repeats, warmup=warmup, burst=1)
+        best = min(timings[name].median_ms for name in ("torch eager", "ORT fp32"))
+        lines += [f"| {batch} | {name} | {t.median_ms:.{digits}f} | {t.min_ms:.{digits}f} | {best / t.median_ms:.2f}× |"
+                  for name, t in timings.items()]
+    return lines
