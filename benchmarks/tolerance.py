@@ -1,12 +1,15 @@
 """Attributions to a stated accuracy (issue 17): speed at equal error, and memory within a budget.
 
-    .venv/bin/python benchmarks/tolerance.py [--smoke] [--no-resnet-ig] [--kernelshap-only] [--threads N]
+    .venv/bin/python benchmarks/tolerance.py [--smoke] [--no-resnet-ig] [--kernelshap-only | --ig-only] [--threads N]
+        [--resnet-images N] [--resnet-side PIXELS]
 
 1. IG: Captum's default call (50 Gauss–Legendre steps, all points at once) sets the error
    to reach: its largest per-sample relative completeness error |delta| / |f(x) - f(b)|
    on the batch. leanlens' `tol=` that error is timed against it, interleaved, on the demo
    CNN (trained one epoch), the same CNN with SiLU for ReLU (smooth), and the ResNet-50
-   architecture. The points each nested rule needs per sample say which rule is cheapest.
+   architecture, by default and with `fold_bn=True`. The points each nested rule needs say
+   which rule is cheapest (the default, 'auto', picks one from the model's graph). Each
+   sample's per-feature error against a 257-point reference shows what completeness hides.
 2. KernelSHAP: 60 features in 12 groups of 5, each group a small tanh MLP (interactions of
    every order within a group), so exact Shapley values come from brute force inside each
    group. leanlens `tol=` against shap.KernelExplainer given the samples it needs to reach
@@ -15,8 +18,9 @@
    its peak RSS (CPU) or peak allocated memory (GPU).
 
 `--smoke` shrinks every case (64×64 ResNet-50, fewer images and samples) to check the script
-runs; its figures are not the results. `--kernelshap-only` runs part 2 alone; `--threads N` sets
-torch's threads for every peer alike. Prints Markdown; no test depends on these timings.
+runs; its figures are not the results. `--kernelshap-only` runs part 2 alone, `--ig-only` part 1; `--threads N` sets
+torch's threads for every peer alike. The ResNet-50 IG row takes 4 images of 224×224 unless told
+(`--resnet-images 2 --resnet-side 112` fits a 2-core CPU in minutes). Prints Markdown; no test depends on these timings.
 """
 
 from __future__ import annotations
@@ -44,8 +48,13 @@ SMOKE = "--smoke" in sys.argv
 # the ResNet-50 IG row takes most of an hour on 2 CPU cores (4 images, three rules, interleaved rounds)
 SKIP_RESNET_IG = "--no-resnet-ig" in sys.argv
 KERNELSHAP_ONLY = "--kernelshap-only" in sys.argv
+IG_ONLY = "--ig-only" in sys.argv
+def option(name: str, default: int) -> int:
+    return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+
+
 if "--threads" in sys.argv:
-    torch.set_num_threads(int(sys.argv[sys.argv.index("--threads") + 1]))
+    torch.set_num_threads(option("--threads", 0))
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -84,21 +93,50 @@ def captum_errors(model, x, target, batch):
 
 
 MAX_STEPS = 65 if SMOKE else 257
+REFERENCE_STEPS = 65 if SMOKE else 257
 
 
-def ig_case(name, model, x, captum_batch=None):
+def feature_error(values, reference) -> str:
+    """Each sample's per-feature error, sum |value - reference| / sum |reference|: median and max."""
+    values, reference = (np.asarray(v, dtype=np.float64).reshape(len(v), -1) for v in (values, reference))
+    error = np.abs(values - reference).sum(1) / np.abs(reference).sum(1)
+    return f"{np.median(error):.1e} / {error.max():.1e}"
+
+
+NESTED = ("auto", "clenshaw_curtis", "romberg", "riemann_trapezoid")
+
+
+def ig_case(name, model, x, captum_batch=None, per_feature=True, rules=NESTED):
+    """Captum's worst completeness error, leanlens tol= that error timed against Captum's call, and (with
+    `per_feature`) each one's per-feature error against a 257-point trapezoid: completeness is one sum, and on
+    a ReLU net its terms' errors cancel, so it is no proof that each value is as accurate."""
     target = model(x).argmax(1)
     reach = float(captum_errors(model, x, target, captum_batch).max())
+    ours = lambda rule="auto": ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach, rule=rule,
+                                          max_steps=MAX_STEPS)
     rows = []
-    for rule in ("clenshaw_curtis", "romberg", "riemann_trapezoid"):
-        e = ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach, rule=rule, max_steps=MAX_STEPS)
-        rows.append(f"{rule}: {e.error.evaluations.sum()} points, met by {int(e.error.met.sum())}/{len(x)}")
+    for rule in rules:
+        e = ours(rule)
+        chosen = f" ({e.options['rule']})" if rule == "auto" else ""
+        rows.append(f"{rule}{chosen} {e.error.evaluations.sum()} ({int(e.error.met.sum())}/{len(x)})")
+    errors = "—"
+    if per_feature:
+        # Clenshaw-Curtis on 257 points: at float32's floor on a smooth net, ~0.3 % per feature on a ReLU one
+        reference = ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=1e-12, max_steps=REFERENCE_STEPS,
+                               rule="clenshaw_curtis").values
+        theirs = IntegratedGradients(model).attribute(x, target=target, n_steps=50, internal_batch_size=captum_batch)
+        errors = f"{feature_error(theirs.detach().cpu(), reference)} vs {feature_error(ours().values, reference)}"
+    folded = lambda: ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach, max_steps=MAX_STEPS,
+                                fold_bn=True)
+    rows.append(f"fold_bn=True {folded().error.evaluations.sum()} ({int(folded().error.met.sum())}/{len(x)})")
     ms = interleaved_ms({
-        "leanlens": lambda: ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach, max_steps=MAX_STEPS),
+        "leanlens": ours,
+        "folded": folded,
         "captum": lambda: IntegratedGradients(model).attribute(x, target=target, n_steps=50,
                                                                internal_batch_size=captum_batch),
     }, repeats=3 if SMOKE else 5, warmup=1)
-    return (name, f"{reach:.2e}", ms["leanlens"], ms["captum"], ms["captum"] / ms["leanlens"], "; ".join(rows))
+    return (name, f"{reach:.2e}", f"{ms['leanlens']:.0f} / {ms['folded']:.0f}", ms["captum"],
+            f"{ms['captum'] / ms['leanlens']:.2f}× / {ms['captum'] / ms['folded']:.2f}×", errors, "; ".join(rows))
 
 
 def ig_rows():
@@ -107,11 +145,12 @@ def ig_rows():
     shape = "×".join(map(str, images.shape))
     yield ig_case(f"demo CNN (ReLU), {shape}", frozen(demo_cnn()), images)
     yield ig_case(f"demo CNN with SiLU (smooth), {shape}", frozen(smooth_copy(demo_cnn())), images)
-    side = 32 if SMOKE else 224
-    photos = torch.rand(1 if SMOKE else 4, 3, side, side, generator=torch.Generator().manual_seed(0)).to(DEVICE)
-    if not SKIP_RESNET_IG:
+    side = 32 if SMOKE else option("--resnet-side", 224)
+    count = 1 if SMOKE else option("--resnet-images", 4)
+    photos = torch.rand(count, 3, side, side, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    if not SKIP_RESNET_IG:  # one rule besides the default's, and no reference: each call is minutes on a CPU
         yield ig_case(f"ResNet-50 architecture, {len(photos)}×3×{side}×{side}", frozen(resnet50()), photos,
-                      captum_batch=25)
+                      captum_batch=25, per_feature=SMOKE, rules=("auto", "clenshaw_curtis"))
 
 
 # 2. KernelSHAP at shap's error ----------------------------------------------------------
@@ -213,18 +252,18 @@ def memory_rows():
 
 
 def main() -> None:
-    print("| IG case | error to reach (Captum's worst) | leanlens tol= ms | Captum 50 steps ms | speed-up | points "
-          "a nested rule needs |")
-    print("|---|---:|---:|---:|---:|---|")
-    for name, reach, ours, theirs, ratio, rules in ([] if KERNELSHAP_ONLY else ig_rows()):
-        print(f"| {name} | {reach} | {ours:.0f} | {theirs:.0f} | {ratio:.2f}× | {rules} |", flush=True)
+    print("| IG case | error to reach (Captum's worst) | leanlens tol= ms, default / fold_bn=True | Captum 50 steps ms "
+          "| speed-up | per-feature error, median / max: Captum vs leanlens | points used (samples met), per rule |")
+    print("|---|---:|---:|---:|---:|---|---|")
+    for name, reach, ours, theirs, ratio, errors, rules in ([] if KERNELSHAP_ONLY else ig_rows()):
+        print(f"| {name} | {reach} | {ours} | {theirs:.0f} | {ratio} | {errors} | {rules} |", flush=True)
     print("\n| KernelSHAP case | MAE vs exact | leanlens ms | shap ms | speed-up |")
     print("|---|---:|---:|---:|---:|")
-    for name, error, ours, theirs, ratio in kernel_rows():
+    for name, error, ours, theirs, ratio in ([] if IG_ONLY else kernel_rows()):
         print(f"| {name} | {error} | {ours:.0f} | {theirs:.0f} | {ratio:.1f}× |", flush=True)
     print("\n| memory case | peak added | time | device |")
     print("|---|---:|---:|---|")
-    for row in ([] if KERNELSHAP_ONLY else memory_rows()):
+    for row in ([] if KERNELSHAP_ONLY or IG_ONLY else memory_rows()):
         print("| " + " | ".join(row) + " |")
     print(f"\n{'smoke run: figures are not results; ' if SMOKE else ''}torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {DEVICE}")

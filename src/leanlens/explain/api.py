@@ -67,8 +67,9 @@ def explain(model, x, method: str = "saliency", target=None, *, autocast: bool =
     values, extra, targets, options, deployed = _run(model, x, method, target, autocast, options)
     predictions = targets.scores.cpu().numpy() if deployed is None else deployed
     extra = {k: _numpy(v) for k, v in extra.items()}
-    if "layer" in extra:  # which layer a CAM method chose is an option the user may want to reuse
-        options["layer"] = extra.pop("layer")
+    for chosen in ("layer", "rule"):  # what a method chose (a CAM layer, IG's rule) is an option to reuse
+        if chosen in extra:
+            options[chosen] = extra.pop(chosen)
     if deployed is not None and GRADIENTS in lookup(method).needs:
         # the gradients came from a stand-in (an int8 graph's float twin): keep what it scored,
         # so that the explanation says how closely its stand-in follows the deployed model

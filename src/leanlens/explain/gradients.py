@@ -125,7 +125,8 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
     With `steps` (default 64) every sample gets that many points of `rule` (default
     'gausslegendre'). With `tol`, each sample is refined on its own until its completeness
     error |delta| <= tol * |f(x) - f(baseline)|, or `max_steps` points: a nested rule
-    ('clenshaw_curtis', the default, 'romberg' or 'riemann_trapezoid') doubles the points,
+    ('auto', the default: 'riemann_trapezoid' on a piecewise-linear net such as a ReLU CNN,
+    'clenshaw_curtis' otherwise; or 'romberg', or either by name) doubles the points,
     reusing all earlier ones, from `steps` (default 3), and a sample that converges stops. A sample that plateaus above `tol` (ReLU kinks)
     keeps its delta, reported in the explanation's `error`. All (sample, point) inputs go
     through the model `batch_size` at a time, or as many as `memory` ('2GB'; default: half
@@ -147,7 +148,8 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
     summed = path.weighted_sums(sample, alphas.repeat(len(x)), weights.repeat(len(x)))
     values = (x - base) * summed
     delta = (values.detach().flatten(1).sum(1) - gap).float()
-    return values, {"delta": delta, "error": completeness_error(delta, gap, None, torch.full_like(gap, steps))}
+    return values, {"delta": delta, "error": completeness_error(delta, gap, None, torch.full_like(gap, steps)),
+                    "rule": rule}
 
 
 def ig_rule(rule, tol) -> str:
@@ -158,10 +160,10 @@ def ig_rule(rule, tol) -> str:
             raise BadOption(f"unknown IG rule {rule!r}", "use one of " + ", ".join(RULES))
         return rule
     real("tol", tol, "use a relative completeness error > 0, e.g. 1e-3", low=0, strict=True)
-    rule = "clenshaw_curtis" if rule is None else rule
-    if rule not in NESTED_RULES:
+    rule = "auto" if rule is None else rule
+    if rule not in NESTED_RULES + ("auto",):
         raise BadOption(f"rule={rule!r} cannot refine to tol: its points are not reused when refined",
-                        "with tol use rule='clenshaw_curtis', 'romberg' or 'riemann_trapezoid' (or drop tol, set steps)")
+                        "with tol use rule='auto', 'clenshaw_curtis', 'romberg' or 'riemann_trapezoid' (or drop tol, set steps)")
     return rule
 
 

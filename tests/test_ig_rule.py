@@ -1,0 +1,84 @@
+"""IG's refinement rule for `tol`: 'auto' reads a piecewise-linear net off its autograd graph."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import leanlens as ll
+from leanlens.explain.linearity import piecewise_linear
+from leanlens.models import SmallResNet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Power(nn.Module):
+    def forward(self, x):
+        return torch.stack([(x * x).sum(1), x.sum(1)], 1)
+
+
+class Reciprocal(nn.Module):
+    def forward(self, x):
+        return torch.stack([2 / (x.sum(1) ** 2 + 1), x.sum(1) / 2], 1)
+
+
+class Elementwise(nn.Module):
+    """A ReLU net written with functional calls and a max over two of its own branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(4, 6)
+
+    def forward(self, x):
+        return torch.maximum(torch.relu(self.a(x)), self.b(x).clamp(min=-1)).view(len(x), 3, 2).mean(1)
+
+
+def graph_of(net, x):
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net(x.clone().requires_grad_(True))
+
+
+@pytest.mark.parametrize("net, linear", [
+    (SmallResNet(width=4), True),  # convs, eval batch norms, ReLUs, residual adds, pooling
+    (Elementwise(), True),
+    (nn.Sequential(nn.Linear(4, 8), nn.SiLU(), nn.Linear(8, 2)), False),
+    (nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2), nn.Softmax(-1)), False),
+    (Power(), False),  # x * x: both factors depend on x
+    (Reciprocal(), False),  # a division by x
+])
+def test_piecewise_linear_nets_are_told_from_smooth_ones(net, linear):
+    x = torch.rand(2, 1, 16, 16) if isinstance(net, SmallResNet) else torch.rand(2, 4)
+    assert piecewise_linear(graph_of(net, x)) is linear
+    assert piecewise_linear(torch.ones(2, 2)) is False  # no graph (a Keras model's scores): smooth, the safe side
+
+
+def test_the_trapezoid_is_the_better_rule_per_feature_on_a_relu_net():
+    """Why 'auto' takes the trapezoid on piecewise-linear nets: at equal points its per-feature error
+    is below Clenshaw-Curtis' (the integrand is piecewise constant; CC's middle gaps are wider)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2)).double().eval()
+    x = torch.randn(16, 8, dtype=torch.float64) * 2
+    exact = ll.explain(net, x, "ig", steps=8192, rule="riemann_middle", target=0).values
+    for points in (17, 33):
+        error = {rule: np.abs(ll.explain(net, x, "ig", tol=1e-12, max_steps=points, rule=rule, target=0).values
+                              - exact).sum() for rule in ("riemann_trapezoid", "clenshaw_curtis")}
+        assert error["riemann_trapezoid"] < error["clenshaw_curtis"], (points, error)
+
+
+def test_auto_picks_the_rule_from_the_model_and_says_which():
+    torch.manual_seed(0)
+    relu = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 2)).double().eval()
+    tanh = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 2)).double().eval()
+    x = torch.randn(5, 6, dtype=torch.float64)
+    got = {name: ll.explain(net, x, "ig", tol=1e-4, target=0) for name, net in (("relu", relu), ("tanh", tanh))}
+    assert got["relu"].options["rule"] == "riemann_trapezoid"
+    assert got["tanh"].options["rule"] == "clenshaw_curtis"
+    for name, net in (("relu", relu), ("tanh", tanh)):  # 'auto' is exactly the rule it names
+        named = ll.explain(net, x, "ig", tol=1e-4, target=0, rule=got[name].options["rule"])
+        np.testing.assert_array_equal(named.values, got[name].values)
+        np.testing.assert_array_equal(named.error.evaluations, got[name].error.evaluations)
+    chosen = ll.explain(relu, x, "ig", tol=1e-4, target=0, rule="romberg")
+    assert chosen.options["rule"] == "romberg"  # a rule asked for by name is kept
+    assert ll.explain(relu, x, "ig", steps=8, target=0).options["rule"] == "gausslegendre"  # fixed steps' default
