@@ -82,3 +82,16 @@ def test_auto_picks_the_rule_from_the_model_and_says_which():
     chosen = ll.explain(relu, x, "ig", tol=1e-4, target=0, rule="romberg")
     assert chosen.options["rule"] == "romberg"  # a rule asked for by name is kept
     assert ll.explain(relu, x, "ig", steps=8, target=0).options["rule"] == "gausslegendre"  # fixed steps' default
+
+
+def test_the_ends_of_the_path_are_not_taken_on_the_kinks():
+    """A bias-free ReLU net is positively homogeneous: f(a x) = a f(x), so its gradient along the path
+    from 0 is constant and two points integrate it exactly. At the baseline 0 itself every unit sits on
+    its kink, where torch's ReLU gradient is 0: a rule weighing that point would be off by h/2 of the gap."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 32, bias=False), nn.ReLU(), nn.Linear(32, 2, bias=False)).double().eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    got = ll.explain(net, x, "ig", tol=1e-9, target=0)
+    assert got.options["rule"] == "riemann_trapezoid" and got.error.met.all()
+    assert (got.error.evaluations == 3).all()  # met at the first check
+    np.testing.assert_allclose(got.values, ll.explain(net, x, "ig", steps=16, target=0).values, atol=1e-6)
