@@ -138,7 +138,10 @@ def ig_case(name, model, x, captum_batch=None, per_feature=True, rules=NESTED):
         reference = ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=1e-12, max_steps=REFERENCE_STEPS,
                                rule="clenshaw_curtis").values
         theirs = IntegratedGradients(model).attribute(x, target=target, n_steps=50, internal_batch_size=captum_batch)
-        errors = f"{feature_error(theirs.detach().cpu(), reference)} vs {feature_error(ours().values, reference)}"
+        mine = ours()
+        errors = (f"{feature_error(theirs.detach().cpu(), reference)} vs {feature_error(mine.values, reference)} "
+                  f"(leanlens' own estimate, error.change: {np.median(mine.error.change):.1e} / "
+                  f"{mine.error.change.max():.1e})")
     folded = lambda: ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach, max_steps=MAX_STEPS,
                                 fold_bn=True)
     rows.append(f"fold_bn=True {folded().error.evaluations.sum()} ({int(folded().error.met.sum())}/{len(x)})")

@@ -2,7 +2,11 @@
 
 Three kinds, each what its method can honestly say about itself:
 - "completeness" (IG): |delta| a sample, the gap between the attributions' sum and
-  f(x) - f(baseline), which the exact integral closes;
+  f(x) - f(baseline), which the exact integral closes; refined to a `tol`, also `change`,
+  what the last refinement moved the values, sum |v_k - v_k-1| / sum |v_k|. The sum can
+  be right while single values are not (on a ReLU net their errors cancel: 4e-3 of the gap
+  in the sum, 2-14 % per feature on the demo CNN); `change` estimates the per-feature
+  error (measured there: 1.7-2.3x the real one, on the cautious side);
 - "standard_error" (KernelSHAP): one standard error a value, from the sampling design;
 - "fit_r2" (LIME): each sample's weighted R² of its linear surrogate (not an error bar:
   how much of the model's local behaviour the surrogate explains).
@@ -42,6 +46,7 @@ class NumericalError:
     gap: np.ndarray | None = None  # |f(x) - f(baseline)| a sample: what `tol` is relative to
     tol: float | None = None  # the relative tolerance asked for, if any
     evaluations: np.ndarray | None = None  # model evaluations each sample took
+    change: np.ndarray | None = None  # (N,) IG refined to tol: sum |v_k - v_k-1| / sum |v_k|, the last refinement's
 
     @property
     def relative(self) -> np.ndarray | None:
@@ -66,6 +71,9 @@ class NumericalError:
         line = f"{what} / |f(x) - f(baseline)|: median {np.median(relative):.3g}, max {np.max(relative):.3g}"
         if self.evaluations is not None:
             line += f"; {int(np.min(self.evaluations))}-{int(np.max(self.evaluations))} evaluations a sample"
+        if self.change is not None:
+            line += (f"; the last refinement moved the values by median {np.median(self.change):.3g}, "
+                     f"max {np.max(self.change):.3g} (sum |change| / sum |value|, per feature)")
         if self.tol is not None:
             missed = int((~self.met).sum())
             line += f"; tol {self.tol:g} met by {len(relative) - missed} of {len(relative)} samples"
@@ -88,13 +96,15 @@ class NumericalError:
             out["error_gap"] = self.gap
         if self.evaluations is not None:
             out["error_evaluations"] = self.evaluations
+        if self.change is not None:
+            out["error_change"] = self.change
         return out
 
     def header(self) -> dict:
         return {"kind": self.kind, "tol": self.tol}
 
 
-ERROR_ARRAYS = ("error_values", "error_gap", "error_evaluations")
+ERROR_ARRAYS = ("error_values", "error_gap", "error_evaluations", "error_change")
 
 
 def error_from_npz(header, arrays: dict[str, np.ndarray]) -> NumericalError | None:
@@ -104,7 +114,8 @@ def error_from_npz(header, arrays: dict[str, np.ndarray]) -> NumericalError | No
         return None
     tol = header.get("tol")
     return NumericalError(header["kind"], found["error_values"], found.get("error_gap"),
-                          float(tol) if isinstance(tol, (int, float)) else None, found.get("error_evaluations"))
+                          float(tol) if isinstance(tol, (int, float)) else None, found.get("error_evaluations"),
+                          found.get("error_change"))
 
 
 def describe_error(error: NumericalError | None, method: str) -> str:

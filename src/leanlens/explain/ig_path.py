@@ -79,45 +79,63 @@ def refined_ig(path: Path, gap: torch.Tensor, tol: float, max_steps, steps, rule
     """IG with each sample refined until |delta| <= tol |gap| or `max_steps` points.
 
     Checks start at the first level with at least `steps` points (default 3; on ReLU nets,
-    where few points can meet the tolerance by chance cancellation, ask for more). Samples are refined a group at a time, so that
-    the gradients kept for reuse take no more memory than one chunk of the model's passes.
-    Returns the values and extras as `ig` does, with the rule used (`rule='auto'` resolved).
+    where few points can meet the tolerance by chance cancellation, ask for more). Samples are
+    refined a group at a time, so that the gradients kept for reuse take no more memory than
+    one chunk of the model's passes. Returns the values and extras as `ig` does, with the rule
+    used (`rule='auto'` resolved).
     """
     last = max_level(max_steps)
     first = min(first_level(steps), last)
     x, n = path.x, len(path.x)
     group = max(1, path.step * COPIES // (2**last + 1))
     values, used = torch.zeros_like(x), torch.zeros(n, dtype=torch.long, device=x.device)
+    change = torch.zeros(n, dtype=torch.float64, device=x.device)
     for start in range(0, n, group):
         samples = torch.arange(start, min(start + group, n), device=x.device)
-        part, points, rule = refine_group(path, samples, tol * gap.double().abs(), gap, first, last, rule)
+        part, points, moved, rule = refine_group(path, samples, tol * gap.double().abs(), gap, first, last, rule)
         values = values.index_put((samples,), part)
-        used[samples] = points
+        used[samples], change[samples] = points, moved
     delta = values.detach().flatten(1).sum(1).double() - gap.double()
-    return values, {"delta": delta.float(), "error": completeness_error(delta, gap, tol, used), "rule": rule}
+    return values, {"delta": delta.float(), "error": completeness_error(delta, gap, tol, used, change), "rule": rule}
 
 
 def refine_group(path: Path, samples, limit, gap, first: int, last: int, rule: str):
-    """One group's attributions, points used and rule: the nested levels until each sample meets its limit."""
+    """One group's attributions, points used, last change and rule: the nested levels until each
+    sample meets its limit."""
     x = path.x
     values, used = torch.zeros_like(x[samples]), torch.zeros(len(samples), dtype=torch.long, device=x.device)
+    change = torch.zeros(len(samples), dtype=torch.float64, device=x.device)
     active = torch.arange(len(samples), device=x.device)
     grads, rule = first_level_gradients(path, samples, rule)
+    previous = level_estimate(path, samples, grads, rule, 0)
     for k in range(1, last + 1):
         grads = interleave(grads, path.gradients(samples[active], inside(nodes(rule, k)[1::2])))
-        if k < first:
-            continue
-        weights = nested_weights(rule, k).to(x.device, x.dtype)
         s = samples[active]
-        estimate = (x[s] - path.base[s]) * torch.einsum("np...,p->n...", grads, weights)
+        estimate = level_estimate(path, s, grads, rule, k)
+        if k < first:
+            previous = estimate
+            continue
         delta = estimate.detach().flatten(1).sum(1).double() - gap[s].double()  # as the error bar computes it
         done = (delta.abs() <= limit[s]) | (k == last)
         values = values.index_put((active[done],), estimate[done])
         used[active[done]] = 2**k + 1
-        active, grads = active[~done], grads[~done]
+        change[active[done]] = relative_change(estimate[done], previous[done])
+        active, grads, previous = active[~done], grads[~done], estimate[~done]
         if not len(active):
             break
-    return values, used, rule
+    return values, used, change, rule
+
+
+def level_estimate(path: Path, samples, grads: torch.Tensor, rule: str, k: int) -> torch.Tensor:
+    """The attributions of level k's rule on its points' gradients `grads` (samples, points, ...)."""
+    weights = nested_weights(rule, k).to(path.x.device, path.x.dtype)
+    return (path.x[samples] - path.base[samples]) * torch.einsum("np...,p->n...", grads, weights)
+
+
+def relative_change(estimate: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """sum |estimate - previous| / sum |estimate| a sample: what the last refinement moved each value."""
+    moved = (estimate - previous).detach().flatten(1).abs().double().sum(1)
+    return moved / estimate.detach().flatten(1).abs().double().sum(1).clamp_min(torch.finfo(torch.float64).tiny)
 
 
 def first_level_gradients(path: Path, samples, rule: str):
@@ -207,8 +225,11 @@ def first_level(steps) -> int:
     return max(1, (max(steps - 1, 1) - 1).bit_length())
 
 
-def completeness_error(delta: torch.Tensor, gap: torch.Tensor, tol, evaluations: torch.Tensor) -> NumericalError:
-    """IG's error bar: |delta| a sample, with the gap `tol` is relative to and the points used."""
+def completeness_error(delta: torch.Tensor, gap: torch.Tensor, tol, evaluations: torch.Tensor,
+                       change: torch.Tensor | None = None) -> NumericalError:
+    """IG's error bar: |delta| a sample, with the gap `tol` is relative to, the points used and
+    (refined to `tol`) what the last refinement moved the values."""
     return NumericalError("completeness", delta.detach().abs().double().cpu().numpy(),
                           gap.detach().abs().double().cpu().numpy(), tol,
-                          evaluations.detach().cpu().numpy().astype(int))
+                          evaluations.detach().cpu().numpy().astype(int),
+                          None if change is None else change.detach().cpu().numpy())
