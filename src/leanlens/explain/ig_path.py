@@ -143,10 +143,10 @@ def first_level_gradients(path: Path, samples, rule: str):
     from the graph these passes record."""
     if rule != "auto":
         return path.gradients(samples, inside(nodes(rule, 0))), rule
-    linear = []
+    linear = []  # read off the first pass: every pass runs the same graph
     grads = path.gradients(samples, inside(nodes("riemann_trapezoid", 0)),
-                           watch=lambda s: linear.append(piecewise_linear(s)))
-    return grads, "riemann_trapezoid" if all(linear) else "clenshaw_curtis"
+                           watch=lambda s: None if linear else linear.append(piecewise_linear(s)))
+    return grads, "riemann_trapezoid" if linear[0] else "clenshaw_curtis"
 
 
 def interleave(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
