@@ -124,11 +124,13 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
 
     With `steps` (default 64) every sample gets that many points of `rule` (default
     'gausslegendre'). With `tol`, each sample is refined on its own until its completeness
-    error |delta| <= tol * |f(x) - f(baseline)|, or `max_steps` points: a nested rule
-    ('auto', the default: 'riemann_trapezoid' on a piecewise-linear net such as a ReLU CNN,
-    'clenshaw_curtis' otherwise; or 'romberg', or either by name) doubles the points,
-    reusing all earlier ones, from `steps` (default 3), and a sample that converges stops. A sample that plateaus above `tol` (ReLU kinks)
-    keeps its delta, reported in the explanation's `error`. All (sample, point) inputs go
+    error |delta| <= tol * |f(x) - f(baseline)|, or `max_steps` points: a nested rule doubles
+    the points, reusing all earlier ones, from `steps` (default 3), and a sample that
+    converges stops. `rule='auto'` (the default) takes 'riemann_trapezoid' on a
+    piecewise-linear net such as a ReLU CNN and 'clenshaw_curtis' otherwise; those two and
+    'romberg' may also be named. A sample that plateaus above `tol` (ReLU kinks) keeps its
+    delta, reported in the explanation's `error` with `error.change`, what the last
+    refinement moved its values (the per-feature estimate that the sum is not). All (sample, point) inputs go
     through the model `batch_size` at a time, or as many as `memory` ('2GB'; default: half
     the free device memory) holds. `baseline` is a number, an array, or 'zeros', 'mean',
     'blur' or 'uniform' (seeded by `seed`). `fold_bn=True` runs a copy with batch norms

@@ -70,6 +70,7 @@ class Path:
 
 
 def watched(scores: torch.Tensor, watch, target: torch.Tensor) -> torch.Tensor:
+    """The targets to pick, after `watch` (if any) has seen the pass's scores."""
     if watch is not None:
         watch(scores)
     return target
