@@ -49,9 +49,12 @@ def size_mass(d: int, s: int) -> float:
 
 
 def coalition_keys(z: torch.Tensor) -> np.ndarray:
-    """One comparable key a coalition (row of bool (M, d)): its packed bits as a fixed-width bytes scalar."""
-    packed = np.ascontiguousarray(np.packbits(z.cpu().numpy(), axis=1))
-    return packed.view(np.dtype((np.void, packed.shape[1])))[:, 0]
+    """One sortable key a coalition (row of bool (M, d)): its packed bits, as one uint64 up to 64
+    features (fast to sort and search), else as a fixed-width bytes scalar."""
+    packed = np.packbits(z.cpu().numpy(), axis=1)
+    if packed.shape[1] <= 8:
+        return np.pad(packed, ((0, 0), (0, 8 - packed.shape[1]))).view(np.uint64)[:, 0]
+    return np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1])))[:, 0]
 
 
 def _all_of_size(d: int, size: int) -> torch.Tensor:
@@ -97,7 +100,7 @@ class CoalitionDraws:
         self.drawn: dict[int, list[np.ndarray]] = {}  # size -> blocks of its distinct coalitions
         self.count: dict[int, int] = {}  # size -> distinct coalitions drawn
         self.tried: dict[int, int] = {}  # size -> candidates drawn
-        self.seen = np.zeros(0, dtype=np.dtype((np.void, (d + 7) // 8)))  # sorted keys of every draw
+        self.seen = coalition_keys(torch.zeros(0, d, dtype=torch.bool))  # sorted keys of every draw
 
     def every(self, s: int) -> torch.Tensor:
         """All coalitions of size s, in a fixed order (kept: designs of every budget ask again)."""

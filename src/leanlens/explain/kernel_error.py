@@ -43,16 +43,19 @@ def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse:
         return torch.zeros(n, d, dtype=torch.float64, device=y.device)
     z = design.z.to(y.device, torch.float64)
     weighted = design.w.to(y.device) * (y - phi @ z.T)  # w_m r_m, (N, M)
-    q = z @ regression_projection(inverse)  # row m: P z_m
-    first, second, label = (t.to(y.device) for t in (design.first, design.second, design.stratum))
-    population = design.population.to(y.device)
+    first, second = design.first.to(y.device), design.second.to(y.device)
+    population, label = design.population.to(y.device), design.stratum.to(y.device)
     k = torch.bincount(label, minlength=len(population)).double()
-    v = weighted[:, first, None] * q[first] + weighted[:, second, None] * q[second]  # (N, units, d)
-    mean = torch.zeros(n, len(k), d, dtype=torch.float64, device=y.device).index_add_(1, label, v) / k[:, None]
-    spread = torch.zeros_like(mean).index_add_(1, label, (v - mean[:, label]) ** 2)
+    projection = regression_projection(inverse)
+    q = z[first] @ projection  # P z for a unit's first coalition; its complement's is P 1 - that
+    a, b = weighted[:, first, None], weighted[:, second, None]
+    v = torch.addcmul(b * projection.sum(1), a - b, q)  # (N, units, d)
+    total = v.new_zeros(n, len(k), d).index_add_(1, label, v)  # by stratum
+    squares = v.new_zeros(n, len(k), d).index_add_(1, label, v.square_())
+    spread = (squares - total**2 / k[:, None]).clamp_min(0)  # sum over units of (v - stratum mean)^2
     several = (1 - k / population) * k / (k - 1).clamp_min(1)  # without-replacement variance of a sum
     lone = torch.where(k == 1, 1 - 1 / population, 0.0)  # a one-unit stratum: its v^2 stands in
-    variance = spread * torch.where(k > 1, several, 0.0)[:, None] + mean**2 * lone[:, None]
+    variance = spread * torch.where(k > 1, several, 0.0)[:, None] + total**2 * lone[:, None]
     return variance.sum(1).sqrt()
 
 
@@ -62,7 +65,7 @@ class ScoredCoalitions:
 
     def __init__(self, game):
         self.game = game
-        self.keys = np.zeros(0, dtype=np.dtype((np.void, (game.d + 7) // 8)))  # sorted coalition keys
+        self.keys = coalition_keys(torch.zeros(0, game.d, dtype=torch.bool))  # sorted coalition keys
         self.column = np.zeros(0, dtype=np.int64)  # each key's column of `table`
         self.table = torch.zeros(len(game.x), 0, dtype=torch.float64, device=game.x.device)
 
