@@ -16,6 +16,7 @@ a design is the same whichever designs were asked for before it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ def coalition_keys(z: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1])))[:, 0]
 
 
+@functools.lru_cache(maxsize=32)  # every call with d features lists the same few small sizes
 def _all_of_size(d: int, size: int) -> torch.Tensor:
     flat = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(d), size)), dtype=np.int64)
     z = np.zeros((math.comb(d, size), d), dtype=bool)
@@ -96,17 +98,15 @@ class CoalitionDraws:
 
     def __init__(self, d: int, seed: int):
         self.d, self.seed = d, seed
-        self.enumerated: dict[int, torch.Tensor] = {}
+        self.shuffled: dict[int, torch.Tensor] = {}  # size -> all its coalitions (or pairs) in random order
         self.drawn: dict[int, list[np.ndarray]] = {}  # size -> blocks of its distinct coalitions
         self.count: dict[int, int] = {}  # size -> distinct coalitions drawn
         self.tried: dict[int, int] = {}  # size -> candidates drawn
         self.seen = coalition_keys(torch.zeros(0, d, dtype=torch.bool))  # sorted keys of every draw
 
     def every(self, s: int) -> torch.Tensor:
-        """All coalitions of size s, in a fixed order (kept: designs of every budget ask again)."""
-        if s not in self.enumerated:
-            self.enumerated[s] = _all_of_size(self.d, s)
-        return self.enumerated[s]
+        """All coalitions of size s, in a fixed order (shared: do not modify)."""
+        return _all_of_size(self.d, s)
 
     def reserve(self, wanted: dict[int, int]) -> None:
         """Draw until each random size s holds wanted[s] distinct coalitions (at most its population)."""
@@ -128,15 +128,14 @@ class CoalitionDraws:
         return torch.from_numpy(self.drawn[s][0][:k])
 
     def _shuffled(self, s: int, paired: bool) -> torch.Tensor:
-        key = ("shuffled", s)
-        if key not in self.enumerated:
+        if s not in self.shuffled:
             every = self.every(s)
             if paired:
                 every = every[every[:, 0]]  # one of each {S, not S}: the one holding feature 0
             # its own stream, so that a small size's order does not depend on the other sizes'
             order = torch.randperm(len(every), generator=torch.Generator().manual_seed(self.seed * 4099 + s))
-            self.enumerated[key] = every[order]
-        return self.enumerated[key]
+            self.shuffled[s] = every[order]
+        return self.shuffled[s]
 
     def _draw(self, short: dict[int, int]) -> None:
         """The next candidates of each short size, a quarter more than missing to cover repeats."""
