@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
+import leanlens as ll
 from leanlens.explain.kernel_design import (
     MAX_ENUMERATE,
     CoalitionDraws,
@@ -87,3 +89,37 @@ def test_standard_errors_are_the_stratified_formula_unit_by_unit():
             expected += (1 - k / population) * k / (k - 1) * ((v - v.mean(1, keepdim=True)) ** 2).sum(1)
     assert len(design.population) > 2 and (torch.bincount(design.stratum) > 1).any()
     torch.testing.assert_close(got, expected.sqrt(), rtol=1e-9, atol=1e-12)
+
+
+class GroupedTanh(nn.Module):
+    """f(x) = sum over groups of 4 features of a small tanh MLP of the group: exact Shapley values
+    by brute force within each group, and more features than any size can list (random draws)."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        torch.manual_seed(0)
+        self.parts = nn.ModuleList(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+                                   for _ in range(groups))
+
+    def forward(self, x):
+        x = x.double().view(len(x), len(self.parts), 4)
+        f = sum(part(x[:, g]) for g, part in enumerate(self.parts))[:, 0]
+        return torch.stack([f, -f], 1)
+
+    def exact(self, x) -> np.ndarray:
+        return np.concatenate([ll.explain(part, x[:, 4 * g : 4 * g + 4], "shapley", target=0).values
+                               for g, part in enumerate(self.parts)], 1)
+
+
+def test_standard_errors_cover_exact_values_where_coalitions_are_drawn_at_random():
+    """32 features: sizes 3 to 29 have more than MAX_ENUMERATE coalitions and are drawn. Over 8 seeds
+    |estimate - exact| <= 2 s.e. for at least 90 % of values (measured: 0.938 kernel, 0.945 leverage)."""
+    model = GroupedTanh(8)
+    x = torch.randn(4, 32, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 1.5
+    exact = model.exact(x)
+    assert math.comb(32, 3) > MAX_ENUMERATE
+    for sampler in ("kernel", "leverage"):
+        runs = [ll.explain(model, x, "kernelshap", target=0, samples=600, seed=seed, sampler=sampler)
+                for seed in range(8)]
+        covered = np.mean([np.abs(r.values - exact) <= 2 * r.error.values for r in runs])
+        assert 0.9 <= covered < 1.0, (sampler, covered)
