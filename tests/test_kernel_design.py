@@ -30,7 +30,7 @@ def sampled_by_size(design) -> dict[int, np.ndarray]:
     return {int(s): z[z.sum(1) == s] for s in np.unique(z.sum(1))}
 
 
-@pytest.mark.parametrize("d, sampler", [(20, "kernel"), (20, "leverage"), (61, "leverage")])
+@pytest.mark.parametrize("d, sampler", [(20, "kernel"), (20, "leverage"), (61, "leverage"), (70, "kernel")])  # 70: bytes keys
 def test_draws_are_distinct_and_complemented_with_each_size_in_its_stratum(d, sampler):
     design = kernel_design(d, 3000, seed=4, sampler=sampler)
     keys = coalition_keys(design.z)

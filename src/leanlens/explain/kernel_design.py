@@ -50,12 +50,13 @@ def size_mass(d: int, s: int) -> float:
 
 
 def coalition_keys(z: torch.Tensor) -> np.ndarray:
-    """One sortable key a coalition (row of bool (M, d)): its packed bits, as one uint64 up to 64
-    features (fast to sort and search), else as a fixed-width bytes scalar."""
-    packed = np.packbits(z.cpu().numpy(), axis=1)
-    if packed.shape[1] <= 8:
-        return np.pad(packed, ((0, 0), (0, 8 - packed.shape[1]))).view(np.uint64)[:, 0]
-    return np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1])))[:, 0]
+    """One sortable key a coalition (row of bool (M, d)): its bits as an int64 up to 63 features
+    (fast to sort and search), else its packed bits as a fixed-width bytes scalar."""
+    z = z.cpu()
+    if z.shape[1] <= 63:
+        return (z.long() << torch.arange(z.shape[1])).sum(1).numpy()
+    packed = np.packbits(z.numpy(), axis=1)
+    return packed.view(np.dtype((np.void, packed.shape[1])))[:, 0]
 
 
 @functools.lru_cache(maxsize=32)  # every call with d features lists the same few small sizes
