@@ -140,17 +140,19 @@ class CoalitionDraws:
 
     def _draw(self, short: dict[int, int]) -> None:
         """The next candidates of each short size, a quarter more than missing to cover repeats."""
-        counts = [k + k // 4 + 4 for k in short.values()]
-        sizes = np.repeat(list(short), counts)
-        numbers = np.concatenate([self.tried.get(s, 0) + np.arange(c) for s, c in zip(short, counts)])
+        counts = np.array([k + k // 4 + 4 for k in short.values()])
+        sizes = np.repeat(list(short), counts)  # size by size, in runs
+        starts = np.array([self.tried.get(s, 0) for s in short])
+        numbers = np.arange(len(sizes)) - np.repeat(np.cumsum(counts) - counts - starts, counts)
         z = random_coalitions(self.d, self.seed, sizes, numbers)
         half = 2 * sizes == self.d  # self-paired: {S, not S} is one unit, written as the one holding feature 0
-        z[half] = np.where(z[half, :1], z[half], ~z[half])
+        if half.any():
+            z[half] = np.where(z[half, :1], z[half], ~z[half])
         fresh = self._unseen(z)
-        for s, c in zip(short, counts):
-            kept = z[(sizes == s) & fresh]
-            self.drawn.setdefault(s, []).append(kept)
-            self.count[s], self.tried[s] = self.count.get(s, 0) + len(kept), self.tried.get(s, 0) + c
+        kept = np.split(z[fresh], np.cumsum(np.add.reduceat(fresh, np.cumsum(counts) - counts))[:-1])
+        for s, c, rows in zip(short, counts.tolist(), kept):
+            self.drawn.setdefault(s, []).append(rows)
+            self.count[s], self.tried[s] = self.count.get(s, 0) + len(rows), self.tried.get(s, 0) + c
 
     def _unseen(self, z: np.ndarray) -> np.ndarray:
         """Which rows are the first of their coalition, counting every earlier draw (sizes never collide)."""
