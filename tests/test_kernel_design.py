@@ -123,3 +123,16 @@ def test_standard_errors_cover_exact_values_where_coalitions_are_drawn_at_random
                 for seed in range(8)]
         covered = np.mean([np.abs(r.values - exact) <= 2 * r.error.values for r in runs])
         assert 0.9 <= covered < 1.0, (sampler, covered)
+
+
+def test_more_than_a_thousand_features_whose_coalition_counts_overflow_a_float():
+    """C(1100, 550) > 1e308: the design compares and corrects with it without turning it into a
+    float. 4000 coalitions are 2000 units, more than the 1100 features (with fewer the regression
+    is underdetermined); paired draws then make the fit exact for a linear model, phi = w x."""
+    torch.manual_seed(0)
+    linear = nn.Linear(1100, 2).double()
+    x = torch.randn(2, 1100, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    got = ll.explain(linear, x, "kernelshap", target=0, samples=4000)
+    expected = (linear.weight[0] * x).detach().numpy()
+    np.testing.assert_allclose(got.values, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert (got.error.values < 1e-6).all()

@@ -28,6 +28,7 @@ from leanlens.errors import BadOption
 
 MAX_ENUMERATE = 4096  # draw coalitions of one size by shuffling the full list up to this many
 SAMPLERS = ("kernel", "leverage")
+POPULATION_CAP = 2**1000  # C(d, s) beyond this (d > ~1000) is infinite for the finite-population correction
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment: 2^64 / golden ratio, odd
 
 
@@ -184,7 +185,8 @@ def kernel_design(d: int, budget: int, seed: int, sampler: str = "kernel",
     drawn = torch.cat([draws.first(s, n, 2 * s == d) for s, n in sampled] + [torch.zeros(0, d, dtype=torch.bool)])
     half = 2 * sizes == d  # a self-paired size: {S, not S} is one unit, and the size has 2k coalitions
     mass = torch.tensor([size_mass(d, s) for s, _ in sampled], dtype=torch.float64) / torch.where(half, 2 * k, k)
-    population = torch.tensor([math.comb(d, s) for s, _ in sampled], dtype=torch.float64) / torch.where(half, 2, 1)
+    population = torch.tensor([float(min(math.comb(d, s), POPULATION_CAP)) for s, _ in sampled],
+                              dtype=torch.float64) / torch.where(half, 2, 1)
     units = torch.arange(len(drawn))
     w_units = mass.repeat_interleave(k)
     return Design(torch.cat(blocks + [drawn, ~drawn]), torch.cat(weights + [w_units, w_units]),
@@ -201,7 +203,7 @@ def design_plan(d: int, budget: int, sampler: str) -> tuple[list[int], list[tupl
     count = [math.comb(d, s) * (1 if s == t else 2) for s, t in pairs]
     whole, left, left_share, done = [], budget, sum(share), 0
     for (s, t), part, c in zip(pairs, share, count):
-        if left * part / left_share < c - 1e-9:
+        if c > budget or left * part / left_share < c - 1e-9:  # c > budget first: c may exceed any float
             break
         whole += sorted({s, t})
         left, left_share, done = left - c, left_share - part, done + 1
