@@ -9,11 +9,14 @@ Musco & Witter, ICLR 2025: every size carries the same total leverage, so mid si
 where most coalitions are, get more draws). The regression weights are the same for both.
 
 Draws are nested: the coalitions drawn for a size at a budget are the first ones drawn
-at any larger budget, so refining to a tolerance reuses every earlier evaluation.
+at any larger budget, so refining to a tolerance reuses every earlier evaluation. Each
+size's sequence is fixed by the seed and the size alone (counter-based randomness), so
+a design is the same whichever designs were asked for before it.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -24,25 +27,22 @@ import torch
 from leanlens.errors import BadOption
 
 MAX_ENUMERATE = 4096  # draw coalitions of one size by shuffling the full list up to this many
-ROUND = 32  # random coalitions a size a round beyond that: fixed, so that draws are a prefix of one sequence
-REPEATS_NEGLIGIBLE = 2**48  # sizes with more coalitions than this skip the repeat check (see `_unseen`)
 SAMPLERS = ("kernel", "leverage")
-
-
-@dataclass(frozen=True)
-class Stratum:
-    """k sampled units of one size pair: rows first[i] and second[i] of the design are unit i."""
-
-    first: torch.Tensor  # row indices
-    second: torch.Tensor  # their complements' rows
-    population: int  # units the size pair holds: the finite-population correction's N
+POPULATION_CAP = 2**1000  # C(d, s) beyond this (d > ~1000) is infinite for the finite-population correction
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment: 2^64 / golden ratio, odd
 
 
 @dataclass(frozen=True)
 class Design:
+    """Coalitions and their regression weights; the sampled ones as units (a coalition and its
+    complement), each from a stratum (a size pair) whose population is known."""
+
     z: torch.Tensor  # (M, d) bool coalitions
     w: torch.Tensor  # (M,) float64 regression weights
-    strata: tuple[Stratum, ...]  # the sampled (not enumerated) size pairs
+    first: torch.Tensor  # (U,) rows of the sampled units' coalitions
+    second: torch.Tensor  # (U,) their complements' rows
+    stratum: torch.Tensor  # (U,) each unit's stratum, 0 .. S-1
+    population: torch.Tensor  # (S,) float64 units each stratum holds: the finite-population correction's N
 
 
 def size_mass(d: int, s: int) -> float:
@@ -50,14 +50,17 @@ def size_mass(d: int, s: int) -> float:
     return (d - 1) / (s * (d - s))
 
 
-def coalition_keys(z: torch.Tensor) -> list:
-    """One hashable key a coalition (row of bool (M, d)): its bits as an int up to 63 features, else bytes."""
+def coalition_keys(z: torch.Tensor) -> np.ndarray:
+    """One sortable key a coalition (row of bool (M, d)): its bits as an int64 up to 63 features
+    (fast to sort and search), else its packed bits as a fixed-width bytes scalar."""
     z = z.cpu()
     if z.shape[1] <= 63:
-        return (z.long() << torch.arange(z.shape[1])).sum(1).tolist()
-    return [bytes(row) for row in np.packbits(z.numpy(), axis=1)]
+        return (z.long() << torch.arange(z.shape[1])).sum(1).numpy()
+    packed = np.packbits(z.numpy(), axis=1)
+    return packed.view(np.dtype((np.void, packed.shape[1])))[:, 0]
 
 
+@functools.lru_cache(maxsize=32)  # every call with d features lists the same few small sizes
 def _all_of_size(d: int, size: int) -> torch.Tensor:
     flat = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(d), size)), dtype=np.int64)
     z = np.zeros((math.comb(d, size), d), dtype=bool)
@@ -65,102 +68,150 @@ def _all_of_size(d: int, size: int) -> torch.Tensor:
     return torch.from_numpy(z)
 
 
-class CoalitionDraws:
-    """Each size's distinct random coalitions as one sequence, drawn once a call and reused by
-    every larger design: a design's draws for a size are the sequence's first k, whatever k is.
+def _scramble(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function (Steele, Lea & Flood, 2014): a bijection of uint64 whose
+    outputs, over consecutive multiples of GOLDEN, pass as independent uniform draws."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
-    A size with at most MAX_ENUMERATE coalitions is a shuffle of all of them (its own stream);
-    the others grow together, a fixed-size round for every such size at once from one stream
-    (one vectorised draw instead of one a size), less the coalitions drawn before.
+
+def random_coalitions(d: int, seed: int, sizes: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+    """Candidate `numbers[r]` of size `sizes[r]` for each r, bool (R, d): the sizes[r] features with
+    the smallest random keys, each key a function of (seed, size, number, feature) alone."""
+    stream = _scramble(_scramble(np.array([seed], dtype=np.uint64)) + sizes.astype(np.uint64))
+    counter = numbers.astype(np.uint64)[:, None] * np.uint64(d) + np.arange(d, dtype=np.uint64)
+    keys = _scramble(stream[:, None] + counter * GOLDEN)
+    order = np.argsort(keys, axis=1)
+    z = np.zeros(keys.shape, dtype=bool)
+    np.put_along_axis(z, order, np.arange(d) < sizes[:, None], axis=1)
+    return z
+
+
+class CoalitionDraws:
+    """Each size's distinct coalitions as one sequence, drawn once a call and reused by every
+    larger design: a design's draws for a size are the sequence's first k, whatever k is.
+
+    A size with at most MAX_ENUMERATE coalitions is a shuffle of all of them. The others are
+    candidate 0, 1, 2, ... of `random_coalitions` less repeats; `reserve` draws every size's
+    shortfall in one vectorised call, and the candidates a size uses do not depend on how
+    many were drawn at a time.
     """
 
     def __init__(self, d: int, seed: int):
         self.d, self.seed = d, seed
-        self.enumerated: dict[int, torch.Tensor] = {}
-        self.random_sizes = [s for s in range(1, d // 2 + 1) if math.comb(d, s) > MAX_ENUMERATE]
-        self.drawn = {s: torch.zeros(0, d, dtype=torch.bool) for s in self.random_sizes}
-        self.seen: dict[int, set] = {s: set() for s in self.random_sizes if math.comb(d, s) < REPEATS_NEGLIGIBLE}
-        self.generator = torch.Generator().manual_seed(seed)
+        self.shuffled: dict[int, torch.Tensor] = {}  # size -> all its coalitions (or pairs) in random order
+        self.drawn: dict[int, list[np.ndarray]] = {}  # size -> blocks of its distinct coalitions
+        self.count: dict[int, int] = {}  # size -> distinct coalitions drawn
+        self.tried: dict[int, int] = {}  # size -> candidates drawn
+        self.seen = coalition_keys(torch.zeros(0, d, dtype=torch.bool))  # sorted keys of every draw
 
     def every(self, s: int) -> torch.Tensor:
-        """All coalitions of size s, in a fixed order (kept: designs of every budget ask again)."""
-        if s not in self.enumerated:
-            self.enumerated[s] = _all_of_size(self.d, s)
-        return self.enumerated[s]
+        """All coalitions of size s, in a fixed order (shared: do not modify)."""
+        return _all_of_size(self.d, s)
+
+    def reserve(self, wanted: dict[int, int]) -> None:
+        """Draw until each random size s holds wanted[s] distinct coalitions (at most its population)."""
+        while True:
+            short = {s: k - self.count.get(s, 0) for s, k in wanted.items()
+                     if math.comb(self.d, s) > MAX_ENUMERATE and self.count.get(s, 0) < k}
+            if not short:
+                return
+            self._draw(short)
 
     def first(self, s: int, k: int, paired: bool) -> torch.Tensor:
         """The first k distinct coalitions of size s (bool (k, d)); with `paired`, distinct as {S, not S}."""
-        if s not in self.drawn:
+        if math.comb(self.d, s) <= MAX_ENUMERATE:
+            return self._shuffled(s, paired)[:k]
+        if self.count.get(s, 0) < k:
+            self.reserve({s: k})
+        if len(self.drawn[s]) > 1:
+            self.drawn[s] = [np.concatenate(self.drawn[s])]
+        return torch.from_numpy(self.drawn[s][0][:k])
+
+    def _shuffled(self, s: int, paired: bool) -> torch.Tensor:
+        if s not in self.shuffled:
             every = self.every(s)
             if paired:
                 every = every[every[:, 0]]  # one of each {S, not S}: the one holding feature 0
-            # its own stream, so that a small size's draws do not depend on the other sizes'
-            self.drawn[s] = every[torch.randperm(len(every), generator=torch.Generator().manual_seed(
-                self.seed * 4099 + s))]
-        while len(self.drawn[s]) < k:
-            self._round()
-        return self.drawn[s][:k]
+            # its own stream, so that a small size's order does not depend on the other sizes'
+            order = torch.randperm(len(every), generator=torch.Generator().manual_seed(self.seed * 4099 + s))
+            self.shuffled[s] = every[order]
+        return self.shuffled[s]
 
-    def _round(self) -> None:
-        """ROUND new random coalitions for every size too large to enumerate, repeats dropped."""
-        sizes = torch.tensor(self.random_sizes)
-        order = torch.rand(len(sizes), ROUND, self.d, generator=self.generator, dtype=torch.float64).argsort(-1)
-        chosen = (torch.arange(self.d) < sizes[:, None, None]).expand(-1, ROUND, -1)
-        draw = torch.zeros(len(sizes), ROUND, self.d, dtype=torch.bool).scatter_(-1, order, chosen)
-        for s, rows in zip(self.random_sizes, draw):
-            if 2 * s == self.d:  # self-paired: {S, not S} is one unit, written as the one holding feature 0
-                rows = torch.where(rows[:, :1], rows, ~rows)
-            self.drawn[s] = torch.cat([self.drawn[s], self._unseen(s, rows)])
+    def _draw(self, short: dict[int, int]) -> None:
+        """The next candidates of each short size, a quarter more than missing to cover repeats."""
+        counts = np.array([k + k // 4 + 4 for k in short.values()])
+        sizes = np.repeat(list(short), counts)  # size by size, in runs
+        starts = np.array([self.tried.get(s, 0) for s in short])
+        numbers = np.arange(len(sizes)) - np.repeat(np.cumsum(counts) - counts - starts, counts)
+        z = random_coalitions(self.d, self.seed, sizes, numbers)
+        half = 2 * sizes == self.d  # self-paired: {S, not S} is one unit, written as the one holding feature 0
+        if half.any():
+            z[half] = np.where(z[half, :1], z[half], ~z[half])
+        fresh = self._unseen(z)
+        kept = np.split(z[fresh], np.cumsum(np.add.reduceat(fresh, np.cumsum(counts) - counts))[:-1])
+        for s, c, rows in zip(short, counts.tolist(), kept):
+            self.drawn.setdefault(s, []).append(rows)
+            self.count[s], self.tried[s] = self.count.get(s, 0) + len(rows), self.tried.get(s, 0) + c
 
-    def _unseen(self, s: int, rows: torch.Tensor) -> torch.Tensor:
-        if s not in self.seen:  # at most 2^16 draws from >= 2^48: a repeat has odds below 2^-17
-            return rows
-        seen, fresh = self.seen[s], []
-        for i, key in enumerate(coalition_keys(rows)):
-            if key not in seen:
-                seen.add(key)
-                fresh.append(i)
-        return rows[fresh]
+    def _unseen(self, z: np.ndarray) -> np.ndarray:
+        """Which rows are the first of their coalition, counting every earlier draw (sizes never collide)."""
+        keys = coalition_keys(torch.from_numpy(z))
+        fresh = np.zeros(len(keys), dtype=bool)
+        fresh[np.unique(keys, return_index=True)[1]] = True  # first occurrence within this draw
+        if len(self.seen):
+            at = np.searchsorted(self.seen, keys).clip(max=len(self.seen) - 1)
+            fresh &= self.seen[at] != keys
+        self.seen = np.sort(np.concatenate([self.seen, keys[fresh]]))
+        return fresh
 
 
 def kernel_design(d: int, budget: int, seed: int, sampler: str = "kernel",
                   draws: CoalitionDraws | None = None) -> Design:
-    """At most `budget` coalitions with their weights and strata (see the module's docstring).
+    """At most `budget` coalitions with their weights and units (see the module's docstring).
 
-    With budget >= 2^d - 2 every coalition is used, and the regression is exact. Pass the
-    same `draws` to designs of growing budgets to draw each coalition once.
+    Rows: the sizes taken whole, then every drawn coalition, then their complements in the
+    same order. With budget >= 2^d - 2 every coalition is used, and the regression is exact.
+    Pass the same `draws` to designs of growing budgets to draw each coalition once.
     """
+    whole, sampled = design_plan(d, budget, sampler)
+    draws = draws or CoalitionDraws(d, seed)
+    draws.reserve(dict(sampled))  # every size's new draws in one vectorised call
+    blocks = [draws.every(size) for size in whole]
+    weights = [torch.full((len(b),), size_mass(d, s) / len(b), dtype=torch.float64) for s, b in zip(whole, blocks)]
+    start = sum(len(b) for b in blocks)
+    sizes, k = (torch.tensor([p[i] for p in sampled], dtype=torch.long) for i in (0, 1))
+    drawn = torch.cat([draws.first(s, n, 2 * s == d) for s, n in sampled] + [torch.zeros(0, d, dtype=torch.bool)])
+    half = 2 * sizes == d  # a self-paired size: {S, not S} is one unit, and the size has 2k coalitions
+    mass = torch.tensor([size_mass(d, s) for s, _ in sampled], dtype=torch.float64) / torch.where(half, 2 * k, k)
+    population = torch.tensor([float(min(math.comb(d, s), POPULATION_CAP)) for s, _ in sampled],
+                              dtype=torch.float64) / torch.where(half, 2, 1)
+    units = torch.arange(len(drawn))
+    w_units = mass.repeat_interleave(k)
+    return Design(torch.cat(blocks + [drawn, ~drawn]), torch.cat(weights + [w_units, w_units]),
+                  start + units, start + len(drawn) + units, torch.arange(len(k)).repeat_interleave(k), population)
+
+
+def design_plan(d: int, budget: int, sampler: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """The sizes taken whole, and (s, k): k units (a coalition and its complement) drawn of size pair s."""
     if sampler not in SAMPLERS:
         raise BadOption(f"sampler={sampler!r}", "use 'kernel' (shares by kernel weight) or 'leverage' (Leverage SHAP)")
     pairs = [(s, d - s) for s in range(1, d // 2 + 1)]
     mass = [size_mass(d, s) * (1 if s == t else 2) for s, t in pairs]
     share = mass if sampler == "kernel" else [1.0 if s == t else 2.0 for s, t in pairs]
     count = [math.comb(d, s) * (1 if s == t else 2) for s, t in pairs]
-    blocks, weights, left, left_share, done = [], [], budget, sum(share), 0
-    draws = draws or CoalitionDraws(d, seed)
+    whole, left, left_share, done = [], budget, sum(share), 0
     for (s, t), part, c in zip(pairs, share, count):
-        if left * part / left_share < c - 1e-9:
+        if c > budget or left * part / left_share < c - 1e-9:  # c > budget first: c may exceed any float
             break
-        for size in {s, t}:
-            blocks.append(draws.every(size))
-            weights.append(torch.full((len(blocks[-1]),), size_mass(d, size) / len(blocks[-1]), dtype=torch.float64))
+        whole += sorted({s, t})
         left, left_share, done = left - c, left_share - part, done + 1
-    strata, start = [], sum(len(b) for b in blocks)
-    if pairs[done:]:
-        for (s, t), k in zip(pairs[done:], _draws(share[done:], left // 2)):
-            k = min(int(k), math.comb(d, s) // (2 if s == t else 1))
-            if k == 0:
-                continue
-            z = draws.first(s, k, s == t)
-            strata.append(Stratum(torch.arange(start, start + k), torch.arange(start + k, start + 2 * k),
-                                  math.comb(d, s) // (2 if s == t else 1)))
-            blocks += [z, ~z]
-            start += 2 * k
-            # each size's mass over its coalitions drawn; a self-paired size has 2k of them
-            weights.append(torch.full((2 * k,), size_mass(d, s) / (2 * k if s == t else k), dtype=torch.float64))
-    if not blocks:
-        return Design(torch.zeros(0, d, dtype=torch.bool), torch.zeros(0, dtype=torch.float64), ())
-    return Design(torch.cat(blocks), torch.cat(weights), tuple(strata))
+    if not pairs[done:]:
+        return whole, []
+    units = (min(int(k), math.comb(d, s) // (2 if s == t else 1))
+             for (s, t), k in zip(pairs[done:], _draws(share[done:], left // 2)))
+    return whole, [(s, k) for (s, _), k in zip(pairs[done:], units) if k > 0]
 
 
 def _draws(shares, units: int) -> np.ndarray:

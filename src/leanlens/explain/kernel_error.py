@@ -18,15 +18,27 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 
 from leanlens.explain.kernel_design import Design, coalition_keys
 
+WELL_CONDITIONED = 1e-6  # smallest Cholesky pivot over the largest (condition number up to 1e12)
+
 
 def normal_inverse(z: torch.Tensor, w: torch.Tensor, device) -> torch.Tensor:
-    """(Z'WZ)^+, (d, d) float64: the one matrix the solve and the standard errors share."""
+    """(Z'WZ)^+, (d, d) float64: the one matrix the solve and the standard errors share.
+
+    By Cholesky (8x faster than an eigendecomposition at d = 60) when the matrix is well
+    conditioned; the pseudo-inverse when a small design leaves it (nearly) singular.
+    """
     z = z.to(device, torch.float64)
-    return torch.linalg.pinv(z.T @ (w.to(device)[:, None] * z), hermitian=True)
+    normal = z.T @ (w.to(device)[:, None] * z)
+    factor, info = torch.linalg.cholesky_ex(normal)
+    pivots = factor.diagonal()
+    if info == 0 and pivots.min() > WELL_CONDITIONED * pivots.max():
+        return torch.cholesky_inverse(factor)
+    return torch.linalg.pinv(normal, hermitian=True)
 
 
 def regression_projection(inverse: torch.Tensor) -> torch.Tensor:
@@ -38,22 +50,23 @@ def regression_projection(inverse: torch.Tensor) -> torch.Tensor:
 def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     """One standard error a value, (N, d) float64; zero where every coalition was enumerated."""
     n, d = phi.shape
-    if not design.strata:
+    if not len(design.first):
         return torch.zeros(n, d, dtype=torch.float64, device=y.device)
     z = design.z.to(y.device, torch.float64)
     weighted = design.w.to(y.device) * (y - phi @ z.T)  # w_m r_m, (N, M)
-    q = z @ regression_projection(inverse)  # row m: P z_m
-    first = torch.cat([s.first for s in design.strata]).to(y.device)
-    second = torch.cat([s.second for s in design.strata]).to(y.device)
-    k = torch.tensor([len(s.first) for s in design.strata], dtype=torch.float64, device=y.device)
-    population = torch.tensor([s.population for s in design.strata], dtype=torch.float64, device=y.device)
-    label = torch.repeat_interleave(torch.arange(len(k), device=y.device), k.long())
-    v = weighted[:, first, None] * q[first] + weighted[:, second, None] * q[second]  # (N, units, d)
-    mean = torch.zeros(n, len(k), d, dtype=torch.float64, device=y.device).index_add_(1, label, v) / k[:, None]
-    spread = torch.zeros_like(mean).index_add_(1, label, (v - mean[:, label]) ** 2)
+    first, second = design.first.to(y.device), design.second.to(y.device)
+    population, label = design.population.to(y.device), design.stratum.to(y.device)
+    k = torch.bincount(label, minlength=len(population)).double()
+    projection = regression_projection(inverse)
+    q = z[first] @ projection  # P z for a unit's first coalition; its complement's is P 1 - that
+    a, b = weighted[:, first, None], weighted[:, second, None]
+    v = torch.addcmul(b * projection.sum(1), a - b, q)  # (N, units, d)
+    total = v.new_zeros(n, len(k), d).index_add_(1, label, v)  # by stratum
+    squares = v.new_zeros(n, len(k), d).index_add_(1, label, v.square_())
+    spread = (squares - total**2 / k[:, None]).clamp_min(0)  # sum over units of (v - stratum mean)^2
     several = (1 - k / population) * k / (k - 1).clamp_min(1)  # without-replacement variance of a sum
     lone = torch.where(k == 1, 1 - 1 / population, 0.0)  # a one-unit stratum: its v^2 stands in
-    variance = spread * torch.where(k > 1, several, 0.0)[:, None] + mean**2 * lone[:, None]
+    variance = spread * torch.where(k > 1, several, 0.0)[:, None] + total**2 * lone[:, None]
     return variance.sum(1).sqrt()
 
 
@@ -63,7 +76,8 @@ class ScoredCoalitions:
 
     def __init__(self, game):
         self.game = game
-        self.column: dict = {}  # coalition key -> column of `table`
+        self.keys = coalition_keys(torch.zeros(0, game.d, dtype=torch.bool))  # sorted coalition keys
+        self.column = np.zeros(0, dtype=np.int64)  # each key's column of `table`
         self.table = torch.zeros(len(game.x), 0, dtype=torch.float64, device=game.x.device)
 
     @property
@@ -73,18 +87,28 @@ class ScoredCoalitions:
 
     def scores(self, coalitions: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
         """(len(samples), M) scores of `coalitions`, evaluating only the ones new to those samples."""
-        keys = coalition_keys(coalitions)
-        for key in keys:
-            self.column.setdefault(key, len(self.column))
-        grow = len(self.column) - self.table.shape[1]
-        if grow:
-            self.table = torch.cat([self.table, self.table.new_full((len(self.table), grow), float("nan"))], 1)
-        columns = torch.tensor([self.column[k] for k in keys], device=self.table.device)
+        columns = torch.from_numpy(self._columns(coalition_keys(coalitions))).to(self.table.device)
         missing = self.table[samples][:, columns].isnan().any(0)
         if missing.any():
             fresh = restricted(self.game, samples).scores(coalitions[missing.to(coalitions.device)])
             self.table[samples[:, None], columns[missing][None, :]] = fresh
         return self.table[samples][:, columns]
+
+    def _columns(self, keys: np.ndarray) -> np.ndarray:
+        """The table column of each key, new keys given new (NaN) columns."""
+        new = np.unique(keys[~self._known(keys)])
+        if len(new):
+            grow = self.table.new_full((len(self.table), len(new)), float("nan"))
+            self.table = torch.cat([self.table, grow], 1)
+            column = np.concatenate([self.column, self.table.shape[1] - len(new) + np.arange(len(new))])
+            order = np.argsort(np.concatenate([self.keys, new]), kind="stable")
+            self.keys, self.column = np.concatenate([self.keys, new])[order], column[order]
+        return self.column[np.searchsorted(self.keys, keys)]
+
+    def _known(self, keys: np.ndarray) -> np.ndarray:
+        if not len(self.keys):
+            return np.zeros(len(keys), dtype=bool)
+        return self.keys[np.searchsorted(self.keys, keys).clip(max=len(self.keys) - 1)] == keys
 
 
 def restricted(game, samples: torch.Tensor):
