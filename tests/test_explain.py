@@ -304,7 +304,7 @@ def test_batch_equals_one_by_one(resnet, images, method, options):
 @pytest.mark.parametrize("method, options", [
     ("saliency", {}), ("input_x_gradient", {}), ("smoothgrad", {"nt_samples": 2}), ("gradcam", {}),
     ("gradcam++", {}), ("occlusion", {"window": 16, "stride": 16}), ("shapley", {"superpixel": 16}),
-    ("kernelshap", {"superpixel": 16, "samples": 8}), ("lime", {"superpixel": 8, "samples": 30}),
+    ("kernelshap", {"superpixel": 16, "samples": 10}), ("lime", {"superpixel": 8, "samples": 30}),
     ("ig", {"steps": 4}),
 ])
 def test_batch_size_bounds_every_pass(resnet, images, method, options, one_thread):
@@ -319,7 +319,7 @@ def test_batch_size_bounds_every_pass(resnet, images, method, options, one_threa
 
 
 @pytest.mark.parametrize("method, options", [
-    ("occlusion", {"window": 16, "stride": 16}), ("kernelshap", {"superpixel": 16, "samples": 8}),
+    ("occlusion", {"window": 16, "stride": 16}), ("kernelshap", {"superpixel": 16, "samples": 10}),
     ("lime", {"superpixel": 8, "samples": 30}),
 ])
 def test_batch_size_bounds_every_pass_of_a_black_box(resnet, images, method, options):

@@ -124,13 +124,13 @@ def test_the_markdown_table_has_a_row_per_method_and_batch_with_its_options():
     model, data = Ticking(), _data()
     steps = []
     costs = ll.explaining_cost(model, data, ["occlusion", "kernelshap"], batch_sizes=(1, 2), repeats=3, warmup=0,
-                               options={"kernelshap": {"samples": 16}}, clock=model.clock,
+                               options={"kernelshap": {"samples": 40}}, clock=model.clock,
                                on_step=lambda done, total: steps.append((done, total)))
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
     table = costs.to_markdown().splitlines()
     rows = [line for line in table if line.startswith("| ") and not line.startswith("| method")]
     assert [line.split(" | ")[:2] for line in rows] == [
-        ["| occlusion", "1"], ["| occlusion", "2"], ["| kernelshap (samples=16)", "1"], ["| kernelshap (samples=16)", "2"]]
+        ["| occlusion", "1"], ["| occlusion", "2"], ["| kernelshap (samples=40)", "1"], ["| kernelshap (samples=40)", "2"]]
     one = costs.row("kernelshap", 2)
     assert f"{one.overhead:.2f}× ({one.overhead_percent:+.0f} %)" in rows[3] and rows[3].endswith("| +0.0 |")
 

@@ -136,3 +136,21 @@ def test_more_than_a_thousand_features_whose_coalition_counts_overflow_a_float()
     expected = (linear.weight[0] * x).detach().numpy()
     np.testing.assert_allclose(got.values, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     assert (got.error.values < 1e-6).all()
+
+
+def test_too_few_coalitions_to_determine_the_values_are_refused():
+    """Below 2d + 2 coalitions the paired regression is not determined: its answer is one of many and
+    its standard errors read ~0. Refused, for `samples` and for the cap of a `tol` run, in one line."""
+    from errors_support import one_line
+
+    from leanlens.errors import BadOption
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 2)).double().eval()
+    x = torch.randn(2, 12, dtype=torch.float64)
+    for options in ({"samples": 25}, {"tol": 0.01, "max_samples": 20}):
+        with pytest.raises(BadOption) as error:
+            ll.explain(net, x, "kernelshap", target=0, seed=0, **options)
+        assert "cannot determine 12 Shapley values (at least 26 can)" in one_line(error)
+    fitted = ll.explain(net, x, "kernelshap", target=0, seed=0, samples=26)
+    assert (fitted.error.values > 0).all()  # determined, with residuals left to measure the spread

@@ -90,6 +90,7 @@ def assert_same(ours, theirs) -> None:
     ("occlusion", {"window": (1, 2, 2)}),
     ("ig", {"steps": 8}),
     ("kernelshap", {"superpixel": 4, "samples": 40, "seed": 3}),
+    ("kernelshap", {"superpixel": 2, "tol": 0.05, "seed": 3}),  # each sample stops on its own, as alone
     ("smoothgrad", {"nt_samples": 3, "seed": 5}),
     ("ig", {"steps": 8, "baseline": "uniform", "seed": 2}),
 ])
@@ -175,7 +176,6 @@ def test_a_workers_refusal_comes_back_as_the_same_one_line_error(local_ray, net,
 
 @pytest.mark.parametrize(("call", "expected", "error_type"), [
     (lambda m, x: ll.explain(m, x, "ig", engine="spark"), "engine='spark'", BadOption),
-    (lambda m, x: ll.explain(m, x, "kernelshap", engine="ray", tol=0.1), "tol=", BadOption),
     (lambda m, x: ll.explain(_local(), x, "ig", engine="ray"), "engine='ray' sends the model", BadInput),
     (lambda m, x: ll.explain(m, x, "ig", engine=Ray(shard_size=0)), "shard_size=0", BadOption),
 ])

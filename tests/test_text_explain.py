@@ -131,7 +131,7 @@ def test_kernelshap_and_shapley_over_tokens_equal_brute_force_shapley_values():
 
 def test_a_batch_of_unequal_lengths_equals_one_text_at_a_time():
     model, tokenizer = hugging_face()
-    for method, options in (("ig", {"steps": 4}), ("kernelshap", {"samples": 16})):
+    for method, options in (("ig", {"steps": 4}), ("kernelshap", {"samples": 24})):
         batch = ll.explain(model, TEXTS, method=method, tokenizer=tokenizer, **options)
         for i, text in enumerate(TEXTS):
             alone = ll.explain(model, [text], method=method, tokenizer=tokenizer, **options)
@@ -180,7 +180,7 @@ def test_an_int8_graph_explained_on_its_own_ranks_the_tokens_as_the_float_model(
 
 def test_the_explanation_prints_saves_and_loads_without_pickle(tmp_path):
     model = classifier()
-    explanation = ll.explain(model, TEXTS[:2], method="kernelshap", samples=8, level="word")
+    explanation = ll.explain(model, TEXTS[:2], method="kernelshap", samples=10, level="word")
     assert "truly(" in str(explanation) and "terribly(" in str(explanation)
     loaded = TokenExplanation.from_json(explanation.to_json(tmp_path / "tokens.json"))
     assert loaded.tokens == explanation.tokens and loaded.texts == tuple(TEXTS[:2])

@@ -7,7 +7,10 @@ memory. A model input's footprint is measured once, on a probe: the tensors auto
 saves for the backward pass of one and of two inputs (their difference is what one
 more input adds; the weights, saved once, are what any pass costs), plus the
 gradients the backward pass holds and the input's own copies. A black box (no torch
-graph to look into) is charged a fixed multiple of its input.
+graph to look into) is charged a fixed multiple of its input. The probe's result depends on
+the network's layout and the input's shape, not on weight values, so it is kept per network
+(where the adapter states its layout) and measured again only when that layout changes (the
+probe, two gradient passes, was a quarter of a small model's KernelSHAP call).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+import weakref
 from pathlib import Path
 
 import torch
@@ -95,6 +99,23 @@ def input_footprint(model, sample: torch.Tensor, fold_bn: bool = False) -> tuple
     return SLACK * (max(two - one, 0) + 2 * largest) + own, max(2 * one - two, 0)
 
 
+_FOOTPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network -> {probe key: footprint}
+
+
+def remembered_footprint(model, sample: torch.Tensor, fold_bn: bool = False) -> tuple[int, int]:
+    """`input_footprint`, probed once per network layout and input shape (where the adapter
+    says its layout: `layout() -> (network, summary)`, e.g. a torch module's)."""
+    layout = model.layout() if callable(getattr(model, "layout", None)) else None
+    if layout is None:
+        return input_footprint(model, sample, fold_bn)
+    network, summary = layout
+    key = (summary, tuple(sample.shape[1:]), sample.dtype, sample.device, fold_bn)
+    known = _FOOTPRINTS.setdefault(network, {})
+    if key not in known:
+        known[key] = input_footprint(model, sample, fold_bn)
+    return known[key]
+
+
 def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None, fold_bn: bool = False) -> int:
     """Model inputs per pass: an explicit `batch_size`, else as many as fit the memory budget.
 
@@ -105,7 +126,7 @@ def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None, fold_bn: 
         return positive_int("batch_size", batch_size, "use a positive int (model inputs per pass) or None "
                             "(from the memory budget)")
     budget = memory_bytes(memory) if memory is not None else int(free_bytes(sample.device) * FREE_SHARE)
-    each, fixed = input_footprint(model, sample, fold_bn)
+    each, fixed = remembered_footprint(model, sample, fold_bn)
     if budget < fixed + each:
         need = (fixed + each) / 2**20
         raise BadOption(f"memory={memory!r} is less than one model input needs (about {need:.1f} MB)",

@@ -147,6 +147,11 @@ def kernel_budgets(d: int, samples, tol, max_samples) -> tuple[int, int]:
     if samples is not None and positive_int("samples", samples, hint) < 2:
         raise BadOption(f"samples={samples!r} leaves no coalition to regress on", hint)
     cap = sample_cap(tol, max_samples)
+    determined = min(2 * d + 2, inner)  # paired coalitions: each pair pins about one direction of d
+    for name, value in (("samples", samples), ("max_samples", cap)):
+        if value is not None and value < determined:  # below, the fit is one of many and its errors read ~0
+            raise BadOption(f"{name}={value} coalitions cannot determine {d} Shapley values (at least {determined} "
+                            "can)", f"pass {name}>={determined}, or group features with superpixel= or feature_mask=")
     if cap is None:
         budget = min(2 * d + 2048, inner) if samples is None else samples
         return min(budget, inner), min(budget, inner)

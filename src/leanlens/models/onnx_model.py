@@ -80,6 +80,9 @@ class OnnxModel:
     def layer_gradients(self, x, pick, layer, *, create_graph: bool = False, fold_bn: bool = False):
         return self._twin().layer_gradients(x, pick, layer, create_graph=create_graph, fold_bn=fold_bn)
 
+    def layout(self):
+        return self.twin.layout() if self.twin is not None else None
+
     def _twin(self):
         if self.twin is None:
             raise MissingCapability("an ONNX model without a torch twin gives no gradients",

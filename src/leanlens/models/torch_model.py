@@ -95,6 +95,13 @@ class TorchModel:
         network = torch_grad.cam_network(self.module, self._network(fold_bn), layer)
         return torch_grad.layer_gradients(self._call, network, x, pick, layer, create_graph)
 
+    def layout(self) -> tuple[nn.Module, tuple]:
+        """The module, and what a memory probe's result depends on besides the input: each layer's
+        type and mode, each parameter's and buffer's name, shape, dtype and whether it takes gradients."""
+        tensors = [*self.module.named_parameters(), *self.module.named_buffers()]
+        return self.module, (tuple((type(m), m.training) for m in self.module.modules()),
+                             tuple((name, tuple(t.shape), t.dtype, t.requires_grad) for name, t in tensors))
+
     def layer(self, name: str) -> nn.Module:
         modules = {n: m for n, m in self.module.named_modules() if n}
         if name not in modules:

@@ -5,15 +5,14 @@ own (a sample's result never depends on the others in its batch), random draws c
 per-sample streams keyed by the seed and the sample (`leanlens.explain.streams`), and what
 the single-process run derives from the whole batch (the background rows KernelSHAP reason
 codes take from the data) is derived here once, from the whole batch, and sent to every shard.
-The one exception, KernelSHAP with `tol=`, stops when its batch's worst sample meets the
-tolerance, so its shards would stop apart: it is refused, with the fix.
+KernelSHAP with `tol=` too: each sample stops on its own, at the design size its own standard
+errors ask for, with the coalitions it would draw alone.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from leanlens.errors import BadOption
 from leanlens.scale import shards as sharding
 from leanlens.scale.engine import cluster, cpus, ray_engine, run_shards
 from leanlens.scale.shipping import pack, unpack
@@ -29,9 +28,6 @@ def explain_on_ray(engine, model, x, method: str, target=None, *, autocast: bool
     # the checks the single-process run makes first, made here before any cluster starts
     require(wrap(model), lookup(method).needs, method)
     bind_options(lookup(method).fn, options, method)
-    if method == "kernelshap" and options.get("tol") is not None:
-        raise BadOption("kernelshap's tol= stops when a batch's worst sample meets it, so Ray's shards would differ",
-                        "pass samples= (a fixed budget) with engine='ray', or run tol= in this process")
     x = sharding.as_rows(x)
     parcel = pack(model)
     with cluster(settings) as ray:

@@ -1,0 +1,55 @@
+"""The memory probe behind `batch_size=None` is measured once per network layout and input shape."""
+
+import numpy as np
+import torch
+from torch import nn
+
+import leanlens as ll
+from leanlens.explain import memory
+
+
+def counting_probes(monkeypatch) -> list:
+    calls = []
+    probe = memory.saved_bytes
+    monkeypatch.setattr(memory, "saved_bytes", lambda *a, **k: calls.append(1) or probe(*a, **k))
+    return calls
+
+
+def test_the_probe_runs_once_per_layout_and_input_shape(monkeypatch):
+    calls = counting_probes(monkeypatch)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2)).eval()
+    x = torch.randn(4, 6)
+    first = ll.explain(net, x, "ig", steps=8, memory="64MB", target=0)
+    probes = len(calls)
+    assert probes == 2  # one and two inputs
+    again = ll.explain(net, x, "kernelshap", samples=64, seed=0, memory="64MB", target=0)
+    assert len(calls) == probes  # same module, layout and input shape: no new probe
+    with torch.no_grad():
+        net[0].weight.mul_(3)  # new weights, same layout: the footprint is the same
+    ll.explain(net, x, "ig", steps=8, memory="64MB", target=0)
+    assert len(calls) == probes
+    net[0], net[2] = nn.Linear(6, 64), nn.Linear(64, 2)  # wider: probed again
+    ll.explain(net, x, "ig", steps=8, memory="64MB", target=0)
+    assert len(calls) == 2 * probes
+    ll.explain(net, torch.randn(9, 6), "ig", steps=8, memory="64MB", target=0)  # other inputs, same shape
+    assert len(calls) == 2 * probes
+    net[1] = nn.SiLU()  # another layer type: probed again
+    ll.explain(net, x, "ig", steps=8, memory="64MB", target=0)
+    assert len(calls) == 3 * probes
+    assert first.values.shape == again.values.shape == x.shape
+
+
+def test_a_remembered_footprint_is_the_probed_one():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 3))
+    net = net.eval()
+    model = ll.wrap(net)
+    sample = torch.randn(1, 1, 16, 16)
+    with model.inference():
+        probed = memory.input_footprint(model, sample)
+        assert memory.remembered_footprint(model, sample) == probed
+        assert memory.remembered_footprint(model, sample) == probed  # from the cache
+        wider = memory.remembered_footprint(model, torch.randn(1, 1, 32, 32))
+    assert wider[0] > probed[0]  # a larger input costs more: shapes are part of the key
+    assert np.isfinite(probed).all()
