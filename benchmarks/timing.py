@@ -26,8 +26,13 @@ def median_ms(fn, repeats: int = 7, warmup: int = 2) -> float:
 
 def interleaved_ms(contenders: dict, repeats: int = 9, warmup: int = 2) -> dict[str, float]:
     """Median ms of each callable, run in turns (a, b, c, a, b, c, ...)."""
+    return {name: median for name, (median, _) in interleaved_median_min_ms(contenders, repeats, warmup).items()}
+
+
+def interleaved_median_min_ms(contenders: dict, repeats: int = 9, warmup: int = 2) -> dict[str, tuple[float, float]]:
+    """(median ms, min ms) of each callable, run in turns (a, b, c, a, b, c, ...)."""
     timings = interleaved(contenders, repeats=repeats, warmup=warmup, sync=_sync, burst=1)
-    return {name: t.median_ms for name, t in timings.items()}
+    return {name: (t.median_ms, t.min_ms) for name, t in timings.items()}
 
 
 def ig_floor(model, x, target, steps: int, chunk: int, channels_last: bool = False, bf16: bool = False) -> None:
