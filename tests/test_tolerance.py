@@ -260,11 +260,12 @@ def test_error_bars_are_kept_by_the_store_and_shown_by_the_report(tmp_path):
         for method in ("ig", "kernelshap"):
             back, kept = store.explained("v0", method).error, explained[method].error
             assert (back.kind, back.tol) == (kept.kind, kept.tol)
-            for field in ("values", "gap", "evaluations"):
+            for field in ("values", "gap", "evaluations", "change"):
                 np.testing.assert_array_equal(getattr(back, field), getattr(kept, field))
         assert store.explained("v0", "saliency").error is None and set(store.version("v0").errors) == {"ig", "kernelshap"}
     error = explained["ig"].error
-    assert error.brief() == f"|δ| median {np.median(error.relative):.1e}, max {np.max(error.relative):.1e}"
+    assert error.brief() == (f"|δ| median {np.median(error.relative):.1e}, max {np.max(error.relative):.1e}; "
+                             f"per-feature change median {np.median(error.change):.1e}, max {np.max(error.change):.1e}")
     assert error.brief() in ll.report(tmp_path / "s.db", tmp_path / "ig", method="ig").read_text()
     page = ll.report(tmp_path / "s.db", tmp_path / "saliency", method="saliency").read_text()
     assert "numerical error" in page and "|δ| median" not in page  # the column is there, with nothing to show

@@ -82,12 +82,16 @@ class NumericalError:
         return line
 
     def brief(self) -> str:
-        """A table cell: the median and worst relative error (IG's |delta|, KernelSHAP's s.e.), or LIME's R²."""
+        """A table cell: the median and worst relative error (IG's |delta|, and refined to a tol its
+        per-feature change; KernelSHAP's s.e.), or LIME's R²."""
         if self.kind == "fit_r2":
             return f"R² median {np.median(self.values):.2g}, min {np.min(self.values):.2g}"
         relative = self.relative
         what = "|δ|" if self.kind == "completeness" else "s.e."
-        return f"{what} median {np.median(relative):.1e}, max {np.max(relative):.1e}"
+        cell = f"{what} median {np.median(relative):.1e}, max {np.max(relative):.1e}"
+        if self.change is not None:  # completeness is a sum: say what single values did too
+            cell += f"; per-feature change median {np.median(self.change):.1e}, max {np.max(self.change):.1e}"
+        return cell
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays an .npz keeps, prefixed `error_`."""
