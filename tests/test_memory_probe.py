@@ -53,3 +53,13 @@ def test_a_remembered_footprint_is_the_probed_one():
         wider = memory.remembered_footprint(model, torch.randn(1, 1, 32, 32))
     assert wider[0] > probed[0]  # a larger input costs more: shapes are part of the key
     assert np.isfinite(probed).all()
+
+
+def test_autocast_has_a_footprint_of_its_own(monkeypatch):
+    """bf16 activations take half the bytes: a footprint probed under autocast must not size a float32 run."""
+    calls = counting_probes(monkeypatch)
+    net = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 2)).eval()
+    x = torch.randn(3, 64)
+    ll.explain(net, x, "ig", steps=4, autocast=True, memory="64MB", target=0)
+    ll.explain(net, x, "ig", steps=4, memory="64MB", target=0)
+    assert len(calls) == 4  # two probes each: the second run did not reuse the first's

@@ -280,3 +280,13 @@ def test_explain_text_refuses_in_one_line_and_writes_nothing(cli_model, tmp_path
     run = CliRunner().invoke(app, ["explain-text", "m", str(tmp_path / name), "--out", str(out), *args])
     refused_in_one_line(run, message)
     assert not out.exists()
+
+
+def test_ig_refined_to_a_tolerance_keeps_its_error_bar_over_texts(tmp_path):
+    model = classifier()
+    explanation = ll.explain(model, TEXTS[:2], method="ig", tol=1e-2, tokenizer=ll.text.load_tokenizer())
+    error = explanation.error
+    assert error.tol == 1e-2 and error.met.all() and len(error.change) == len(error.evaluations) == 2
+    assert (error.change > 0).all()  # what the last refinement moved each text's values, per text
+    loaded = TokenExplanation.from_json(explanation.to_json(tmp_path / "ig.json")).error
+    np.testing.assert_array_equal(loaded.change, error.change)

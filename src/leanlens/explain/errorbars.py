@@ -6,7 +6,9 @@ Three kinds, each what its method can honestly say about itself:
   what the last refinement moved the values, sum |v_k - v_k-1| / sum |v_k|. The sum can
   be right while single values are not (on a ReLU net their errors cancel: 4e-3 of the gap
   in the sum, 2-14 % per feature on the demo CNN); `change` estimates the per-feature
-  error (measured there: 1.7-2.3x the real one, on the cautious side);
+  error, usually from above (ReLU nets: 1.7-2.3x the real error on the demo CNN, 1-8x on a
+  test MLP, where one sample came to 0.98x; smooth nets: far above, since it measures the
+  level before the last);
 - "standard_error" (KernelSHAP): one standard error a value, from the sampling design;
 - "fit_r2" (LIME): each sample's weighted R² of its linear surrogate (not an error bar:
   how much of the model's local behaviour the surrogate explains).

@@ -158,6 +158,9 @@ def ig_rule(rule, tol) -> str:
     """The rule to integrate with: a nested one when refining to `tol`, Gauss-Legendre otherwise."""
     if tol is None:
         rule = "gausslegendre" if rule is None else rule
+        if rule in NESTED_RULES + ("auto",) and rule not in RULES:
+            raise BadOption(f"rule={rule!r} refines to a tolerance and needs tol=",
+                            "pass tol= (e.g. 1e-3), or with steps= use one of " + ", ".join(RULES))
         if rule not in RULES:
             raise BadOption(f"unknown IG rule {rule!r}", "use one of " + ", ".join(RULES))
         return rule

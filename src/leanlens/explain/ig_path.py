@@ -232,5 +232,5 @@ def completeness_error(delta: torch.Tensor, gap: torch.Tensor, tol, evaluations:
     (refined to `tol`) what the last refinement moved the values."""
     return NumericalError("completeness", delta.detach().abs().double().cpu().numpy(),
                           gap.detach().abs().double().cpu().numpy(), tol,
-                          evaluations.detach().cpu().numpy().astype(int),
+                          evaluations.detach().cpu().long().numpy(),  # counts, whatever dtype autocast gave
                           None if change is None else change.detach().cpu().numpy())

@@ -63,7 +63,9 @@ def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse:
     v = torch.addcmul(b * projection.sum(1), a - b, q)  # (N, units, d)
     total = v.new_zeros(n, len(k), d).index_add_(1, label, v)  # by stratum
     squares = v.new_zeros(n, len(k), d).index_add_(1, label, v.square_())
-    spread = (squares - total**2 / k[:, None]).clamp_min(0)  # sum over units of (v - stratum mean)^2
+    # sum over units of (v - stratum mean)^2, in one pass: where a stratum's mean dwarfs its spread
+    # (a near-additive game) this floors at ~1e-8 |mean| sqrt(k), far below any useful tol
+    spread = (squares - total**2 / k[:, None]).clamp_min(0)
     several = (1 - k / population) * k / (k - 1).clamp_min(1)  # without-replacement variance of a sum
     lone = torch.where(k == 1, 1 - 1 / population, 0.0)  # a one-unit stratum: its v^2 stands in
     variance = spread * torch.where(k > 1, several, 0.0)[:, None] + total**2 * lone[:, None]

@@ -8,9 +8,12 @@ On a smooth net Clenshaw–Curtis converges fastest.
 
 The check walks the graph behind the scores. Every node must be affine in the input (a sum,
 a view, a product or division with at most one factor that depends on the input) or a
-piecewise-linear switch (ReLU, max, clamp). Anything else, and a model without a torch
-graph (Keras, TensorFlow), counts as smooth: an op missing from these lists costs points,
-never accuracy, since the tolerance is checked the same way whichever rule runs.
+piecewise-linear switch (ReLU, max, clamp); a batch norm only with running statistics.
+Anything else, and a model without a torch graph (Keras, TensorFlow), counts as smooth: an op
+missing from these lists costs points, never accuracy, since the tolerance is checked the
+same way whichever rule runs. What the graph cannot show: a factor computed from x and then
+detached (`x * x.detach()`) looks like a constant, so such a net is taken for linear; the
+tolerance still holds, but the trapezoid may need many more points than Clenshaw–Curtis.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ ADDITIVE = {
     "Expand", "Repeat", "Permute", "Transpose", "T", "Squeeze", "Unsqueeze", "Select", "Slice", "Index", "Clone",
     "ToCopy", "AsStrided", "Flatten", "Split", "SplitWithSizes", "Unbind", "AvgPool2D", "AvgPool1D",
     "AdaptiveAvgPool2D", "AdaptiveAvgPool1D", "ConstantPadNd", "UpsampleNearest2D", "UpsampleBilinear2D",
-    "NativeBatchNorm", "CudnnBatchNorm", "Alias", "Contiguous",
+    "Alias", "Contiguous",
 }
+NORMS = {"NativeBatchNorm", "CudnnBatchNorm", "MiopenBatchNorm"}  # affine only with running statistics (eval)
 # Products: linear when at most one factor depends on x (the weights are frozen, so they are constants).
 PRODUCTS = {"Mul", "Div", "Mm", "Bmm", "Addmm", "Convolution", "MkldnnConvolution", "Baddbmm"}
 # Piecewise-linear switches: a max, min or clamp of piecewise-linear inputs is piecewise linear.
@@ -62,4 +66,6 @@ def linear_node(node, inputs: list) -> bool:
     name = op_name(node)
     if name in PRODUCTS:  # x * x is not linear, nor is c / x
         return len(inputs) <= 1 and not (name == "Div" and node.next_functions[1][0] is not None)
+    if name in NORMS:  # with the batch's own statistics (training mode, instance norm) it divides by x's spread
+        return getattr(node, "_saved_training", True) is False
     return name in ADDITIVE or name in SWITCHES

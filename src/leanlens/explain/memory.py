@@ -103,13 +103,15 @@ _FOOTPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network 
 
 
 def remembered_footprint(model, sample: torch.Tensor, fold_bn: bool = False) -> tuple[int, int]:
-    """`input_footprint`, probed once per network layout and input shape (where the adapter
-    says its layout: `layout() -> (network, summary)`, e.g. a torch module's)."""
+    """`input_footprint`, probed once per network layout, input shape and autocast type (where
+    the adapter says its layout: `layout() -> (network, summary)`, e.g. a torch module's)."""
     layout = model.layout() if callable(getattr(model, "layout", None)) else None
     if layout is None:
         return input_footprint(model, sample, fold_bn)
     network, summary = layout
-    key = (summary, tuple(sample.shape[1:]), sample.dtype, sample.device, fold_bn)
+    device = sample.device.type
+    autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None  # halves activations
+    key = (summary, tuple(sample.shape[1:]), sample.dtype, sample.device, fold_bn, autocast)
     known = _FOOTPRINTS.setdefault(network, {})
     if key not in known:
         known[key] = input_footprint(model, sample, fold_bn)

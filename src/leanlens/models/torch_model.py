@@ -97,7 +97,10 @@ class TorchModel:
 
     def layout(self) -> tuple[nn.Module, tuple]:
         """The module, and what a memory probe's result depends on besides the input: each layer's
-        type and mode, each parameter's and buffer's name, shape, dtype and whether it takes gradients."""
+        type and mode, each parameter's and buffer's name, shape, dtype and whether it takes gradients.
+        Not seen: a forward hook added later, or a flag that changes what autograd keeps without
+        changing a layer (activation checkpointing switched on): explain such a model with `memory=`
+        sized for it, or `batch_size=`."""
         tensors = [*self.module.named_parameters(), *self.module.named_buffers()]
         return self.module, (tuple((type(m), m.training) for m in self.module.modules()),
                              tuple((name, tuple(t.shape), t.dtype, t.requires_grad) for name, t in tensors))

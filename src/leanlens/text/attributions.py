@@ -9,6 +9,7 @@ values of a word's pieces are summed ("un", "##believ", "##able" -> "unbelievabl
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -108,7 +109,7 @@ def _joined_extras(results) -> dict:
         per_value = errors[0].values.ndim > 1  # KernelSHAP: one standard error a token
         values = [e.values[0] for e in errors] if per_value else np.concatenate([e.values for e in errors])
         extra["error"] = NumericalError(errors[0].kind, values, _joined(e.gap for e in errors), errors[0].tol,
-                                        _joined(e.evaluations for e in errors))
+                                        _joined(e.evaluations for e in errors), _joined(e.change for e in errors))
     return extra
 
 
@@ -124,7 +125,7 @@ def _by_word(values: list[np.ndarray], extra: dict, batch: Encoded):
     error = extra.get("error")
     if error is not None and isinstance(error.values, list):
         bounds = [sum_by_word(v, words) for v, words in zip(error.values, batch.words)]
-        extra = {**extra, "error": NumericalError(error.kind, bounds, error.gap, error.tol, error.evaluations)}
+        extra = {**extra, "error": dataclasses.replace(error, values=bounds)}
     return summed, extra
 
 
@@ -140,6 +141,5 @@ def _padded_error(extra: dict) -> dict:
     """Per-value standard errors padded like the values (NumericalError keeps arrays)."""
     error = extra.get("error")
     if error is not None and isinstance(error.values, list):
-        return {**extra, "error": NumericalError(error.kind, _padded(error.values).astype(np.float64), error.gap,
-                                                 error.tol, error.evaluations)}
+        return {**extra, "error": dataclasses.replace(error, values=_padded(error.values).astype(np.float64))}
     return extra
