@@ -192,3 +192,27 @@ def test_a_refusal_with_a_new_store_leaves_no_store_behind(files, tmp_path):
     refused_in_one_line(run(folder / "boosted.pkl", folder / "numeric.csv", "--target", "defaulted", "--store", store,
                             "--name", "v1", "--out", tmp_path / "reasons.csv"), "is a pickle")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".json", ".ubj"])
+def test_an_xgboost_model_file_gives_the_api_s_treeshap_reasons(files, tmp_path, suffix):
+    xgboost = pytest.importorskip("xgboost", reason="xgboost is not installed here")
+    folder, models = files
+    model = xgboost.XGBClassifier(n_estimators=15, max_depth=2).fit(models["features"], models["boosted"].predict(
+        models["features"]))
+    model.save_model(tmp_path / f"credit{suffix}")
+    out = tmp_path / "reasons.json"
+    output, written = run_to_json(tmp_path / f"credit{suffix}", folder / "numeric.csv", 8, out)
+    assert "exact TreeSHAP" in output
+    expected = ll.reasons(model, models["features"], background=None)  # the in-memory model, same trees
+    contributions = np.array([[r["contribution"] for r in row["reasons"]] for row in written["rows"]])
+    np.testing.assert_allclose(contributions, expected.contributions, atol=1e-5)
+    assert [row["decision"] for row in written["rows"]] == expected.decisions.tolist()
+
+
+def test_a_damaged_xgboost_file_is_refused_in_one_line(files, tmp_path):
+    pytest.importorskip("xgboost", reason="xgboost is not installed here")
+    folder, _ = files
+    (tmp_path / "broken.json").write_text('{"learner": ')
+    refused_in_one_line(run(tmp_path / "broken.json", folder / "numeric.csv", "--target", "defaulted"),
+                        "broken.json is not an XGBoost model file")

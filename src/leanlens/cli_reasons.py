@@ -36,7 +36,8 @@ SUMMARY_ROWS = 5  # features a decision in the printed summary
 
 
 def reasons(
-    model: Annotated[Path, typer.Argument(help="a .skops file (scikit-learn), an .onnx file or a file from ll.save")],
+    model: Annotated[Path, typer.Argument(help="a .skops file (scikit-learn), an XGBoost .json or .ubj, an .onnx file "
+                                              "or a file from ll.save")],
     data: Annotated[Path, typer.Argument(help="a CSV with a header row: the model's columns and the target")],
     target: Annotated[str, typer.Option("--target", help="the CSV column holding the true outcome (not fed to the model)")],
     top: Annotated[int, typer.Option("--top", help="reasons a row")] = 4,

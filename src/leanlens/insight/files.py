@@ -1,15 +1,19 @@
-"""Model files for tabular models: skops (scikit-learn, trees kept), leanlens' own, ONNX, and trusted pickles.
+"""Model files for tabular models: skops (scikit-learn, trees kept), XGBoost's own JSON and UBJSON,
+leanlens' own, ONNX, and trusted pickles.
 
 skops stores an estimator as data and rebuilds it from named types; a file naming a type
 skops does not trust by default is loaded only when every such type is a scikit-learn
 class (trees' `sklearn.tree._tree.Tree`, for instance). Anything else (a function, a class
 from another package or from the script that wrote the file) is refused: rebuilding it
-could run its code. A pickle always runs code, so it needs `trust_pickle`.
+could run its code. XGBoost's `save_model` files are data (trees and settings), read by
+XGBoost itself into the scikit-learn wrapper its objective names. A pickle always runs
+code, so it needs `trust_pickle`.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import zipfile
 from pathlib import Path
 
@@ -17,6 +21,8 @@ from leanlens.errors import BadInput, MissingCapability, UnsafeFile
 from leanlens.models.architecture import first_line
 
 PICKLES = (".pkl", ".pickle", ".joblib")
+XGBOOST = (".json", ".ubj")  # XGBoost's save_model formats
+HINT = "pass a .skops file (scikit-learn), an XGBoost .json or .ubj, an .onnx file or a file from ll.save"
 TRUSTED_PACKAGE = "sklearn"
 
 
@@ -24,18 +30,38 @@ def load_tabular_model(path: str | Path, *, trust_pickle: bool = False):
     """The model a file holds: a scikit-learn estimator (skops, or a pickle when trusted) or a leanlens Model."""
     path = Path(path)
     if not path.is_file():
-        raise BadInput(f"no model file at {str(path)!r}", "pass a .skops, .onnx or leanlens model file")
+        raise BadInput(f"no model file at {str(path)!r}", HINT)
     suffix = path.suffix.lower()
     if suffix in PICKLES:
         return _pickled(path, trust_pickle)
     if suffix == ".skops" or _holds_skops_schema(path):
         return load_skops(path)
+    if suffix in XGBOOST:
+        return load_xgboost(path)
     from leanlens.models.modelfile import resolve_model
 
     if suffix == ".onnx" or zipfile.is_zipfile(path):
         return resolve_model(path)
-    raise BadInput(f"cannot tell what kind of model {path.name} holds",
-                   "pass a .skops file (scikit-learn), an .onnx file or a file from ll.save")
+    raise BadInput(f"cannot tell what kind of model {path.name} holds", HINT)
+
+
+def load_xgboost(path: Path):
+    """An XGBClassifier or XGBRegressor (as its objective says) from an XGBoost model file."""
+    try:
+        import xgboost
+    except ImportError:
+        raise MissingCapability(f"reading {path.name} needs xgboost", "pip install 'leanlens[trees]'") from None
+    booster = xgboost.Booster()
+    try:
+        booster.load_model(path)
+    except xgboost.core.XGBoostError as error:
+        raise BadInput(f"{path.name} is not an XGBoost model file ({first_line(error)})",
+                       "write it with model.save_model('model.json'), or " + HINT) from None
+    objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
+    classifier = objective.startswith(("binary:", "multi:"))
+    model = xgboost.XGBClassifier() if classifier else xgboost.XGBRegressor()
+    model.load_model(path)
+    return model
 
 
 def load_skops(path: Path):
