@@ -220,6 +220,7 @@ def test_methods_table(resnet, images):
     assert table["ig"].needs == {"gradients"} and table["saliency"].needs == {"gradients"}
     assert table["gradcam"].needs == {"gradients", "layers"} == table["gradcam++"].needs
     assert table["ig"].options == {"steps": None, "rule": None, "baseline": "zeros", "tol": None, "max_steps": 257,
+                                    "feature_tol": None,
                                     "batch_size": None, "memory": None, "seed": 0, "create_graph": False,
                                     "fold_bn": False}
     assert table["saliency"].options == {"absolute": True, "batch_size": None, "create_graph": False, "fold_bn": False}

@@ -49,6 +49,7 @@ class NumericalError:
     tol: float | None = None  # the relative tolerance asked for, if any
     evaluations: np.ndarray | None = None  # model evaluations each sample took
     change: np.ndarray | None = None  # (N,) IG refined to tol: sum |v_k - v_k-1| / sum |v_k|, the last refinement's
+    feature_tol: float | None = None  # IG: the most `change` asked for, if any
 
     @property
     def relative(self) -> np.ndarray | None:
@@ -63,7 +64,10 @@ class NumericalError:
         """Whether each sample reached `tol`; None when no tolerance was asked for."""
         relative = self.relative
         # the refinement checked |delta| <= tol |gap|; dividing instead can differ in the last bit
-        return None if self.tol is None or relative is None else relative <= self.tol * (1 + 1e-12)
+        if self.tol is None or relative is None:
+            return None
+        met = relative <= self.tol * (1 + 1e-12)
+        return met if self.feature_tol is None else met & (self.change <= self.feature_tol)
 
     def __str__(self) -> str:
         if self.kind == "fit_r2":
@@ -78,7 +82,8 @@ class NumericalError:
                      f"max {np.max(self.change):.3g} (sum |change| / sum |value|, per feature)")
         if self.tol is not None:
             missed = int((~self.met).sum())
-            line += f"; tol {self.tol:g} met by {len(relative) - missed} of {len(relative)} samples"
+            asked = f"tol {self.tol:g}" + (f", feature_tol {self.feature_tol:g}," if self.feature_tol else "")
+            line += f"; {asked} met by {len(relative) - missed} of {len(relative)} samples"
             if missed:
                 line += " (the others stopped at the evaluation cap: their errors above are the real ones)"
         return line
@@ -107,7 +112,7 @@ class NumericalError:
         return out
 
     def header(self) -> dict:
-        return {"kind": self.kind, "tol": self.tol}
+        return {"kind": self.kind, "tol": self.tol, "feature_tol": self.feature_tol}
 
 
 ERROR_ARRAYS = ("error_values", "error_gap", "error_evaluations", "error_change")
@@ -118,10 +123,13 @@ def error_from_npz(header, arrays: dict[str, np.ndarray]) -> NumericalError | No
     found = {key: arrays.pop(key) for key in ERROR_ARRAYS if key in arrays}
     if not isinstance(header, dict) or header.get("kind") not in KINDS or "error_values" not in found:
         return None
-    tol = header.get("tol")
-    return NumericalError(header["kind"], found["error_values"], found.get("error_gap"),
-                          float(tol) if isinstance(tol, (int, float)) else None, found.get("error_evaluations"),
-                          found.get("error_change"))
+    return NumericalError(header["kind"], found["error_values"], found.get("error_gap"), _number(header.get("tol")),
+                          found.get("error_evaluations"), found.get("error_change"),
+                          _number(header.get("feature_tol")))
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def describe_error(error: NumericalError | None, method: str) -> str:

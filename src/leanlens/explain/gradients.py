@@ -118,8 +118,9 @@ def path_nodes(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
 
 @method("ig", family="gradient", needs={"gradients"})
 def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: str | None = None, baseline="zeros",
-                         tol: float | None = None, max_steps: int = 257, batch_size: int | None = None,
-                         memory=None, seed: int = 0, create_graph: bool = False, fold_bn: bool = False):
+                         tol: float | None = None, max_steps: int = 257, feature_tol: float | None = None,
+                         batch_size: int | None = None, memory=None, seed: int = 0, create_graph: bool = False,
+                         fold_bn: bool = False):
     """Integrated Gradients (Sundararajan et al., 2017): path integral of input gradients.
 
     With `steps` (default 64) every sample gets that many points of `rule` (default
@@ -130,20 +131,26 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
     piecewise-linear net such as a ReLU CNN and 'clenshaw_curtis' otherwise; those two and
     'romberg' may also be named. A sample that plateaus above `tol` (ReLU kinks) keeps its
     delta, reported in the explanation's `error` with `error.change`, what the last
-    refinement moved its values (the per-feature estimate that the sum is not). All (sample, point) inputs go
+    refinement moved its values (the per-feature estimate that the sum is not); with
+    `feature_tol` a sample also refines until that change is <= feature_tol (the sum can be
+    within tol while single values are not: ReLU nets). All (sample, point) inputs go
     through the model `batch_size` at a time, or as many as `memory` ('2GB'; default: half
     the free device memory) holds. `baseline` is a number, an array, or 'zeros', 'mean',
     'blur' or 'uniform' (seeded by `seed`). `fold_bn=True` runs a copy with batch norms
     folded into the convolutions: about 1.25x faster on a ResNet, equal up to float rounding.
     """
     rule = ig_rule(rule, tol)
+    if feature_tol is not None:
+        if tol is None:
+            raise BadOption("feature_tol without tol", "pass tol= too (e.g. tol=1e-3, feature_tol=0.02): both refine")
+        real("feature_tol", feature_tol, "use a relative change of the values > 0, e.g. 0.02", low=0, strict=True)
     base = make_baseline(x, baseline, seed)
     fold_bn = checked_fold(create_graph, fold_bn)
     step = budget_chunk(batch_size, model, x[:1], memory, fold_bn)
     target, gap = path_ends(model, x, base, targets, step, fold_bn)
     path = Path(model, x, base, target, create_graph, fold_bn, step)
     if tol is not None:
-        return refined_ig(path, gap, tol, max_steps, steps, rule)
+        return refined_ig(path, gap, tol, max_steps, steps, rule, feature_tol)
     steps = positive_int("steps", 64 if steps is None else steps, "use a positive int, e.g. 64")
     alphas, weights = (torch.as_tensor(a, dtype=x.dtype, device=x.device) for a in path_nodes(steps, rule))
     sample = torch.arange(len(x), device=x.device).repeat_interleave(steps)

@@ -76,8 +76,9 @@ def watched(scores: torch.Tensor, watch, target: torch.Tensor) -> torch.Tensor:
     return target
 
 
-def refined_ig(path: Path, gap: torch.Tensor, tol: float, max_steps, steps, rule: str):
-    """IG with each sample refined until |delta| <= tol |gap| or `max_steps` points.
+def refined_ig(path: Path, gap: torch.Tensor, tol: float, max_steps, steps, rule: str, feature_tol=None):
+    """IG with each sample refined until |delta| <= tol |gap| (and, with `feature_tol`, the last
+    refinement moved its values by at most that) or `max_steps` points.
 
     Checks start at the first level with at least `steps` points (default 3; on ReLU nets,
     where few points can meet the tolerance by chance cancellation, ask for more). Samples are
@@ -93,14 +94,16 @@ def refined_ig(path: Path, gap: torch.Tensor, tol: float, max_steps, steps, rule
     change = torch.zeros(n, dtype=torch.float64, device=x.device)
     for start in range(0, n, group):
         samples = torch.arange(start, min(start + group, n), device=x.device)
-        part, points, moved, rule = refine_group(path, samples, tol * gap.double().abs(), gap, first, last, rule)
+        part, points, moved, rule = refine_group(path, samples, tol * gap.double().abs(), gap, first, last, rule,
+                                                 feature_tol)
         values = values.index_put((samples,), part)
         used[samples], change[samples] = points, moved
     delta = values.detach().flatten(1).sum(1).double() - gap.double()
-    return values, {"delta": delta.float(), "error": completeness_error(delta, gap, tol, used, change), "rule": rule}
+    error = completeness_error(delta, gap, tol, used, change, feature_tol)
+    return values, {"delta": delta.float(), "error": error, "rule": rule}
 
 
-def refine_group(path: Path, samples, limit, gap, first: int, last: int, rule: str):
+def refine_group(path: Path, samples, limit, gap, first: int, last: int, rule: str, feature_tol=None):
     """One group's attributions, points used, last change and rule: the nested levels until each
     sample meets its limit."""
     x = path.x
@@ -117,10 +120,13 @@ def refine_group(path: Path, samples, limit, gap, first: int, last: int, rule: s
             previous = estimate
             continue
         delta = estimate.detach().flatten(1).sum(1).double() - gap[s].double()  # as the error bar computes it
-        done = (delta.abs() <= limit[s]) | (k == last)
+        moved = relative_change(estimate, previous)
+        within = delta.abs() <= limit[s]
+        if feature_tol is not None:  # the sum within tol is not enough: each value moved little too
+            within &= moved <= feature_tol
+        done = within | (k == last)
         values = values.index_put((active[done],), estimate[done])
-        used[active[done]] = 2**k + 1
-        change[active[done]] = relative_change(estimate[done], previous[done])
+        used[active[done]], change[active[done]] = 2**k + 1, moved[done]
         active, grads, previous = active[~done], grads[~done], estimate[~done]
         if not len(active):
             break
@@ -227,10 +233,10 @@ def first_level(steps) -> int:
 
 
 def completeness_error(delta: torch.Tensor, gap: torch.Tensor, tol, evaluations: torch.Tensor,
-                       change: torch.Tensor | None = None) -> NumericalError:
+                       change: torch.Tensor | None = None, feature_tol=None) -> NumericalError:
     """IG's error bar: |delta| a sample, with the gap `tol` is relative to, the points used and
-    (refined to `tol`) what the last refinement moved the values."""
+    (refined to `tol`) what the last refinement moved the values, with the `feature_tol` asked."""
     return NumericalError("completeness", delta.detach().abs().double().cpu().numpy(),
                           gap.detach().abs().double().cpu().numpy(), tol,
                           evaluations.detach().cpu().long().numpy(),  # counts, whatever dtype autocast gave
-                          None if change is None else change.detach().cpu().numpy())
+                          None if change is None else change.detach().cpu().numpy(), feature_tol)
