@@ -122,30 +122,31 @@ NESTED = ("auto", "clenshaw_curtis", "romberg", "riemann_trapezoid")
 
 def ig_case(name, model, x, captum_batch=None, per_feature=True, rules=NESTED):
     """Captum's worst completeness error, leanlens tol= that error timed against Captum's call, and (with
-    `per_feature`) each one's per-feature error against a 257-point trapezoid: completeness is one sum, and on
+    `per_feature`) each one's per-feature error against Clenshaw-Curtis on 257 points: completeness is one sum, and on
     a ReLU net its terms' errors cancel, so it is no proof that each value is as accurate."""
     target = model(x).argmax(1)
     reach = float(captum_errors(model, x, target, captum_batch).max())
     ours = lambda rule="auto": ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach, rule=rule,
                                           max_steps=MAX_STEPS)
-    rows = []
-    for rule in rules:
-        e = ours(rule)
-        chosen = f" ({e.options['rule']})" if rule == "auto" else ""
-        rows.append(f"{rule}{chosen} {e.error.evaluations.sum()} ({int(e.error.met.sum())}/{len(x)})")
+
+    def points(label: str, e) -> str:
+        return f"{label} {e.error.evaluations.sum()} ({int(e.error.met.sum())}/{len(x)})"
+
+    explained = {rule: ours(rule) for rule in rules}
+    rows = [points(f"{rule} ({e.options['rule']})" if rule == "auto" else rule, e) for rule, e in explained.items()]
     errors = "—"
     if per_feature:
         # Clenshaw-Curtis on 257 points: at float32's floor on a smooth net, ~0.3 % per feature on a ReLU one
         reference = ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=1e-12, max_steps=REFERENCE_STEPS,
                                rule="clenshaw_curtis").values
         theirs = IntegratedGradients(model).attribute(x, target=target, n_steps=50, internal_batch_size=captum_batch)
-        mine = ours()
+        mine = explained["auto"]
         errors = (f"{feature_error(theirs.detach().cpu(), reference)} vs {feature_error(mine.values, reference)} "
                   f"(leanlens' own estimate, error.change: {np.median(mine.error.change):.1e} / "
                   f"{mine.error.change.max():.1e})")
     folded = lambda: ll.explain(model, x, "ig", target=target.cpu().numpy(), tol=reach, max_steps=MAX_STEPS,
                                 fold_bn=True)
-    rows.append(f"fold_bn=True {folded().error.evaluations.sum()} ({int(folded().error.met.sum())}/{len(x)})")
+    rows.append(points("fold_bn=True", folded()))
     ms = interleaved_median_min_ms({
         "leanlens": ours,
         "folded": folded,

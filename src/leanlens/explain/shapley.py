@@ -148,12 +148,12 @@ def kernel_budgets(d: int, samples, tol, max_samples) -> tuple[int, int]:
         raise BadOption(f"samples={samples!r} leaves no coalition to regress on", hint)
     cap = sample_cap(tol, max_samples)
     determined = min(2 * d + 2, inner)  # paired coalitions: each pair pins about one direction of d
-    given = {"samples": samples, "max_samples" if max_samples is not None else "the default max_samples": cap}
-    for name, value in given.items():
+    cap_said = "max_samples" if max_samples is not None else "the default max_samples"
+    for option, said, value in (("samples", "samples", samples), ("max_samples", cap_said, cap)):
         if value is not None and value < determined:  # below, the fit is one of many and its errors read ~0
-            raise BadOption(f"{name}={value} coalitions cannot determine {d} Shapley values (at least {determined} "
-                            "can)", f"pass {name.split()[-1]}>={determined}, or fewer features (superpixel=, "
-                            "feature_mask=, or level='word' for texts)")
+            raise BadOption(f"{said}={value} coalitions cannot determine {d} Shapley values (at least {determined} "
+                            "can)", f"pass {option}>={determined}, or fewer features (superpixel=, feature_mask=, "
+                            "or level='word' for texts)")
     if cap is None:
         budget = min(2 * d + 2048, inner) if samples is None else samples
         return min(budget, inner), min(budget, inner)
