@@ -155,6 +155,24 @@ def test_a_memory_budget_forces_chunks_with_the_same_attributions(smooth):
     np.testing.assert_allclose(small.values, whole.values, rtol=1e-12, atol=1e-15)
 
 
+def test_a_small_batch_size_still_refines_samples_together(smooth):
+    """batch_size sets the pass, not how many samples refine at once: 12 samples must not take
+    12 times the passes (they did: the kept gradients were bounded by one pass)."""
+    net, x, _ = smooth
+    sizes = []
+    hook = net[0].register_forward_hook(lambda m, i, o: sizes.append(len(i[0])))
+    try:
+        chunked = ll.explain(net, x, "ig", tol=1e-6, target=0, batch_size=64)
+        passes = len(sizes)
+        whole = ll.explain(net, x, "ig", tol=1e-6, target=0)
+    finally:
+        hook.remove()
+    levels = int(chunked.error.evaluations.max() - 2).bit_length() + 1  # 2, 3, 5, 9, 17 points: 5 levels
+    assert max(sizes[:passes]) <= 64
+    assert passes <= 1 + levels < len(x)  # the ends' pass, then one a level; a sample at a time needs >= 12
+    np.testing.assert_allclose(chunked.values, whole.values, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(chunked.error.evaluations, whole.error.evaluations)
+
 def test_error_bars_round_trip_and_are_none_where_a_method_has_none(smooth, tmp_path):
     net, x, _ = smooth
     ig = ll.explain(net, x, "ig", tol=1e-4, target=0)

@@ -12,7 +12,7 @@ import torch
 from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
 from leanlens.explain.ig_path import Path, completeness_error, refined_ig
-from leanlens.explain.memory import budget_chunk
+from leanlens.explain.memory import COPIES, budget_bytes, budget_chunk
 from leanlens.explain.options import chunk_size, flag, positive_int, real
 from leanlens.explain.registry import lookup, method
 from leanlens.explain.streams import sample_noise
@@ -148,7 +148,10 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
     fold_bn = checked_fold(create_graph, fold_bn)
     step = budget_chunk(batch_size, model, x[:1], memory, fold_bn)
     target, gap = path_ends(model, x, base, targets, step, fold_bn)
-    path = Path(model, x, base, target, create_graph, fold_bn, step)
+    # kept gradients: beside passes sized to the budget, what a pass's copies take; beside a
+    # pass size the caller chose, half the budget (a small batch_size must not refine one sample at a time)
+    kept = step * COPIES * x[0].numel() * x.element_size() if batch_size is None else budget_bytes(memory, x.device) // 2
+    path = Path(model, x, base, target, create_graph, fold_bn, step, kept)
     if tol is not None:
         return refined_ig(path, gap, tol, max_steps, steps, rule, feature_tol)
     steps = positive_int("steps", 64 if steps is None else steps, "use a positive int, e.g. 64")

@@ -118,6 +118,11 @@ def remembered_footprint(model, sample: torch.Tensor, fold_bn: bool = False) -> 
     return known[key]
 
 
+def budget_bytes(memory, device: torch.device) -> int:
+    """The memory budget: `memory` as bytes, else a share of the device's free memory."""
+    return memory_bytes(memory) if memory is not None else int(free_bytes(device) * FREE_SHARE)
+
+
 def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None, fold_bn: bool = False) -> int:
     """Model inputs per pass: an explicit `batch_size`, else as many as fit the memory budget.
 
@@ -127,7 +132,7 @@ def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None, fold_bn: 
     if batch_size is not None:
         return positive_int("batch_size", batch_size, "use a positive int (model inputs per pass) or None "
                             "(from the memory budget)")
-    budget = memory_bytes(memory) if memory is not None else int(free_bytes(sample.device) * FREE_SHARE)
+    budget = budget_bytes(memory, sample.device)
     each, fixed = remembered_footprint(model, sample, fold_bn)
     if budget < fixed + each:
         need = (fixed + each) / 2**20
