@@ -7,6 +7,7 @@ Also records whether wrapping objects that are not Keras models imported keras, 
 """
 
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -140,5 +141,17 @@ def keras_files(out: Path, network, x) -> dict[str, np.ndarray]:
     return found
 
 
+def leanlens_warnings(run) -> np.ndarray:
+    """The warnings raised from leanlens' own code while `run()` runs (Keras' and TF's are theirs)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run()
+    source = str(Path(ll.__file__).parent)
+    return np.array([f"{w.filename}:{w.lineno}: {w.message}" for w in caught if w.filename.startswith(source)], dtype=str)
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    path = Path(sys.argv[1])
+    found = leanlens_warnings(lambda: main(path))
+    with np.load(path / "results.npz") as archive:
+        np.savez(path / "results.npz", **{name: archive[name] for name in archive.files}, leanlens_warnings=found)

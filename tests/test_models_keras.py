@@ -54,6 +54,11 @@ def test_a_tf_keras_model_is_keras_3_and_gives_torch_s_ig(results):
     np.testing.assert_allclose(results["tf_keras_ig"], results["ig_torch"], atol=1e-5)
 
 
+def test_explaining_keras_models_raises_no_warning_from_leanlens(results):
+    # TF hands back read-only arrays; torch warns when one becomes a tensor without a copy
+    assert results["leanlens_warnings"].tolist() == []
+
+
 def test_a_misnamed_layer_is_refused_with_the_closest_name(results):
     assert str(results["misnamed_layer"]) == "the model has no layer named 'cnv' (hint: did you mean 'conv'?)"
 

@@ -202,7 +202,7 @@ class _TensorFlowEngine:
             tape.watch(inputs)
             out = network(inputs, training=False)
             act, scores = (out[0], out[1]) if wrt_layer else (None, _single(out))
-            target = pick(torch.as_tensor(np.asarray(scores))).cpu().numpy()
+            target = pick(torch.as_tensor(np.array(scores))).cpu().numpy()
             total = tf.reduce_sum(tf.gather(scores, target, axis=1, batch_dims=1))
         grads = tape.gradient(total, act if wrt_layer else inputs)
         as_torch = (lambda t: None if t is None else torch.as_tensor(np.array(t)))  # a copy: TF's arrays are read-only
