@@ -45,7 +45,8 @@ def sample_cap(tol, max_samples) -> int | None:
 class NumericalError:
     kind: str  # one of KINDS
     values: np.ndarray  # (N,) a sample, or the attributions' shape for a standard error a value
-    gap: np.ndarray | None = None  # |f(x) - f(baseline)| a sample: what `tol` is relative to
+    # |f(x) - f(baseline)| a sample, what `tol` is relative to (LIME: never below the scores' rounding)
+    gap: np.ndarray | None = None
     tol: float | None = None  # the relative tolerance asked for, if any
     evaluations: np.ndarray | None = None  # model evaluations each sample took
     change: np.ndarray | None = None  # (N,) IG refined to tol: sum |v_k - v_k-1| / sum |v_k|, the last refinement's

@@ -111,6 +111,15 @@ class Game:
     empty: torch.Tensor  # f(baseline), (N,) float64
     batch_size: int | None  # model inputs per pass; None: all at once
     averaged: bool = False  # `baseline` holds background rows, and every score is averaged over them
+    resolution: torch.Tensor | None = None  # (N,) the end scores' rounding: 4 ulps of the larger, in the model's dtype
+
+    @property
+    def tolerance_gap(self) -> torch.Tensor:
+        """|f(x) - f(baseline)| a sample, never below the scores' rounding: what a `tol` is relative to.
+        Where x is its own baseline (a blank image, an all-zero row) the gap is 0, and a tolerance
+        relative to it could only be met by rounding noise of exactly zero."""
+        gap = (self.full - self.empty).abs()
+        return gap if self.resolution is None else torch.maximum(gap, self.resolution)
 
     def scores(self, coalitions: torch.Tensor) -> torch.Tensor:
         """Target scores of every sample under every coalition, (N, M) float64, `batch_size` inputs a pass."""
@@ -153,4 +162,5 @@ def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", bac
         empty = picked_scores(ends[len(x) :], target).double()
     else:
         empty = ends[len(x) :].double().mean(0)[target]
-    return Game(model, x, base, ids, int(ids.max()) + 1, target, full, empty, batch_size, averaged)
+    resolution = 4 * torch.finfo(ends.dtype).eps * torch.maximum(full.abs(), empty.abs())
+    return Game(model, x, base, ids, int(ids.max()) + 1, target, full, empty, batch_size, averaged, resolution)
