@@ -10,6 +10,9 @@ Three kinds, each what its method can honestly say about itself:
   test MLP, where one sample came to 0.98x; smooth nets: far above, since it measures the
   level before the last);
 - "standard_error" (KernelSHAP): one standard error a value, from the sampling design;
+- "noise_standard_error" (SmoothGrad): one standard error a value over the noisy copies
+  averaged, std / sqrt(nt_samples), against the map's largest |value| (there is no score gap);
+  it shrinks as 1 / sqrt(nt_samples);
 - "fit_r2" (LIME): each sample's weighted R² of its linear surrogate (not an error bar:
   how much of the model's local behaviour the surrogate explains).
 Methods with no such estimate (saliency, CAM, occlusion...) leave the explanation's
@@ -25,7 +28,13 @@ import numpy as np
 from leanlens.errors import BadOption
 from leanlens.explain.options import positive_int, real
 
-KINDS = ("completeness", "standard_error", "fit_r2")
+KINDS = ("completeness", "standard_error", "noise_standard_error", "fit_r2")
+# what each kind's error is, and what its relative error is measured against (its `gap`)
+MEASURES = {
+    "completeness": ("completeness error |delta|", "|f(x) - f(baseline)|"),
+    "standard_error": ("standard error (worst value)", "|f(x) - f(baseline)|"),
+    "noise_standard_error": ("standard error over the noisy copies (worst value)", "largest |value|"),
+}
 DEFAULT_MAX_SAMPLES = 2**16
 
 
@@ -45,7 +54,8 @@ def sample_cap(tol, max_samples) -> int | None:
 class NumericalError:
     kind: str  # one of KINDS
     values: np.ndarray  # (N,) a sample, or the attributions' shape for a standard error a value
-    # |f(x) - f(baseline)| a sample, what `tol` is relative to (LIME: never below the scores' rounding)
+    # |f(x) - f(baseline)| a sample, what `tol` is relative to (LIME: never below the scores' rounding);
+    # SmoothGrad: the map's largest |value|
     gap: np.ndarray | None = None
     tol: float | None = None  # the relative tolerance asked for, if any
     evaluations: np.ndarray | None = None  # model evaluations each sample took
@@ -54,7 +64,7 @@ class NumericalError:
 
     @property
     def relative(self) -> np.ndarray | None:
-        """Each sample's largest error over its score gap, (N,); None for a fit R²."""
+        """Each sample's largest error over its score gap (SmoothGrad: its largest value), (N,); None for a fit R²."""
         if self.kind == "fit_r2" or self.gap is None:
             return None
         worst = np.abs(self.values).reshape(len(self.values), -1).max(1)
@@ -73,9 +83,9 @@ class NumericalError:
     def __str__(self) -> str:
         if self.kind == "fit_r2":
             return f"surrogate fit R²: median {np.median(self.values):.3g}, min {np.min(self.values):.3g}"
-        what = "completeness error |delta|" if self.kind == "completeness" else "standard error (worst value)"
+        what, against = MEASURES[self.kind]
         relative = self.relative
-        line = f"{what} / |f(x) - f(baseline)|: median {np.median(relative):.3g}, max {np.max(relative):.3g}"
+        line = f"{what} / {against}: median {np.median(relative):.3g}, max {np.max(relative):.3g}"
         if self.evaluations is not None:
             line += f"; {int(np.min(self.evaluations))}-{int(np.max(self.evaluations))} evaluations a sample"
         if self.change is not None:
@@ -95,7 +105,7 @@ class NumericalError:
         if self.kind == "fit_r2":
             return f"R² median {np.median(self.values):.2g}, min {np.min(self.values):.2g}"
         relative = self.relative
-        what = "|δ|" if self.kind == "completeness" else "s.e."
+        what = "|δ|" if self.kind == "completeness" else "s.e." if self.kind == "standard_error" else "noise s.e."
         cell = f"{what} median {np.median(relative):.1e}, max {np.max(relative):.1e}"
         if self.change is not None:  # completeness is a sum: say what single values did too
             cell += f"; per-feature change median {np.median(self.change):.1e}, max {np.max(self.change):.1e}"

@@ -6,11 +6,14 @@ with `create_graph=True` returns attributions a loss can be differentiated throu
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
+from leanlens.explain.errorbars import NumericalError
 from leanlens.explain.ig_path import Path, completeness_error, refined_ig
 from leanlens.explain.memory import COPIES, budget_bytes, budget_chunk
 from leanlens.explain.options import chunk_size, flag, positive_int, real
@@ -81,7 +84,20 @@ def smoothgrad(model, x, targets, *, base: str = "saliency", nt_samples: int = 2
     repeated = Targets(picked.repeat(nt_samples).cpu().numpy(), len(noisy))
     values, _ = lookup(base).fn(model, noisy, repeated, batch_size=batch_size, create_graph=create_graph,
                                 fold_bn=fold_bn)
-    return values.view((nt_samples,) + x.shape).mean(0), {}
+    copies = values.view((nt_samples,) + x.shape)
+    mean = copies.mean(0)
+    return mean, {"error": noise_standard_error(copies, mean)}
+
+
+def noise_standard_error(copies: torch.Tensor, mean: torch.Tensor) -> NumericalError | None:
+    """SmoothGrad's Monte Carlo error: each value's standard error over the noisy copies, std / sqrt(n),
+    measured against the map's largest |value| (it has no score gap); None with a single copy."""
+    n = len(copies)
+    if n < 2:
+        return None
+    se = copies.detach().double().std(0) / math.sqrt(n)
+    scale = mean.detach().double().flatten(1).abs().max(1).values
+    return NumericalError("noise_standard_error", se.cpu().numpy(), scale.cpu().numpy())
 
 
 def _noise_sigma(x: torch.Tensor, noise_level, stdevs) -> torch.Tensor | float:
