@@ -15,6 +15,7 @@ from leanlens.explain.kernel_design import (
     kernel_design,
 )
 from leanlens.explain.kernel_error import (
+    PairedRows,
     normal_inverse,
     regression_projection,
     standard_errors,
@@ -89,6 +90,16 @@ def test_standard_errors_are_the_stratified_formula_unit_by_unit():
             expected += (1 - k / population) * k / (k - 1) * ((v - v.mean(1, keepdim=True)) ** 2).sum(1)
     assert len(design.population) > 2 and (torch.bincount(design.stratum) > 1).any()
     torch.testing.assert_close(got, expected.sqrt(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("d, budget", [(12, 300), (14, 600), (60, 700), (10, 1022)])  # 1022: all enumerated
+def test_paired_products_equal_the_full_design_ones(d, budget):
+    """Z'WZ and Z'Wy from each unit's first coalition alone equal the products over every row."""
+    design = kernel_design(d, budget, seed=2, sampler="leverage")
+    rows, z = PairedRows.of(design, "cpu"), design.z.double()
+    y = torch.randn(3, len(z), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(rows.normal(), z.T @ (design.w[:, None] * z), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(rows.moments(y), (design.w[:, None] * z).T @ y.T, rtol=1e-12, atol=1e-12)
 
 
 class GroupedTanh(nn.Module):
