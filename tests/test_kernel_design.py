@@ -1,6 +1,7 @@
 """Kernel SHAP's design: distinct, nested, reproducible draws, and standard errors as their formula says."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from leanlens.explain.kernel_design import (
     CoalitionDraws,
     coalition_keys,
     kernel_design,
+    random_coalitions,
 )
 from leanlens.explain.kernel_error import (
     PairedRows,
@@ -44,6 +46,18 @@ def test_draws_are_distinct_and_complemented_with_each_size_in_its_stratum(d, sa
         assert (mine == s).all() or (2 * s == d)  # one size pair a stratum
         assert design.population[stratum] == math.comb(d, s) / (2 if 2 * s == d else 1)
     assert any(math.comb(d, s) > MAX_ENUMERATE for s in sampled_by_size(design))  # random draws were made
+
+
+def test_coalitions_whose_keys_tie_still_have_their_size(monkeypatch):
+    """A draw keeps the sizes[r] features with the smallest keys; where keys tie at that threshold
+    (64-bit keys: about once in 1e16 rows) the ranking falls back to argsort, so no row takes more."""
+    sizes, numbers = np.array([1, 3, 5, 7]), np.arange(4)
+    drawn = random_coalitions(9, 0, sizes, numbers)
+    assert (drawn.sum(1) == sizes).all()
+    module = sys.modules[random_coalitions.__module__]
+    monkeypatch.setattr(module, "_scramble", lambda x: np.zeros_like(x))  # every key ties
+    tied = random_coalitions(9, 0, sizes, numbers)
+    np.testing.assert_array_equal(tied, np.arange(9) < sizes[:, None])
 
 
 def test_a_design_does_not_depend_on_the_designs_asked_for_before_it():

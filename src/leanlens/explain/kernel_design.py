@@ -123,12 +123,9 @@ class CoalitionDraws:
                 return
             self._draw(short)
 
-    def first(self, s: int, k: int, paired: bool) -> torch.Tensor:
-        """The first k distinct coalitions of size s (bool (k, d)); with `paired`, distinct as {S, not S}."""
-        return torch.from_numpy(self.first_rows(s, k, paired))
-
-    def first_rows(self, s: int, k: int, paired: bool) -> np.ndarray:
-        """`first` as a NumPy array (a design gathers 30-odd sizes: one conversion, not one a size)."""
+    def first(self, s: int, k: int, paired: bool) -> np.ndarray:
+        """The first k distinct coalitions of size s (bool (k, d)); with `paired`, distinct as {S, not S}.
+        NumPy, not torch: a design gathers 30-odd sizes and converts once (shared: do not modify)."""
         if _listed(self.d, s):
             return self._shuffled(s, paired)[:k]
         if self.count.get(s, 0) < k:
@@ -190,7 +187,7 @@ def kernel_design(d: int, budget: int, seed: int, sampler: str = "kernel",
     weights = [torch.full((len(b),), size_mass(d, s) / len(b), dtype=torch.float64) for s, b in zip(whole, blocks)]
     start = sum(len(b) for b in blocks)
     sizes, k = (np.array([p[i] for p in sampled], dtype=np.int64) for i in (0, 1))
-    drawn = torch.from_numpy(np.concatenate([draws.first_rows(s, n, 2 * s == d) for s, n in sampled]
+    drawn = torch.from_numpy(np.concatenate([draws.first(s, n, 2 * s == d) for s, n in sampled]
                                             + [np.zeros((0, d), dtype=bool)]))
     half = 2 * sizes == d  # a self-paired size: {S, not S} is one unit, and the size has 2k coalitions
     mass, population = (torch.from_numpy(column[sizes]) for column in _size_columns(d))
@@ -206,7 +203,7 @@ def _size_columns(d: int) -> tuple[np.ndarray, np.ndarray]:
     """Each size's kernel mass and (capped) number of coalitions as float64 columns indexed by size,
     computed once per d: every design of a call (and of every call with d features) reads them."""
     sizes = range(d // 2 + 1)
-    mass = np.array([size_mass(d, s) if s else np.inf for s in sizes])
+    mass = np.array([size_mass(d, s) if s else np.inf for s in sizes])  # size 0 is never drawn
     return mass, np.array([float(min(math.comb(d, s), POPULATION_CAP)) for s in sizes])
 
 
