@@ -1,6 +1,7 @@
 """Kernel SHAP's design: distinct, nested, reproducible draws, and standard errors as their formula says."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -13,8 +14,10 @@ from leanlens.explain.kernel_design import (
     CoalitionDraws,
     coalition_keys,
     kernel_design,
+    random_coalitions,
 )
 from leanlens.explain.kernel_error import (
+    PairedRows,
     normal_inverse,
     regression_projection,
     standard_errors,
@@ -43,6 +46,18 @@ def test_draws_are_distinct_and_complemented_with_each_size_in_its_stratum(d, sa
         assert (mine == s).all() or (2 * s == d)  # one size pair a stratum
         assert design.population[stratum] == math.comb(d, s) / (2 if 2 * s == d else 1)
     assert any(math.comb(d, s) > MAX_ENUMERATE for s in sampled_by_size(design))  # random draws were made
+
+
+def test_coalitions_whose_keys_tie_still_have_their_size(monkeypatch):
+    """A draw keeps the sizes[r] features with the smallest keys; where keys tie at that threshold
+    (64-bit keys: about once in 1e16 rows) the ranking falls back to argsort, so no row takes more."""
+    sizes, numbers = np.array([1, 3, 5, 7]), np.arange(4)
+    drawn = random_coalitions(9, 0, sizes, numbers)
+    assert (drawn.sum(1) == sizes).all()
+    module = sys.modules[random_coalitions.__module__]
+    monkeypatch.setattr(module, "_scramble", lambda x: np.zeros_like(x))  # every key ties
+    tied = random_coalitions(9, 0, sizes, numbers)
+    np.testing.assert_array_equal(tied, np.arange(9) < sizes[:, None])
 
 
 def test_a_design_does_not_depend_on_the_designs_asked_for_before_it():
@@ -89,6 +104,16 @@ def test_standard_errors_are_the_stratified_formula_unit_by_unit():
             expected += (1 - k / population) * k / (k - 1) * ((v - v.mean(1, keepdim=True)) ** 2).sum(1)
     assert len(design.population) > 2 and (torch.bincount(design.stratum) > 1).any()
     torch.testing.assert_close(got, expected.sqrt(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("d, budget", [(12, 300), (14, 600), (60, 700), (10, 1022)])  # 1022: all enumerated
+def test_paired_products_equal_the_full_design_ones(d, budget):
+    """Z'WZ and Z'Wy from each unit's first coalition alone equal the products over every row."""
+    design = kernel_design(d, budget, seed=2, sampler="leverage")
+    rows, z = PairedRows.of(design, "cpu"), design.z.double()
+    y = torch.randn(3, len(z), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(rows.normal(), z.T @ (design.w[:, None] * z), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(rows.moments(y), (design.w[:, None] * z).T @ y.T, rtol=1e-12, atol=1e-12)
 
 
 class GroupedTanh(nn.Module):

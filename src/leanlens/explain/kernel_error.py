@@ -27,18 +27,52 @@ WELL_CONDITIONED = 1e-6  # smallest Cholesky pivot over the largest (condition n
 
 
 def normal_inverse(z: torch.Tensor, w: torch.Tensor, device) -> torch.Tensor:
-    """(Z'WZ)^+, (d, d) float64: the one matrix the solve and the standard errors share.
-
-    By Cholesky (8x faster than an eigendecomposition at d = 60) when the matrix is well
-    conditioned; the pseudo-inverse when a small design leaves it (nearly) singular.
-    """
+    """(Z'WZ)^+, (d, d) float64: the one matrix the solve and the standard errors share."""
     z = z.to(device, torch.float64)
-    normal = z.T @ (w.to(device)[:, None] * z)
+    return invert_normal(z.T @ (w.to(device)[:, None] * z))
+
+
+def invert_normal(normal: torch.Tensor) -> torch.Tensor:
+    """A normal matrix's inverse: by Cholesky (8x faster than an eigendecomposition at d = 60)
+    when it is well conditioned; the pseudo-inverse when a small design leaves it (nearly) singular."""
     factor, info = torch.linalg.cholesky_ex(normal)
     pivots = factor.diagonal()
     if info == 0 and pivots.min() > WELL_CONDITIONED * pivots.max():
         return torch.cholesky_inverse(factor)
     return torch.linalg.pinv(normal, hermitian=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedRows:
+    """A design's rows as float64 on the scores' device: the enumerated ones, and each sampled
+    unit's first coalition only. A unit's complement shares its weight, so its terms follow from
+    the first's (z z' + (1-z)(1-z)' = 2 z z' - z 1' - 1 z' + 1 1'): every product over the design
+    touches half the sampled rows."""
+
+    design: Design
+    whole: torch.Tensor  # (E, d) enumerated coalitions (the design's first rows)
+    half: torch.Tensor  # (U, d) each unit's first coalition
+    w_whole: torch.Tensor  # (E,)
+    w_half: torch.Tensor  # (U,) each unit's weight, the same for both its coalitions
+
+    @classmethod
+    def of(cls, design: Design, device) -> PairedRows:
+        z, w = design.z.to(device), design.w.to(device)
+        enumerated = len(z) - 2 * len(design.first)  # kernel_design puts the enumerated rows first
+        first = design.first.to(device)
+        return cls(design, z[:enumerated].double(), z[first].double(), w[:enumerated], w[first])
+
+    def normal(self) -> torch.Tensor:
+        """Z'WZ, (d, d)."""
+        s, h = self.half.T @ self.w_half, self.half
+        pairs = 2 * h.T @ (self.w_half[:, None] * h) - s[:, None] - s[None, :] + self.w_half.sum()
+        return pairs + self.whole.T @ (self.w_whole[:, None] * self.whole)
+
+    def moments(self, y: torch.Tensor) -> torch.Tensor:
+        """Z'Wy, (d, N) for scores y (N, M) in the design's row order."""
+        first, second = y[:, self.design.first.to(y.device)], y[:, self.design.second.to(y.device)]
+        pairs = self.half.T @ (self.w_half * (first - second)).T + (second @ self.w_half)[None, :]
+        return pairs + self.whole.T @ (self.w_whole * y[:, : len(self.whole)]).T
 
 
 def regression_projection(inverse: torch.Tensor) -> torch.Tensor:
@@ -47,29 +81,36 @@ def regression_projection(inverse: torch.Tensor) -> torch.Tensor:
     return inverse - a1 @ a1.T / a1.sum()
 
 
-def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse: torch.Tensor,
+                    rows: PairedRows | None = None) -> torch.Tensor:
     """One standard error a value, (N, d) float64; zero where every coalition was enumerated."""
     n, d = phi.shape
     if not len(design.first):
         return torch.zeros(n, d, dtype=torch.float64, device=y.device)
-    z = design.z.to(y.device, torch.float64)
-    weighted = design.w.to(y.device) * (y - phi @ z.T)  # w_m r_m, (N, M)
+    rows = PairedRows.of(design, y.device) if rows is None else rows
     first, second = design.first.to(y.device), design.second.to(y.device)
     population, label = design.population.to(y.device), design.stratum.to(y.device)
-    k = torch.bincount(label, minlength=len(population)).double()
+    k = torch.bincount(label, minlength=len(population)).double()[:, None, None]
+    inside = phi @ rows.half.T  # (N, U): z'phi of a unit's first coalition; its complement's is sum(phi) - that
+    a = rows.w_half * (y[:, first] - inside)  # w r of the first coalition, then of the complement
+    b = rows.w_half * (y[:, second] - phi.sum(1, keepdim=True) + inside)
     projection = regression_projection(inverse)
-    q = z[first] @ projection  # P z for a unit's first coalition; its complement's is P 1 - that
-    a, b = weighted[:, first, None], weighted[:, second, None]
-    v = torch.addcmul(b * projection.sum(1), a - b, q)  # (N, units, d)
-    total = v.new_zeros(n, len(k), d).index_add_(1, label, v)  # by stratum
-    squares = v.new_zeros(n, len(k), d).index_add_(1, label, v.square_())
+    q = rows.half @ projection  # P z for a unit's first coalition; its complement's is P 1 - that
+    # v_i = a P z + b (P 1 - P z), laid out (U, N, d) so that the stratum sums run over the first axis;
+    # transposed factors made contiguous first, else torch lays v out strided and every pass is 10x slower;
+    # built in place: v is the one large tensor here (2 MB at 2432 coalitions and 4 samples)
+    b, c = b.T.contiguous(), (a - b).T.contiguous()
+    v = (b[:, :, None] * projection.sum(1)).addcmul_(c[:, :, None], q[:, None, :])
+    total = v.new_zeros(len(population), n, d).index_add_(0, label, v)  # by stratum
+    squares = v.new_zeros(len(population), n, d).index_add_(0, label, v.square_())
     # sum over units of (v - stratum mean)^2, in one pass: where a stratum's mean dwarfs its spread
     # (a near-additive game) this floors at ~1e-8 |mean| sqrt(k), far below any useful tol
-    spread = (squares - total**2 / k[:, None]).clamp_min(0)
+    spread = (squares - total**2 / k).clamp_min(0)
+    k = k[:, 0, 0]
     several = (1 - k / population) * k / (k - 1).clamp_min(1)  # without-replacement variance of a sum
     lone = torch.where(k == 1, 1 - 1 / population, 0.0)  # a one-unit stratum: its v^2 stands in
-    variance = spread * torch.where(k > 1, several, 0.0)[:, None] + total**2 * lone[:, None]
-    return variance.sum(1).sqrt()
+    variance = spread * torch.where(k > 1, several, 0.0)[:, None, None] + total**2 * lone[:, None, None]
+    return variance.sum(0).sqrt()
 
 
 class ScoredCoalitions:

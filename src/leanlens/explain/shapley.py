@@ -21,7 +21,9 @@ from leanlens.explain.errorbars import NumericalError, sample_cap
 from leanlens.explain.features import game
 from leanlens.explain.kernel_design import CoalitionDraws, kernel_design
 from leanlens.explain.kernel_error import (
+    PairedRows,
     ScoredCoalitions,
+    invert_normal,
     normal_inverse,
     standard_errors,
 )
@@ -77,12 +79,16 @@ def constrained_wls(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, total: to
                     inverse: torch.Tensor | None = None) -> torch.Tensor:
     """phi (N, d) minimising sum_m w_m (y[n, m] - z_m . phi_n)^2 subject to sum(phi_n) = total[n].
 
-    One d×d system shared by all samples (the coalitions are): the Lagrange solution
-    phi = A^-1 b - A^-1 1 (1' A^-1 b - total) / (1' A^-1 1), with A = Z'WZ, b = Z'Wy.
-    `inverse`: A^-1 when already at hand.
+    One d×d system shared by all samples (the coalitions are). `inverse`: A^-1 when already at hand.
     """
     inverse = normal_inverse(z, w, y.device) if inverse is None else inverse
     b = (z.to(y.device, torch.float64) * w.to(y.device)[:, None]).T @ y.T  # (d, N)
+    return constrained_solution(inverse, b, total)
+
+
+def constrained_solution(inverse: torch.Tensor, b: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """The Lagrange solution phi = A^-1 b - A^-1 1 (1' A^-1 b - total) / (1' A^-1 1), (N, d),
+    from A^-1 and b = Z'Wy (d, N)."""
     ab, a1 = inverse @ b, inverse.sum(1, keepdim=True)
     return (ab - a1 * (ab.sum(0, keepdim=True) - total[None, :]) / a1.sum()).T
 
@@ -130,9 +136,10 @@ def refine_kernelshap(g, budget: int, cap: int, tol, sampler: str, seed: int):
     while len(active):
         design = kernel_design(g.d, budget, seed, sampler, draws)
         y = scored.scores(design.z, active) - g.empty[active, None]
-        inverse = normal_inverse(design.z, design.w, y.device)
-        phi[active] = constrained_wls(design.z, design.w, y, gap[active], inverse)
-        se[active] = standard_errors(design, y, phi[active], inverse)
+        rows = PairedRows.of(design, y.device)  # each product over the design, once, on half the rows
+        inverse = invert_normal(rows.normal())
+        phi[active] = constrained_solution(inverse, rows.moments(y), gap[active])
+        se[active] = standard_errors(design, y, phi[active], inverse, rows)
         if tol is None or budget >= cap:
             break
         active = active[se[active].max(1).values > tol * gap[active].abs()]
