@@ -158,14 +158,16 @@ def test_lime_refuses_too_few_samples_for_its_fit(linear, tabular):
     assert np.isfinite(explain(linear, tabular, "lime", samples=30).score).all()
 
 
-def test_lime_tol_on_a_sample_that_is_its_own_baseline_stops_at_once():
+@pytest.mark.parametrize("method, samples", [("lime", 200), ("kernelshap", 40)])
+def test_tol_on_a_sample_that_is_its_own_baseline_stops_at_once(method, samples):
     """A blank row under a zero baseline has no score gap: every coalition scores the same and the
-    standard errors are rounding noise. A tolerance relative to a gap of 0 would chase that noise to
-    max_samples and print it as ~1e292 of the gap; the gap is floored at the scores' rounding."""
+    standard errors are rounding noise (LIME's; KernelSHAP's come out exactly 0). A tolerance relative
+    to a gap of 0 would chase that noise to max_samples and print it as ~1e292 of the gap; the gap is
+    floored at the scores' rounding, for both sampling methods alike."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 2)).eval()
     x = torch.cat([torch.zeros(1, 6), torch.randn(1, 6)])
-    got = explain(net, x, "lime", tol=0.05, target=0, samples=200, max_samples=2**14)
+    got = explain(net, x, method, tol=0.05, target=0, samples=samples, max_samples=2**14)
     assert got.error.met.all()
     assert got.error.gap[0] > 0 and got.error.gap[0] < 1e-5  # the floor, in float32 ulps of f(x)
     assert got.error.relative[0] < 1e-6 and np.abs(got.values[0]).max() < 1e-6  # nothing to attribute

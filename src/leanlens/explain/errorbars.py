@@ -54,7 +54,7 @@ def sample_cap(tol, max_samples) -> int | None:
 class NumericalError:
     kind: str  # one of KINDS
     values: np.ndarray  # (N,) a sample, or the attributions' shape for a standard error a value
-    # |f(x) - f(baseline)| a sample, what `tol` is relative to (LIME: never below the scores' rounding);
+    # |f(x) - f(baseline)| a sample, what `tol` is relative to (KernelSHAP, LIME: never below the scores' rounding);
     # SmoothGrad: the map's largest |value|
     gap: np.ndarray | None = None
     tol: float | None = None  # the relative tolerance asked for, if any

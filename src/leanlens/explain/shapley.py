@@ -116,13 +116,14 @@ def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | No
              background=background, seed=seed, batch_size=batch_size)
     d, gap = g.d, g.full - g.empty
     if d == 1:
-        exact = NumericalError("standard_error", np.zeros(x.shape), gap.abs().cpu().numpy(), tol, np.zeros(len(x)))
+        exact = NumericalError("standard_error", np.zeros(x.shape), g.tolerance_gap.cpu().numpy(), tol,
+                               np.zeros(len(x)))
         return g.spread(gap[:, None]), {"delta": torch.zeros_like(gap).float(), "error": exact,
                                          "base_values": g.empty}
     budget, cap = kernel_budgets(d, samples, tol, max_samples)
     phi, se, scored = refine_kernelshap(g, budget, cap, tol, sampler, seed)
     delta = phi.sum(1) - gap
-    error = NumericalError("standard_error", g.spread(se).cpu().numpy(), gap.abs().cpu().numpy(), tol,
+    error = NumericalError("standard_error", g.spread(se).cpu().numpy(), g.tolerance_gap.cpu().numpy(), tol,
                            scored.counts.cpu().numpy())
     return g.spread(phi), {"delta": delta.float(), "error": error, "base_values": g.empty}
 
@@ -142,7 +143,7 @@ def refine_kernelshap(g, budget: int, cap: int, tol, sampler: str, seed: int):
         se[active] = standard_errors(design, y, phi[active], inverse, rows)
         if tol is None or budget >= cap:
             break
-        active = active[se[active].max(1).values > tol * gap[active].abs()]
+        active = active[se[active].max(1).values > tol * g.tolerance_gap[active]]
         budget = min(2 * budget, cap)
     return phi, se, scored
 
