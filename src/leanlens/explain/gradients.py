@@ -15,7 +15,7 @@ from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
 from leanlens.explain.errorbars import NumericalError
 from leanlens.explain.ig_path import Path, completeness_error, refined_ig
-from leanlens.explain.memory import COPIES, budget_bytes, budget_chunk
+from leanlens.explain.memory import COPIES, budget_chunk, memory_bytes
 from leanlens.explain.options import chunk_size, flag, positive_int, real
 from leanlens.explain.registry import lookup, method
 from leanlens.explain.streams import sample_noise
@@ -95,7 +95,11 @@ def noise_standard_error(copies: torch.Tensor, mean: torch.Tensor) -> NumericalE
     n = len(copies)
     if n < 2:
         return None
-    se = copies.detach().double().std(0) / math.sqrt(n)
+    # in the copies' own precision (half precision widened to float32): a float64 copy of every
+    # noisy map cost 20 % more memory than the call itself, for an error bar's two digits
+    copies = copies.detach()
+    se = copies.float().std(0) if copies.dtype in (torch.float16, torch.bfloat16) else copies.std(0)
+    se = se.double() / math.sqrt(n)
     scale = mean.detach().double().flatten(1).abs().max(1).values
     return NumericalError("noise_standard_error", se.cpu().numpy(), scale.cpu().numpy())
 
@@ -164,10 +168,7 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
     fold_bn = checked_fold(create_graph, fold_bn)
     step = budget_chunk(batch_size, model, x[:1], memory, fold_bn)
     target, gap = path_ends(model, x, base, targets, step, fold_bn)
-    # kept gradients: beside passes sized to the budget, what a pass's copies take; beside a
-    # pass size the caller chose, half the budget (a small batch_size must not refine one sample at a time)
-    kept = step * COPIES * x[0].numel() * x.element_size() if batch_size is None else budget_bytes(memory, x.device) // 2
-    path = Path(model, x, base, target, create_graph, fold_bn, step, kept)
+    path = Path(model, x, base, target, create_graph, fold_bn, step, kept_bytes(x, step, batch_size, memory))
     if tol is not None:
         return refined_ig(path, gap, tol, max_steps, steps, rule, feature_tol)
     steps = positive_int("steps", 64 if steps is None else steps, "use a positive int, e.g. 64")
@@ -178,6 +179,22 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
     delta = (values.detach().flatten(1).sum(1) - gap).float()
     return values, {"delta": delta, "error": completeness_error(delta, gap, None, torch.full_like(gap, steps)),
                     "rule": rule}
+
+
+KEPT_INPUTS = 64  # beside a pass size the caller chose, gradients of 64 passes' inputs may be kept,
+KEPT_FLOOR = 64 * 2**20  # or 64 MB, whichever is more
+
+
+def kept_bytes(x: torch.Tensor, step: int, batch_size, memory) -> int:
+    """What the gradients IG keeps for reuse (refining to a tol) may take. Beside passes sized to
+    the budget, a pass's copies. Beside a `batch_size` the caller chose, 64 passes' inputs (a quarter
+    of a pass's samples at 257 points: the middle levels' new points fill a pass) or 64 MB if more,
+    and at most half of `memory` if given: one pass's copies left one sample a group, 1.4x slower."""
+    one = x[0].numel() * x.element_size()
+    if batch_size is None:
+        return step * COPIES * one
+    kept = max(KEPT_INPUTS * step * one, KEPT_FLOOR)
+    return kept if memory is None else min(kept, memory_bytes(memory) // 2)
 
 
 def ig_rule(rule, tol) -> str:

@@ -135,8 +135,11 @@ def refine_group(path: Path, samples, limit, gap, first: int, last: int, rule: s
 
 def level_estimate(path: Path, samples, grads: torch.Tensor, rule: str, k: int) -> torch.Tensor:
     """The attributions of level k's rule on its points' gradients `grads` (samples, points, ...)."""
-    weights = nested_weights(rule, k).to(path.x.device, path.x.dtype)
-    return (path.x[samples] - path.base[samples]) * torch.einsum("np...,p->n...", grads, weights)
+    weights = nested_weights(rule, k).to(path.x.device, grads.dtype)
+    # a (points) x (points, features) product a sample: einsum's reduction over the middle axis was
+    # 38x slower on (32, 257, 16384) gradients
+    summed = torch.matmul(weights, grads.flatten(2)).view((len(grads),) + grads.shape[2:])
+    return (path.x[samples] - path.base[samples]) * summed
 
 
 def relative_change(estimate: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
