@@ -1,6 +1,6 @@
 """`NumericalError`: how far an explanation may be from the exact one, as its method estimates it.
 
-Three kinds, each what its method can honestly say about itself:
+Four kinds, each what its method can honestly say about itself:
 - "completeness" (IG): |delta| a sample, the gap between the attributions' sum and
   f(x) - f(baseline), which the exact integral closes; refined to a `tol`, also `change`,
   what the last refinement moved the values, sum |v_k - v_k-1| / sum |v_k|. The sum can
@@ -54,8 +54,8 @@ def sample_cap(tol, max_samples) -> int | None:
 class NumericalError:
     kind: str  # one of KINDS
     values: np.ndarray  # (N,) a sample, or the attributions' shape for a standard error a value
-    # |f(x) - f(baseline)| a sample, what `tol` is relative to (KernelSHAP, LIME: never below the scores' rounding);
-    # SmoothGrad: the map's largest |value|
+    # |f(x) - f(baseline)| a sample, what `tol` is relative to (KernelSHAP, LIME: never below 4 ulps of
+    # the end scores / tol); SmoothGrad: the map's largest |value|
     gap: np.ndarray | None = None
     tol: float | None = None  # the relative tolerance asked for, if any
     evaluations: np.ndarray | None = None  # model evaluations each sample took

@@ -113,13 +113,15 @@ class Game:
     averaged: bool = False  # `baseline` holds background rows, and every score is averaged over them
     resolution: torch.Tensor | None = None  # (N,) the end scores' rounding: 4 ulps of the larger, in the model's dtype
 
-    @property
-    def tolerance_gap(self) -> torch.Tensor:
-        """|f(x) - f(baseline)| a sample, never below the scores' rounding: what a `tol` is relative to.
-        Where x is its own baseline (a blank image, an all-zero row) the gap is 0, and a tolerance
-        relative to it could only be met by rounding noise of exactly zero."""
+    def tolerance_gap(self, tol: float | None) -> torch.Tensor:
+        """What a `tol` is relative to: |f(x) - f(baseline)| a sample, never below resolution / tol,
+        so that tol never asks for a standard error finer than the scores' own rounding. Where x is
+        its own baseline (a blank image, an all-zero row) the gap is 0, the standard errors are
+        rounding noise, and a tolerance relative to 0 could never be met."""
         gap = (self.full - self.empty).abs()
-        return gap if self.resolution is None else torch.maximum(gap, self.resolution)
+        if self.resolution is None:
+            return gap
+        return torch.maximum(gap, self.resolution / (1.0 if tol is None else tol))
 
     def scores(self, coalitions: torch.Tensor) -> torch.Tensor:
         """Target scores of every sample under every coalition, (N, M) float64, `batch_size` inputs a pass."""

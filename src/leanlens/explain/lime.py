@@ -102,8 +102,9 @@ def lime(model, x, targets, *, samples: int = 1000, tol: float | None = None, ma
     feature's coefficient; `score` is each fit's weighted R², also its `error` (R² says how
     much of the model's local behaviour the fit explains). With `tol`, `samples` is the
     first draw and it doubles, scoring only the new coalitions, until each coefficient's
-    sandwich standard error is <= tol * |f(x) - f(baseline)| (a gap never taken below the
-    scores' rounding, so a sample that is its own baseline stops) or `max_samples` (default 2^16);
+    sandwich standard error is <= tol * |f(x) - f(baseline)| (a gap floored at 4 ulps of the end
+    scores / tol: tol never asks to beat the scores' rounding, so a sample that is its own baseline
+    stops) or `max_samples` (default 2^16);
     each sample stops on its own, and the standard errors are the `error`. They bound the
     coefficients' sampling noise (LIME's instability across seeds), not how well a linear
     surrogate describes the model: that is still the R² in `score`.
@@ -121,7 +122,7 @@ def lime(model, x, targets, *, samples: int = 1000, tol: float | None = None, ma
         fit = NumericalError("fit_r2", r2.cpu().numpy(), evaluations=np.full(len(x), samples))
         return g.spread(coef), {"score": r2.float(), "error": fit}
     coef, r2, se, scored = refine_lime(g, samples, max(cap, samples), tol, kernel_width, alpha, seed)
-    gap = g.tolerance_gap.cpu().numpy()
+    gap = g.tolerance_gap(tol).cpu().numpy()
     error = NumericalError("standard_error", g.spread(se).cpu().numpy(), gap, tol, scored.counts.cpu().numpy())
     return g.spread(coef), {"score": r2.float(), "error": error}
 
@@ -129,7 +130,7 @@ def lime(model, x, targets, *, samples: int = 1000, tol: float | None = None, ma
 def refine_lime(g, samples: int, cap: int, tol: float, kernel_width: float, alpha: float, seed: int):
     """Coefficients, R² and standard errors, doubling the draw for the samples whose errors are not
     yet within tol * |gap| (every draw is a prefix of the next), and the coalitions scored."""
-    n, gap = len(g.x), g.tolerance_gap
+    n, gap = len(g.x), g.tolerance_gap(tol)
     coef = torch.zeros(n, g.d, dtype=torch.float64, device=g.x.device)
     se, r2 = torch.zeros_like(coef), torch.zeros(n, dtype=torch.float64, device=g.x.device)
     active = torch.arange(n, device=g.x.device)

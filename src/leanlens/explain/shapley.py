@@ -103,7 +103,8 @@ def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | No
     baseline; every sample shares them. With `tol`, `samples` is the first design (default
     4d + 64) and it doubles, reusing every coalition already scored, until each value's
     standard error is <= tol * |f(x) - f(baseline)| or `max_samples` (default 2^16) are
-    used; each sample stops as soon as its own errors are within tol. Standard errors
+    used; each sample stops as soon as its own errors are within tol (or within the scores'
+    rounding, which tol never asks to beat: the gap is floored at 4 ulps of the end scores / tol). Standard errors
     (Covert & Lee, 2021) come from the sampled strata's spread, linearised through the
     constrained regression, and are the explanation's `error`.
     `sampler='leverage'` (default) shares the draws over coalition sizes as Leverage SHAP
@@ -116,15 +117,15 @@ def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | No
              background=background, seed=seed, batch_size=batch_size)
     d, gap = g.d, g.full - g.empty
     if d == 1:
-        exact = NumericalError("standard_error", np.zeros(x.shape), g.tolerance_gap.cpu().numpy(), tol,
-                               np.zeros(len(x)))
+        exact = NumericalError("standard_error", np.zeros(x.shape), g.tolerance_gap(tol).cpu().numpy(),
+                               tol, np.zeros(len(x)))
         return g.spread(gap[:, None]), {"delta": torch.zeros_like(gap).float(), "error": exact,
                                          "base_values": g.empty}
     budget, cap = kernel_budgets(d, samples, tol, max_samples)
     phi, se, scored = refine_kernelshap(g, budget, cap, tol, sampler, seed)
     delta = phi.sum(1) - gap
-    error = NumericalError("standard_error", g.spread(se).cpu().numpy(), g.tolerance_gap.cpu().numpy(), tol,
-                           scored.counts.cpu().numpy())
+    error = NumericalError("standard_error", g.spread(se).cpu().numpy(), g.tolerance_gap(tol).cpu().numpy(),
+                           tol, scored.counts.cpu().numpy())
     return g.spread(phi), {"delta": delta.float(), "error": error, "base_values": g.empty}
 
 
@@ -143,7 +144,7 @@ def refine_kernelshap(g, budget: int, cap: int, tol, sampler: str, seed: int):
         se[active] = standard_errors(design, y, phi[active], inverse, rows)
         if tol is None or budget >= cap:
             break
-        active = active[se[active].max(1).values > tol * g.tolerance_gap[active]]
+        active = active[se[active].max(1).values > tol * g.tolerance_gap(tol)[active]]
         budget = min(2 * budget, cap)
     return phi, se, scored
 
