@@ -260,3 +260,18 @@ def test_a_writer_killed_mid_write_leaves_every_committed_version(tmp_path):
         for name in names:
             np.testing.assert_array_equal(store.explanation(name, "g"), _maps_of(int(name[2:]), 256))
         store.record("after", fingerprint="f", metrics={})  # and it still takes writes
+
+
+def test_an_error_bar_of_a_kind_this_leanlens_does_not_know_names_the_newer_leanlens():
+    """A newer leanlens may store a kind of numerical error this one lacks: say so, not 'damaged'."""
+    from leanlens.explain.errorbars import NumericalError
+    from leanlens.store.errors import error_from_json, error_json
+
+    text = error_json(NumericalError("standard_error", np.ones((2, 3)), np.ones(2), 0.01, np.full(2, 64)))
+    assert error_from_json(text).kind == "standard_error"
+    with pytest.raises(BadInput, match="kind this leanlens does not know .'quantile_band'. .hint: the store was "
+                                       "written by a newer leanlens") as error:
+        error_from_json(text.replace('"standard_error"', '"quantile_band"'))
+    assert _one_line(error)
+    with pytest.raises(BadInput, match="changed outside leanlens"):  # damaged, not newer
+        error_from_json(text.replace('"header"', '"heading"'))

@@ -34,10 +34,11 @@ def _score(method: str, name: str) -> Callable[[Version], Any]:
     return lambda v: getattr(v.scores.get(method, ExplanationScores()), name)
 
 
-# the method's estimate of its own numerical error, relative to each sample's |f(x) - f(baseline)|
-_ERROR = Shown("numerical error", "text", "the method's own error estimate over the probe samples, relative to "
-               "|f(x) − f(baseline)|: IG's completeness gap |δ|, KernelSHAP's worst standard error, or LIME's "
-               "fit R²; — for a method without one")
+# the method's estimate of its own numerical error over the probe samples
+_ERROR = Shown("numerical error", "text", "the method's own error estimate over the probe samples: IG's "
+               "completeness gap |δ| and KernelSHAP's worst standard error, relative to |f(x) − f(baseline)|; "
+               "SmoothGrad's worst standard error over its noisy copies, relative to the map's largest value; "
+               "or LIME's fit R²; — for a method without one")
 
 
 def _error(method: str) -> Callable[[Version], Any]:

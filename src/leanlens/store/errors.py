@@ -12,7 +12,7 @@ import binascii
 import json
 
 from leanlens.errors import BadInput
-from leanlens.explain.errorbars import NumericalError, error_from_npz
+from leanlens.explain.errorbars import KINDS, NumericalError, error_from_npz
 from leanlens.store.arrays import decode, encode
 
 
@@ -31,6 +31,7 @@ def error_from_json(text: str | None) -> NumericalError | None:
     """The error `error_json` wrote; None stays None."""
     if text is None:
         return None
+    stored = None
     try:
         stored = json.loads(text)
         arrays = {name: decode(dtype, shape, base64.b64decode(data, validate=True))
@@ -38,6 +39,11 @@ def error_from_json(text: str | None) -> NumericalError | None:
         error = error_from_npz(stored["header"], arrays)
     except (ValueError, KeyError, TypeError, binascii.Error):
         error = None
+    header = stored.get("header") if error is None and isinstance(stored, dict) else None
+    kind = header.get("kind") if isinstance(header, dict) else None
+    if isinstance(kind, str) and kind not in KINDS:  # well formed, from a leanlens that knows more kinds
+        raise BadInput(f"a stored explanation's numerical error is of a kind this leanlens does not know ({kind!r})",
+                       "the store was written by a newer leanlens: upgrade leanlens to read it")
     if error is None:
         raise BadInput("a stored explanation's numerical error cannot be read",
                        "the store file was changed outside leanlens; restore it from a copy")
