@@ -112,5 +112,6 @@ def print_costs(costs: dict[str, float]) -> None:
     for method, ratio in costs.items():
         print(f"| {method} | {ratio:.2f}× |")
 
+
 if __name__ == "__main__":
     main()

@@ -8,6 +8,8 @@ from torch import nn
 from leanlens.models import SmallResNet
 
 SIZE = 32  # SmallResNet takes any size: 32×32 inputs give 8×8 maps in stage3
+
+
 def make_resnet(seed: int = 4) -> SmallResNet:
     """A random SmallResNet in eval mode whose BatchNorms are not the identity."""
     torch.manual_seed(seed)

@@ -353,8 +353,6 @@ def test_input_x_gradient_of_a_linear_model_sums_to_the_score():
     np.testing.assert_allclose(exp.values.sum(1), logits(linear, x)[:, 2], rtol=1e-5, atol=1e-6)
 
 
-
-
 @pytest.mark.parametrize("base", ["saliency", "input_x_gradient", "ig"])
 def test_smoothgrad_without_noise_is_its_base_method(resnet, images, base, one_thread):
     smooth = explain(resnet, images[:2], "smoothgrad", base=base, nt_samples=2, noise_level=0.0)

@@ -27,6 +27,7 @@ from leanlens.models import SmallResNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+
 @pytest.fixture(scope="module")
 def digits():
     x, y = load_digits(return_X_y=True)

@@ -173,6 +173,7 @@ def test_a_small_batch_size_still_refines_samples_together(smooth):
     np.testing.assert_allclose(chunked.values, whole.values, rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(chunked.error.evaluations, whole.error.evaluations)
 
+
 def test_error_bars_round_trip_and_are_none_where_a_method_has_none(smooth, tmp_path):
     net, x, _ = smooth
     ig = ll.explain(net, x, "ig", tol=1e-4, target=0)

@@ -130,7 +130,6 @@ def clean_metrics(metrics) -> dict:
     return clean
 
 
-
 def options_json(options) -> str:
     """An explanation's options as JSON text, arrays included when small enough to keep."""
     if not isinstance(options, Mapping):
