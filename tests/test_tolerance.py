@@ -155,21 +155,22 @@ def test_a_memory_budget_forces_chunks_with_the_same_attributions(smooth):
     np.testing.assert_allclose(small.values, whole.values, rtol=1e-12, atol=1e-15)
 
 
-def test_a_small_batch_size_still_refines_samples_together(smooth):
-    """batch_size sets the pass, not how many samples refine at once: 12 samples must not take
-    12 times the passes (they did: the kept gradients were bounded by one pass)."""
+@pytest.mark.parametrize("small", [{"batch_size": 64}, {"memory": "256KB"}])  # the latter: 46 inputs a pass
+def test_small_passes_still_refine_samples_together(smooth, small):
+    """batch_size or a memory budget sets the pass, not how many samples refine at once: 12 samples
+    must not take 12 times the passes (they did: the kept gradients were bounded by one pass)."""
     net, x, _ = smooth
     sizes = []
     hook = net[0].register_forward_hook(lambda m, i, o: sizes.append(len(i[0])))
     try:
-        chunked = ll.explain(net, x, "ig", tol=1e-6, target=0, batch_size=64)
+        chunked = ll.explain(net, x, "ig", tol=1e-6, target=0, **small)
         passes = len(sizes)
         whole = ll.explain(net, x, "ig", tol=1e-6, target=0)
     finally:
         hook.remove()
     levels = int(chunked.error.evaluations.max() - 2).bit_length() + 1  # 2, 3, 5, 9, 17 points: 5 levels
     assert max(sizes[:passes]) <= 64
-    assert passes <= 1 + levels < len(x)  # the ends' pass, then one a level; a sample at a time needs >= 12
+    assert passes <= 1 + 2 * levels < len(x)  # the ends' pass, then one or two a level; a sample at a time: >= 12
     np.testing.assert_allclose(chunked.values, whole.values, rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(chunked.error.evaluations, whole.error.evaluations)
 
@@ -213,6 +214,7 @@ def test_smoothgrad_standard_errors_match_its_spread_over_seeds(smooth, tmp_path
     ({"method": "kernelshap", "max_samples": 100}, "max_samples without tol"),
     ({"method": "kernelshap", "sampler": "uniform"}, "sampler='uniform'"),
     ({"method": "ig", "memory": "16B"}, "less than one model input needs"),
+    ({"method": "ig", "tol": 1e-3, "memory": "4KB"}, "with 50% of it for the passes, is less than"),
     ({"method": "kernelshap", "memory": "lots"}, "memory='lots'"),
 ])
 def test_mistakes_are_one_line(smooth, options, message):

@@ -15,7 +15,7 @@ from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
 from leanlens.explain.errorbars import NumericalError
 from leanlens.explain.ig_path import Path, completeness_error, refined_ig
-from leanlens.explain.memory import COPIES, budget_chunk, memory_bytes
+from leanlens.explain.memory import budget_bytes, budget_chunk, memory_bytes
 from leanlens.explain.options import chunk_size, flag, positive_int, real
 from leanlens.explain.registry import lookup, method
 from leanlens.explain.streams import sample_noise
@@ -166,7 +166,8 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
         real("feature_tol", feature_tol, "use a relative change of the values > 0, e.g. 0.02", low=0, strict=True)
     base = make_baseline(x, baseline, seed)
     fold_bn = checked_fold(create_graph, fold_bn)
-    step = budget_chunk(batch_size, model, x[:1], memory, fold_bn)
+    # refining to a tol keeps gradients besides the passes: each gets half the budget
+    step = budget_chunk(batch_size, model, x[:1], memory, fold_bn, share=1.0 if tol is None else KEPT_SHARE)
     target, gap = path_ends(model, x, base, targets, step, fold_bn)
     path = Path(model, x, base, target, create_graph, fold_bn, step, kept_bytes(x, step, batch_size, memory))
     if tol is not None:
@@ -181,20 +182,21 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
                     "rule": rule}
 
 
+KEPT_SHARE = 0.5  # of the memory budget, for the gradients IG keeps when refining to a tol
 KEPT_INPUTS = 64  # beside a pass size the caller chose, gradients of 64 passes' inputs may be kept,
 KEPT_FLOOR = 64 * 2**20  # or 64 MB, whichever is more
 
 
 def kept_bytes(x: torch.Tensor, step: int, batch_size, memory) -> int:
     """What the gradients IG keeps for reuse (refining to a tol) may take. Beside passes sized to
-    the budget, a pass's copies. Beside a `batch_size` the caller chose, 64 passes' inputs (a quarter
-    of a pass's samples at 257 points: the middle levels' new points fill a pass) or 64 MB if more,
-    and at most half of `memory` if given: one pass's copies left one sample a group, 1.4x slower."""
-    one = x[0].numel() * x.element_size()
+    the budget, the other half of it. Beside a `batch_size` the caller chose, 64 passes' inputs (a
+    quarter of a pass's samples at 257 points: the middle levels' new points fill a pass) or 64 MB if
+    more, and at most half of `memory` if given. (Bounded by one pass's copies, as they were, a budget
+    or batch size a few dozen inputs large refined one sample at a time: 1.4x slower.)"""
     if batch_size is None:
-        return step * COPIES * one
-    kept = max(KEPT_INPUTS * step * one, KEPT_FLOOR)
-    return kept if memory is None else min(kept, memory_bytes(memory) // 2)
+        return int(budget_bytes(memory, x.device) * KEPT_SHARE)
+    kept = max(KEPT_INPUTS * step * x[0].numel() * x.element_size(), KEPT_FLOOR)
+    return kept if memory is None else min(kept, int(memory_bytes(memory) * KEPT_SHARE))
 
 
 def ig_rule(rule, tol) -> str:

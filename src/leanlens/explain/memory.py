@@ -123,8 +123,10 @@ def budget_bytes(memory, device: torch.device) -> int:
     return memory_bytes(memory) if memory is not None else int(free_bytes(device) * FREE_SHARE)
 
 
-def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None, fold_bn: bool = False) -> int:
-    """Model inputs per pass: an explicit `batch_size`, else as many as fit the memory budget.
+def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None, fold_bn: bool = False,
+                 share: float = 1.0) -> int:
+    """Model inputs per pass: an explicit `batch_size`, else as many as fit the memory budget
+    (`share` of it, when the caller keeps something else in the rest).
 
     `sample` is one input like those the passes will see, through the network they will
     run (`fold_bn`: the BN-folded copy). A budget too small for one input is refused.
@@ -132,10 +134,12 @@ def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None, fold_bn: 
     if batch_size is not None:
         return positive_int("batch_size", batch_size, "use a positive int (model inputs per pass) or None "
                             "(from the memory budget)")
-    budget = budget_bytes(memory, sample.device)
+    budget = int(budget_bytes(memory, sample.device) * share)
     each, fixed = remembered_footprint(model, sample, fold_bn)
     if budget < fixed + each:
-        need = (fixed + each) / 2**20
-        raise BadOption(f"memory={memory!r} is less than one model input needs (about {need:.1f} MB)",
-                        f"give at least memory='{math.ceil(need)}MB', or pass batch_size=1")
+        need = (fixed + each) / share
+        size = f"{math.ceil(need / 2**20)}MB" if need >= 2**20 else f"{math.ceil(need / 2**10)}KB"
+        passes = "" if share == 1 else f", with {share:.0%} of it for the passes,"
+        raise BadOption(f"memory={memory!r}{passes} is less than one model input needs (about {size})",
+                        f"give at least memory='{size}', or pass batch_size=1")
     return max(1, min((budget - fixed) // each, MAX_CHUNK))
