@@ -48,6 +48,7 @@ class Path:
         for start in range(0, len(sample), self.step):
             rows = slice(start, start + self.step)
             s = sample[rows]
+            # Captum's arithmetic, b + a (x - b), so that points on a ReLU kink round as Captum's do
             points = self.base[s] + alphas[rows].view(shape) * (self.x[s] - self.base[s])
             grads = self.model.input_gradients(points, lambda _, s=s: self.target[s], create_graph=self.create_graph,
                                                fold_bn=self.fold_bn)
@@ -63,7 +64,7 @@ class Path:
         out = []
         for start in range(0, len(sample), self.step):
             s, a = sample[start : start + self.step], alpha[start : start + self.step]
-            points = self.base[s] + a.view(shape) * (self.x[s] - self.base[s])
+            points = torch.lerp(self.base[s], self.x[s], a.view(shape))  # half the temporaries of b + a (x - b)
             out.append(self.model.input_gradients(points, lambda scores, s=s: watched(scores, watch, self.target[s]),
                                                   create_graph=self.create_graph, fold_bn=self.fold_bn))
         return torch.cat(out).view((len(samples), len(alphas)) + self.x.shape[1:])
