@@ -169,9 +169,9 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
     # refining to a tol keeps gradients besides the passes: each gets half the budget
     step = budget_chunk(batch_size, model, x[:1], memory, fold_bn, share=1.0 if tol is None else KEPT_SHARE)
     target, gap = path_ends(model, x, base, targets, step, fold_bn)
-    path = Path(model, x, base, target, create_graph, fold_bn, step, kept_bytes(x, step, batch_size, memory))
+    path = Path(model, x, base, target, create_graph, fold_bn, step)
     if tol is not None:
-        return refined_ig(path, gap, tol, max_steps, steps, rule, feature_tol)
+        return refined_ig(path, gap, tol, max_steps, steps, rule, kept_bytes(x, step, batch_size, memory), feature_tol)
     steps = positive_int("steps", 64 if steps is None else steps, "use a positive int, e.g. 64")
     alphas, weights = (torch.as_tensor(a, dtype=x.dtype, device=x.device) for a in path_nodes(steps, rule))
     sample = torch.arange(len(x), device=x.device).repeat_interleave(steps)

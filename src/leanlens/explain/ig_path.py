@@ -39,7 +39,6 @@ class Path:
     create_graph: bool
     fold_bn: bool
     step: int  # model inputs a pass
-    kept: int  # bytes the gradients kept for reuse may take (refining to a tolerance)
 
     def weighted_sums(self, sample: torch.Tensor, alphas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """sum over rows r of weights[r] * grad f(base + alphas[r] (x - base)) of sample[r], (N, ...)."""
@@ -77,20 +76,21 @@ def watched(scores: torch.Tensor, watch, target: torch.Tensor) -> torch.Tensor:
     return target
 
 
-def refined_ig(path: Path, gap: torch.Tensor, tol: float, max_steps, steps, rule: str, feature_tol=None):
+def refined_ig(path: Path, gap: torch.Tensor, tol: float, max_steps, steps, rule: str, kept: int,
+               feature_tol=None):
     """IG with each sample refined until |delta| <= tol |gap| (and, with `feature_tol`, the last
     refinement moved its values by at most that) or `max_steps` points.
 
     Checks start at the first level with at least `steps` points (default 3; on ReLU nets,
     where few points can meet the tolerance by chance cancellation, ask for more). Samples are
     refined a group at a time, so that the gradients kept for reuse take no more memory than
-    `path.kept` bytes. Returns the values and extras as `ig` does, with the rule
+    `kept` bytes. Returns the values and extras as `ig` does, with the rule
     used (`rule='auto'` resolved).
     """
     last = max_level(max_steps)
     first = min(first_level(steps), last)
     x, n = path.x, len(path.x)
-    group = max(1, path.kept // ((2**last + 1) * x[0].numel() * x.element_size()))
+    group = max(1, kept // ((2**last + 1) * x[0].numel() * x.element_size()))
     values, used = torch.zeros_like(x), torch.zeros(n, dtype=torch.long, device=x.device)
     change = torch.zeros(n, dtype=torch.float64, device=x.device)
     for start in range(0, n, group):
