@@ -135,6 +135,7 @@ def refine_kernelshap(g, budget: int, cap: int, tol, sampler: str, seed: int):
     phi = torch.zeros(len(g.x), g.d, dtype=torch.float64, device=g.x.device)
     se, active = torch.zeros_like(phi), torch.arange(len(g.x), device=g.x.device)
     scored, draws = ScoredCoalitions(g), CoalitionDraws(g.d, seed)
+    limit = None if tol is None else tol * g.tolerance_gap(tol)
     while len(active):
         design = kernel_design(g.d, budget, seed, sampler, draws)
         y = scored.scores(design.z, active) - g.empty[active, None]
@@ -144,7 +145,7 @@ def refine_kernelshap(g, budget: int, cap: int, tol, sampler: str, seed: int):
         se[active] = standard_errors(design, y, phi[active], inverse, rows)
         if tol is None or budget >= cap:
             break
-        active = active[se[active].max(1).values > tol * g.tolerance_gap(tol)[active]]
+        active = active[se[active].max(1).values > limit[active]]
         budget = min(2 * budget, cap)
     return phi, se, scored
 
