@@ -14,7 +14,12 @@ import torch
 from leanlens.errors import BadOption
 from leanlens.explain.baselines import make_baseline
 from leanlens.explain.errorbars import NumericalError
-from leanlens.explain.ig_path import Path, completeness_error, refined_ig
+from leanlens.explain.ig_path import (
+    Path,
+    completeness_delta,
+    completeness_error,
+    refined_ig,
+)
 from leanlens.explain.memory import budget_bytes, budget_chunk, memory_bytes
 from leanlens.explain.options import chunk_size, flag, positive_int, real
 from leanlens.explain.registry import lookup, method
@@ -177,8 +182,8 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
     sample = torch.arange(len(x), device=x.device).repeat_interleave(steps)
     summed = path.weighted_sums(sample, alphas.repeat(len(x)), weights.repeat(len(x)))
     values = (x - base) * summed
-    delta = (values.detach().flatten(1).sum(1) - gap).float()
-    return values, {"delta": delta, "error": completeness_error(delta, gap, None, torch.full_like(gap, steps)),
+    delta = completeness_delta(values, gap)
+    return values, {"delta": delta.float(), "error": completeness_error(delta, gap, None, torch.full_like(gap, steps)),
                     "rule": rule}
 
 
