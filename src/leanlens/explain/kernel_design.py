@@ -53,10 +53,12 @@ def size_mass(d: int, s: int) -> float:
 def coalition_keys(z: torch.Tensor) -> np.ndarray:
     """One sortable key a coalition (row of bool (M, d)): its bits as an int64 up to 63 features
     (fast to sort and search), else its packed bits as a fixed-width bytes scalar."""
-    z = z.cpu()
-    if z.shape[1] <= 63:
-        return (z.long() << torch.arange(z.shape[1])).sum(1).numpy()
-    packed = np.packbits(z.numpy(), axis=1)
+    z = z.cpu().numpy()
+    if z.shape[1] <= 63:  # bit j of the key is feature j: rows padded to 64 bits, packed as one flat run
+        wide = np.zeros((len(z), 64), dtype=bool)  # (packing row by row, or shifting int64s, is 4x slower)
+        wide[:, : z.shape[1]] = z
+        return np.packbits(wide.reshape(-1), bitorder="little").view("<i8").astype(np.int64, copy=False)
+    packed = np.packbits(z, axis=1)
     return packed.view(np.dtype((np.void, packed.shape[1])))[:, 0]
 
 
