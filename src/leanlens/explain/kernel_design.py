@@ -43,6 +43,7 @@ class Design:
     second: torch.Tensor  # (U,) their complements' rows
     stratum: torch.Tensor  # (U,) each unit's stratum, 0 .. S-1
     population: torch.Tensor  # (S,) float64 units each stratum holds: the finite-population correction's N
+    runs: bool = False  # the units' first coalitions, then their complements, are the last 2U rows in order
 
 
 def size_mass(d: int, s: int) -> float:
@@ -199,7 +200,7 @@ def kernel_design(d: int, budget: int, seed: int, sampler: str = "kernel",
     units, stratum = np.arange(len(drawn)), np.repeat(np.arange(len(k)), k)
     return Design(torch.cat(blocks + [drawn, ~drawn]), torch.cat(weights + [w_units, w_units]),
                   torch.from_numpy(start + units), torch.from_numpy(start + len(drawn) + units),
-                  torch.from_numpy(stratum), torch.from_numpy(population / (half + 1.0)))
+                  torch.from_numpy(stratum), torch.from_numpy(population / (half + 1.0)), runs=True)
 
 
 @functools.lru_cache(maxsize=32)

@@ -59,19 +59,31 @@ class PairedRows:
     def of(cls, design: Design, device) -> PairedRows:
         z, w = design.z.to(device), design.w.to(device)
         enumerated = len(z) - 2 * len(design.first)  # kernel_design puts the enumerated rows first
-        first = design.first.to(device)
+        first = slice(enumerated, enumerated + len(design.first)) if design.runs else design.first.to(device)
         return cls(design, z[:enumerated].double(), z[first].double(), w[:enumerated], w[first])
+
+    def units(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scores (N, U) of each unit's first coalition and of its complement: slices of y where
+        the design lays them out as two runs (kernel_design does), else gathered."""
+        e, u = len(self.whole), len(self.half)
+        if self.design.runs:
+            return y[:, e : e + u], y[:, e + u : e + 2 * u]
+        return y[:, self.design.first.to(y.device)], y[:, self.design.second.to(y.device)]
 
     def normal(self) -> torch.Tensor:
         """Z'WZ, (d, d)."""
         s, h = self.half.T @ self.w_half, self.half
         pairs = 2 * h.T @ (self.w_half[:, None] * h) - s[:, None] - s[None, :] + self.w_half.sum()
+        if not len(self.whole):
+            return pairs
         return pairs + self.whole.T @ (self.w_whole[:, None] * self.whole)
 
     def moments(self, y: torch.Tensor) -> torch.Tensor:
         """Z'Wy, (d, N) for scores y (N, M) in the design's row order."""
-        first, second = y[:, self.design.first.to(y.device)], y[:, self.design.second.to(y.device)]
+        first, second = self.units(y)
         pairs = self.half.T @ (self.w_half * (first - second)).T + (second @ self.w_half)[None, :]
+        if not len(self.whole):
+            return pairs
         return pairs + self.whole.T @ (self.w_whole * y[:, : len(self.whole)]).T
 
 
@@ -88,29 +100,30 @@ def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse:
     if not len(design.first):
         return torch.zeros(n, d, dtype=torch.float64, device=y.device)
     rows = PairedRows.of(design, y.device) if rows is None else rows
-    first, second = design.first.to(y.device), design.second.to(y.device)
     population, label = design.population.to(y.device), design.stratum.to(y.device)
-    k = torch.bincount(label, minlength=len(population)).double()[:, None, None]
+    k = torch.bincount(label, minlength=len(population)).double()
+    first, second = rows.units(y)
     inside = phi @ rows.half.T  # (N, U): z'phi of a unit's first coalition; its complement's is sum(phi) - that
-    a = rows.w_half * (y[:, first] - inside)  # w r of the first coalition, then of the complement
-    b = rows.w_half * (y[:, second] - phi.sum(1, keepdim=True) + inside)
+    a = rows.w_half * (first - inside)  # w r of the first coalition, then of the complement
+    b = rows.w_half * (second - phi.sum(1, keepdim=True) + inside)
     projection = regression_projection(inverse)
     q = rows.half @ projection  # P z for a unit's first coalition; its complement's is P 1 - that
-    # v_i = a P z + b (P 1 - P z), laid out (U, N, d) so that the stratum sums run over the first axis;
+    # v_i = a P z + b (P 1 - P z), laid out (U, N d) so that the stratum sums run over the first axis;
     # transposed factors made contiguous first, else torch lays v out strided and every pass is 10x slower;
     # built in place: v is the one large tensor here (2 MB at 2432 coalitions and 4 samples)
     b, c = b.T.contiguous(), (a - b).T.contiguous()
-    v = (b[:, :, None] * projection.sum(1)).addcmul_(c[:, :, None], q[:, None, :])
-    total = v.new_zeros(len(population), n, d).index_add_(0, label, v)  # by stratum
-    squares = v.new_zeros(len(population), n, d).index_add_(0, label, v.square_())
+    v = (b[:, :, None] * projection.sum(1)).addcmul_(c[:, :, None], q[:, None, :]).view(len(q), n * d)
+    total = v.new_zeros(len(population), n * d).index_add_(0, label, v)  # by stratum
+    squares = v.new_zeros(len(population), n * d).index_add_(0, label, v.square_())
     # sum over units of (v - stratum mean)^2, in one pass: where a stratum's mean dwarfs its spread
     # (a near-additive game) this floors at ~1e-8 |mean| sqrt(k), far below any useful tol
-    spread = (squares - total**2 / k).clamp_min(0)
-    k = k[:, 0, 0]
+    total = total.square_()
+    spread = squares.sub_(total / k[:, None]).clamp_min_(0)
     several = (1 - k / population) * k / (k - 1).clamp_min(1)  # without-replacement variance of a sum
     lone = torch.where(k == 1, 1 - 1 / population, 0.0)  # a one-unit stratum: its v^2 stands in
-    variance = spread * torch.where(k > 1, several, 0.0)[:, None, None] + total**2 * lone[:, None, None]
-    return variance.sum(0).sqrt()
+    # the strata's weighted sum as two (S,) x (S, N d) products: a few ops on small tensors, not a dozen
+    variance = torch.where(k > 1, several, 0.0) @ spread + lone @ total
+    return variance.view(n, d).sqrt()
 
 
 class ScoredCoalitions:
