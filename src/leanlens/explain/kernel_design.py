@@ -216,10 +216,7 @@ def design_plan(d: int, budget: int, sampler: str) -> tuple[list[int], list[tupl
     """The sizes taken whole, and (s, k): k units (a coalition and its complement) drawn of size pair s."""
     if sampler not in SAMPLERS:
         raise BadOption(f"sampler={sampler!r}", "use 'kernel' (shares by kernel weight) or 'leverage' (Leverage SHAP)")
-    pairs = [(s, d - s) for s in range(1, d // 2 + 1)]
-    mass = [size_mass(d, s) * (1 if s == t else 2) for s, t in pairs]
-    share = mass if sampler == "kernel" else [1.0 if s == t else 2.0 for s, t in pairs]
-    count = [math.comb(d, s) * (1 if s == t else 2) for s, t in pairs]
+    pairs, share, count = _pair_columns(d, sampler)
     whole, left, left_share, done = [], budget, sum(share), 0
     for (s, t), part, c in zip(pairs, share, count):
         if c > budget or left * part / left_share < c - 1e-9:  # c > budget first: c may exceed any float
@@ -231,6 +228,17 @@ def design_plan(d: int, budget: int, sampler: str) -> tuple[list[int], list[tupl
     held = _units_held(d)
     units = (min(int(k), held[s]) for (s, t), k in zip(pairs[done:], _draws(share[done:], left // 2)))
     return whole, [(s, k) for (s, _), k in zip(pairs[done:], units) if k > 0]
+
+
+@functools.lru_cache(maxsize=64)
+def _pair_columns(d: int, sampler: str) -> tuple[list[tuple[int, int]], list[float], list[int]]:
+    """Each size pair (s, d - s), its share of the draws and its number of coalitions: functions of d
+    and the sampler alone, listed once (30 binomials a design at d = 60 were half of `design_plan`).
+    Shared: do not modify."""
+    pairs = [(s, d - s) for s in range(1, d // 2 + 1)]
+    mass = [size_mass(d, s) * (1 if s == t else 2) for s, t in pairs]
+    share = mass if sampler == "kernel" else [1.0 if s == t else 2.0 for s, t in pairs]
+    return pairs, share, [math.comb(d, s) * (1 if s == t else 2) for s, t in pairs]
 
 
 @functools.lru_cache(maxsize=4096)
