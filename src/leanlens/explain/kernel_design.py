@@ -74,21 +74,26 @@ def _all_of_size(d: int, size: int) -> torch.Tensor:
 def _scramble(x: np.ndarray) -> np.ndarray:
     """SplitMix64's output function (Steele, Lea & Flood, 2014): a bijection of uint64 whose
     outputs, over consecutive multiples of GOLDEN, pass as independent uniform draws."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    x = x ^ (x >> np.uint64(30))  # a new array; the rest in place (fewer (R, d) temporaries)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
 
 
 def random_coalitions(d: int, seed: int, sizes: np.ndarray, numbers: np.ndarray) -> np.ndarray:
     """Candidate `numbers[r]` of size `sizes[r]` for each r, bool (R, d): the sizes[r] features with
     the smallest random keys, each key a function of (seed, size, number, feature) alone."""
     stream = _scramble(_scramble(np.array([seed], dtype=np.uint64)) + sizes.astype(np.uint64))
-    counter = numbers.astype(np.uint64)[:, None] * np.uint64(d) + np.arange(d, dtype=np.uint64)
-    keys = _scramble(stream[:, None] + counter * GOLDEN)
+    # stream + (number d + feature) GOLDEN, as a row term plus a column term: uint64 arithmetic wraps
+    # mod 2^64, so the sum is the same bits with one (R, d) pass instead of four
+    row = stream + numbers.astype(np.uint64) * np.uint64(d) * GOLDEN
+    keys = _scramble(row[:, None] + np.arange(d, dtype=np.uint64) * GOLDEN)
     # a row's sizes[r]-th smallest key is its threshold: a sort and a comparison, 4x cheaper than
     # argsort and scatter; the rare row whose keys tie at the threshold is ranked by argsort
-    z = keys <= np.sort(keys, axis=1)[np.arange(len(keys)), sizes - 1][:, None]
-    tied = np.flatnonzero(z.sum(1) != sizes)
+    z = keys <= np.take_along_axis(np.sort(keys, axis=1), sizes[:, None] - 1, axis=1)
+    tied = np.flatnonzero(np.count_nonzero(z, axis=1) != sizes)
     if len(tied):
         ranks = np.argsort(np.argsort(keys[tied], axis=1, kind="stable"), axis=1)
         z[tied] = ranks < sizes[tied, None]
@@ -107,7 +112,7 @@ class CoalitionDraws:
 
     def __init__(self, d: int, seed: int):
         self.d, self.seed = d, seed
-        self.shuffled: dict[int, np.ndarray] = {}  # size -> all its coalitions (or pairs) in random order
+        self.shuffled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # size -> all its coalitions (or pairs), an order
         self.drawn: dict[int, list[np.ndarray]] = {}  # size -> blocks of its distinct coalitions
         self.count: dict[int, int] = {}  # size -> distinct coalitions drawn
         self.tried: dict[int, int] = {}  # size -> candidates drawn
@@ -130,7 +135,8 @@ class CoalitionDraws:
         """The first k distinct coalitions of size s (bool (k, d)); with `paired`, distinct as {S, not S}.
         NumPy, not torch: a design gathers 30-odd sizes and converts once (shared: do not modify)."""
         if _listed(self.d, s):
-            return self._shuffled(s, paired)[:k]
+            every, order = self._shuffled(s, paired)
+            return every[order[:k]]  # only the rows asked for: a design takes a few of a size's thousands
         if self.count.get(s, 0) < k:
             self.reserve({s: k})
         blocks = self.drawn[s]
@@ -138,14 +144,15 @@ class CoalitionDraws:
             blocks[:] = [np.concatenate(blocks)]
         return blocks[0][:k]
 
-    def _shuffled(self, s: int, paired: bool) -> np.ndarray:
+    def _shuffled(self, s: int, paired: bool) -> tuple[np.ndarray, np.ndarray]:
+        """All coalitions of size s (one of each {S, not S} when `paired`) and their random order."""
         if s not in self.shuffled:
-            every = self.every(s).numpy()  # NumPy's gathers of bool rows are 5x torch's
+            every = self.every(s).numpy()
             if paired:
                 every = every[every[:, 0]]  # one of each {S, not S}: the one holding feature 0
             # its own stream, so that a small size's order does not depend on the other sizes'
             order = torch.randperm(len(every), generator=torch.Generator().manual_seed(self.seed * 4099 + s))
-            self.shuffled[s] = every[order.numpy()]
+            self.shuffled[s] = every, order.numpy()
         return self.shuffled[s]
 
     def _draw(self, short: dict[int, int]) -> None:

@@ -189,7 +189,9 @@ class ScoredCoalitions:
 
 
 def restricted(game, samples: torch.Tensor):
-    """The same game over some of its samples only."""
+    """The same game over some of its samples only (the game itself when those are all, in order)."""
+    if len(samples) == len(game.x) and torch.equal(samples, torch.arange(len(samples), device=samples.device)):
+        return game
     baseline = game.baseline if game.averaged else game.baseline[samples]
     return dataclasses.replace(game, x=game.x[samples], baseline=baseline, target=game.target[samples],
                                full=game.full[samples], empty=game.empty[samples])

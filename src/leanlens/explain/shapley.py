@@ -141,11 +141,11 @@ def refine_kernelshap(g, budget: int, cap: int, tol, sampler: str, seed: int):
         y = scored.scores(design.z, active) - g.empty[active, None]
         rows = PairedRows.of(design, y.device)  # each product over the design, once, on half the rows
         inverse = invert_normal(rows.normal())
-        phi[active] = constrained_solution(inverse, rows.moments(y), gap[active])
-        se[active] = standard_errors(design, y, phi[active], inverse, rows)
+        phi[active] = values = constrained_solution(inverse, rows.moments(y), gap[active])
+        se[active] = errors = standard_errors(design, y, values, inverse, rows)
         if tol is None or budget >= cap:
             break
-        active = active[se[active].max(1).values > limit[active]]
+        active = active[errors.max(1).values > limit[active]]
         budget = min(2 * budget, cap)
     return phi, se, scored
 
