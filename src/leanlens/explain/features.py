@@ -114,6 +114,7 @@ class Game:
     averaged: bool = False  # `baseline` holds background rows, and every score is averaged over them
     resolution: torch.Tensor | None = None  # (N,) the end scores' rounding: 4 ulps of the larger, in the model's dtype
     elementwise: bool = False  # ids are 0, 1, 2, ... over the flattened sample: no gather to build a mask
+    prescored: tuple | None = None  # (coalitions (M, d), scores (N, M)) scored in the end scores' pass
 
     def tolerance_gap(self, tol: float | None) -> torch.Tensor:
         """What a `tol` is relative to: |f(x) - f(baseline)| a sample, never below resolution / tol,
@@ -160,21 +161,38 @@ class Game:
 
 
 def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", background=None, seed: int = 0,
-         batch_size=1024) -> Game:
+         batch_size=1024, first=None) -> Game:
     """Features, baseline (or background rows), targets and the two end scores: one forward pass
     on x and the baseline or background. With a background, the empty coalition's score is the
-    mean score of the background rows: shap's `base_values`."""
+    mean score of the background rows: shap's `base_values`.
+
+    `first(d)`: coalitions (M, d) to score in that same pass, or None; scored there (the game's
+    `prescored`) when all fit one pass and there is no background: a small model's forward costs
+    as much for 8 rows as for 1000."""
     generator(seed)  # checked before any model evaluation
     ids = feature_mask(x, mask, superpixel)
     base, averaged = off_values(x, baseline, background, seed)
-    ends = class_scores(model, torch.cat([x, base]), chunk_size(batch_size, len(x) + len(base)))
-    target = targets.pick(ends[: len(x)])
-    full = picked_scores(ends[: len(x)], target).double()
-    if not averaged:
-        empty = picked_scores(ends[len(x) :], target).double()
-    else:
-        empty = ends[len(x) :].double().mean(0)[target]
-    resolution = 4 * torch.finfo(ends.dtype).eps * torch.maximum(full.abs(), empty.abs())
+    d, n = int(ids.max()) + 1, len(x)
     elementwise = torch.equal(ids.reshape(-1), torch.arange(ids.numel(), device=ids.device))
-    return Game(model, x, base, ids, int(ids.max()) + 1, target, full, empty, batch_size, averaged, resolution,
-                elementwise)
+    inputs = torch.cat([x, base])
+    coalitions = None if first is None else first(d)
+    total = len(inputs) + n * (0 if coalitions is None else len(coalitions))
+    if coalitions is not None and (averaged or chunk_size(batch_size, total) < total):
+        coalitions = None  # scored by Game.scores, in chunks or over the background
+    if coalitions is not None:
+        coalitions = coalitions.to(x.device)
+        inputs = torch.cat([inputs, masked_inputs(x, base, None if elementwise else ids, coalitions)])
+    scores = class_scores(model, inputs, chunk_size(batch_size, len(inputs)))
+    ends = scores[: n + len(base)]
+    target = targets.pick(ends[:n])
+    full = picked_scores(ends[:n], target).double()
+    if not averaged:
+        empty = picked_scores(ends[n:], target).double()
+    else:
+        empty = ends[n:].double().mean(0)[target]
+    resolution = 4 * torch.finfo(ends.dtype).eps * torch.maximum(full.abs(), empty.abs())
+    prescored = None
+    if coalitions is not None:
+        m = len(coalitions)
+        prescored = coalitions, picked_scores(scores[2 * n :], target.repeat_interleave(m)).double().view(n, m)
+    return Game(model, x, base, ids, d, target, full, empty, batch_size, averaged, resolution, elementwise, prescored)

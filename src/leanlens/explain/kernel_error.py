@@ -142,6 +142,14 @@ class ScoredCoalitions:
         # which (column, sample) holds a score: kept in NumPy beside the table, so that finding what
         # is new reads no scores back from the device (and a model's NaN score is not re-evaluated)
         self.done = np.zeros((0, len(game.x)), dtype=bool)
+        if game.prescored is not None:
+            self.record(*game.prescored)
+
+    def record(self, coalitions: torch.Tensor, scores: torch.Tensor) -> None:
+        """Scores (N, M) of every sample for coalitions already evaluated (in the end scores' pass)."""
+        columns = self._columns(coalition_keys(coalitions))
+        self.table.index_copy_(1, torch.from_numpy(columns).to(self.table.device), scores.to(self.table.device))
+        self.done[columns] = True
 
     @property
     def counts(self) -> torch.Tensor:
