@@ -100,30 +100,35 @@ def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse:
     if not len(design.first):
         return torch.zeros(n, d, dtype=torch.float64, device=y.device)
     rows = PairedRows.of(design, y.device) if rows is None else rows
-    population, label = design.population.to(y.device), design.stratum.to(y.device)
-    k = torch.bincount(label, minlength=len(population)).double()
+    k, several, lone = (torch.from_numpy(f).to(y.device) for f in stratum_factors(design))
     first, second = rows.units(y)
     inside = phi @ rows.half.T  # (N, U): z'phi of a unit's first coalition; its complement's is sum(phi) - that
-    a = rows.w_half * (first - inside)  # w r of the first coalition, then of the complement
-    b = rows.w_half * (second - phi.sum(1, keepdim=True) + inside)
-    projection = regression_projection(inverse)
-    q = rows.half @ projection  # P z for a unit's first coalition; its complement's is P 1 - that
-    # v_i = a P z + b (P 1 - P z), laid out (U, N d) so that the stratum sums run over the first axis;
-    # transposed factors made contiguous first, else torch lays v out strided and every pass is 10x slower;
-    # built in place: v is the one large tensor here (2 MB at 2432 coalitions and 4 samples)
-    b, c = b.T.contiguous(), (a - b).T.contiguous()
-    v = (b[:, :, None] * projection.sum(1)).addcmul_(c[:, :, None], q[:, None, :]).view(len(q), n * d)
-    total = v.new_zeros(len(population), n * d).index_add_(0, label, v)  # by stratum
-    squares = v.new_zeros(len(population), n * d).index_add_(0, label, v.square_())
+    # u_i = w (r_first z + r_second (1 - z)), so v_i = P u_i = w (r_first - r_second) P z: P 1 = 0 (a shift
+    # of b along 1 leaves the constrained solution where it was), and the complement's term is -P z
+    r = rows.w_half * (first - second + phi.sum(1, keepdim=True) - 2 * inside)
+    q = rows.half @ regression_projection(inverse)  # P z for a unit's first coalition
+    # v laid out (U, N d) so that the stratum sums run over the first axis; r transposed and made
+    # contiguous first, else torch lays v out strided and every pass is 10x slower
+    v = (r.T.contiguous()[:, :, None] * q[:, None, :]).view(len(q), n * d)
+    label = design.stratum.to(y.device)
+    total = v.new_zeros(len(k), n * d).index_add_(0, label, v)  # by stratum
+    squares = v.new_zeros(len(k), n * d).index_add_(0, label, v.square_())
     # sum over units of (v - stratum mean)^2, in one pass: where a stratum's mean dwarfs its spread
     # (a near-additive game) this floors at ~1e-8 |mean| sqrt(k), far below any useful tol
     total = total.square_()
     spread = squares.sub_(total / k[:, None]).clamp_min_(0)
-    several = (1 - k / population) * k / (k - 1).clamp_min(1)  # without-replacement variance of a sum
-    lone = torch.where(k == 1, 1 - 1 / population, 0.0)  # a one-unit stratum: its v^2 stands in
     # the strata's weighted sum as two (S,) x (S, N d) products: a few ops on small tensors, not a dozen
-    variance = torch.where(k > 1, several, 0.0) @ spread + lone @ total
-    return variance.view(n, d).sqrt()
+    return (several @ spread + lone @ total).view(n, d).sqrt()
+
+
+def stratum_factors(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per stratum, float64: units drawn k, the without-replacement factor of a spread (0 for a lone
+    unit), and a lone unit's factor of its v^2 (else 0). In NumPy from the design's CPU columns: a
+    dozen ops on 30 numbers cost a few microseconds there, 40 in torch."""
+    population = design.population.cpu().numpy()
+    k = np.bincount(design.stratum.cpu().numpy(), minlength=len(population)).astype(np.float64)
+    several = (1 - k / population) * k / np.maximum(k - 1, 1)  # without-replacement variance of a sum
+    return k, np.where(k > 1, several, 0.0), np.where(k == 1, 1 - 1 / population, 0.0)
 
 
 class ScoredCoalitions:
