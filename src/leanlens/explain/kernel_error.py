@@ -189,10 +189,17 @@ class ScoredCoalitions:
         unknown = np.flatnonzero(~known)
         if not len(unknown):
             return columns
-        new, first, inverse = np.unique(keys[unknown], return_index=True, return_inverse=True)
-        rank = np.empty(len(new), dtype=np.int64)
-        rank[np.argsort(first)] = np.arange(len(new))  # the new keys' order of first appearance
-        columns[unknown] = width + rank[inverse]
+        fresh = keys[unknown]
+        by_key = np.argsort(fresh, kind="stable")
+        new = fresh[by_key]
+        if (new[1:] != new[:-1]).all():  # distinct, as a design's coalitions are: columns in the order asked
+            rank = by_key  # sorted key i was asked for at position by_key[i]
+            columns[unknown] = width + np.arange(len(fresh))
+        else:
+            new, first, inverse = np.unique(fresh, return_index=True, return_inverse=True)
+            rank = np.empty(len(new), dtype=np.int64)
+            rank[np.argsort(first)] = np.arange(len(new))  # the new keys' order of first appearance
+            columns[unknown] = width + rank[inverse]
         self.table = torch.cat([self.table, self.table.new_full((len(self.table), len(new)), float("nan"))], 1)
         self.done = np.concatenate([self.done, np.zeros((len(new), self.done.shape[1]), dtype=bool)])
         merged = np.concatenate([self.keys, new])

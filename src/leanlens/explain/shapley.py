@@ -148,7 +148,10 @@ def refine_kernelshap(g, budget: int, cap: int, draws: CoalitionDraws, design, t
     limit = None if tol is None else tol * g.tolerance_gap(tol)
     while len(active):
         design = design or kernel_design(g.d, budget, seed, sampler, draws)
-        y = scored.scores(design.z, active) - g.empty[active, None]
+        if g.prescored is not None and design.z is g.prescored[0]:  # scored with the ends, every sample
+            y = g.prescored[1] - g.empty[:, None]
+        else:
+            y = scored.scores(design.z, active) - g.empty[active, None]
         rows = PairedRows.of(design, y.device)  # each product over the design, once, on half the rows
         inverse = invert_normal(rows.normal())
         phi[active] = values = constrained_solution(inverse, rows.moments(y), gap[active])
