@@ -157,7 +157,11 @@ class Game:
 
     def spread(self, values: torch.Tensor) -> torch.Tensor:
         """Per-feature values (N, d) as a float32 map of the input's shape."""
-        return values.to(self.x.device, torch.float32)[:, self.ids]
+        out = values.to(self.x.device, torch.float32)
+        if not self.elementwise:
+            return out[:, self.ids]
+        out = out.reshape(len(out), *self.ids.shape)  # feature j is element j: a reshape, not a gather
+        return out.clone() if out.data_ptr() == values.data_ptr() else out  # never a view of `values`
 
 
 def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", background=None, seed: int = 0,

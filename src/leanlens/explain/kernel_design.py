@@ -162,9 +162,10 @@ class CoalitionDraws:
         starts = np.array([self.tried.get(s, 0) for s in short])
         numbers = np.arange(len(sizes)) - np.repeat(np.cumsum(counts) - counts - starts, counts)
         z = random_coalitions(self.d, self.seed, sizes, numbers)
-        half = 2 * sizes == self.d  # self-paired: {S, not S} is one unit, written as the one holding feature 0
-        if half.any():
-            z[half] = np.where(z[half, :1], z[half], ~z[half])
+        half = np.flatnonzero(2 * sizes == self.d)  # self-paired: {S, not S} is one unit, written as the one
+        if len(half):  # holding feature 0
+            rows = z[half]
+            z[half] = np.where(rows[:, :1], rows, ~rows)
         fresh = self._unseen(z)
         kept, ends = z[fresh], np.cumsum(np.add.reduceat(fresh, np.cumsum(counts) - counts)).tolist()
         for s, c, start, end in zip(short, counts.tolist(), [0] + ends, ends):  # slices: np.split is 3x slower
