@@ -113,8 +113,11 @@ class TorchModel:
             if id(m) in seen:
                 continue
             seen.add(id(m))
-            summary.append((type(m), m.training, tuple(m._modules), _tensors(m._parameters), _tensors(m._buffers)))
-            stack.extend(child for child in reversed(m._modules.values()) if child is not None)
+            children, params, buffers = m._modules, m._parameters, m._buffers
+            summary.append((type(m), m.training, tuple(children) if children else (),
+                            _tensors(params) if params else (), _tensors(buffers) if buffers else ()))
+            if children:
+                stack.extend(child for child in reversed(children.values()) if child is not None)
         return self.module, tuple(summary)
 
     def layer(self, name: str) -> nn.Module:
@@ -187,8 +190,6 @@ def inference(module: nn.Module, freeze: bool = True) -> Iterator[nn.Module]:
 
 def _tensors(table: dict) -> tuple:
     """Name, shape, dtype and whether it takes gradients, of each tensor a module holds itself."""
-    if not table:
-        return ()
     return tuple((name, t.shape, t.dtype, t.requires_grad) for name, t in table.items() if t is not None)
 
 
