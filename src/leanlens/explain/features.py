@@ -184,8 +184,8 @@ def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", bac
     if coalitions is not None and (averaged or chunk_size(batch_size, total) < total):
         coalitions = None  # scored by Game.scores, in chunks or over the background
     if coalitions is not None:
-        coalitions = coalitions.to(x.device)
-        inputs = torch.cat([inputs, masked_inputs(x, base, None if elementwise else ids, coalitions)])
+        on_device = coalitions.to(x.device)  # prescored keeps the caller's tensor: refine knows it by identity
+        inputs = torch.cat([inputs, masked_inputs(x, base, None if elementwise else ids, on_device)])
     scores = class_scores(model, inputs, chunk_size(batch_size, len(inputs)))
     ends = scores[: n + len(base)]
     target = targets.pick(ends[:n])
