@@ -233,9 +233,8 @@ def design_plan(d: int, budget: int, sampler: str) -> tuple[list[int], list[tupl
         left, left_share, done = left - c, left_share - part, done + 1
     if not pairs[done:]:
         return whole, []
-    held = _units_held(d)
-    units = (min(int(k), held[s]) for (s, t), k in zip(pairs[done:], _draws(share[done:], left // 2)))
-    return whole, [(s, k) for (s, _), k in zip(pairs[done:], units) if k > 0]
+    units = np.minimum(_draws(share[done:], left // 2), _units_held(d)[done + 1 :])  # pair done is size done + 1
+    return whole, [(s, k) for s, k in zip(range(done + 1, d // 2 + 1), units.tolist()) if k > 0]
 
 
 @functools.lru_cache(maxsize=64)
@@ -256,9 +255,10 @@ def _listed(d: int, s: int) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _units_held(d: int) -> list[int]:
-    """The units (a coalition and its complement) each size pair s <= d/2 holds, by s."""
-    return [math.comb(d, s) // (2 if 2 * s == d else 1) for s in range(d // 2 + 1)]
+def _units_held(d: int) -> np.ndarray:
+    """The units (a coalition and its complement) each size pair s <= d/2 holds, by s, capped where
+    an int64 ends (no design draws that many). Shared: do not modify."""
+    return np.array([min(math.comb(d, s) // (2 if 2 * s == d else 1), 2**62) for s in range(d // 2 + 1)])
 
 
 def _draws(shares, units: int) -> np.ndarray:
