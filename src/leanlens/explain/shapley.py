@@ -141,24 +141,29 @@ def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | No
 def refine_kernelshap(g, budget: int, cap: int, draws: CoalitionDraws, design, tol, sampler: str, seed: int):
     """Values and standard errors (N, d), doubling the design for the samples not yet within `tol`,
     from the first `design` (of `budget` coalitions, drawn from `draws`)."""
-    gap = g.full - g.empty
-    phi = torch.zeros(len(g.x), g.d, dtype=torch.float64, device=g.x.device)
-    se, active = torch.zeros_like(phi), torch.arange(len(g.x), device=g.x.device)
+    gap, active = g.full - g.empty, torch.arange(len(g.x), device=g.x.device)
+    phi = se = None  # the first round sets them for every sample; later ones update the active rows
     scored = ScoredCoalitions(g)
     limit = None if tol is None else tol * g.tolerance_gap(tol)
     while len(active):
         design = design or kernel_design(g.d, budget, seed, sampler, draws)
+        # the first round runs on every sample, in order: the (N,) columns as they are, no gathers
+        empty, gaps, limits = (g.empty, gap, limit) if phi is None else (g.empty[active], gap[active], limit[active])
         if g.prescored is not None and design.z is g.prescored[0]:  # scored with the ends, every sample
-            y = g.prescored[1] - g.empty[:, None]
+            y = g.prescored[1] - empty[:, None]
         else:
-            y = scored.scores(design.z, active) - g.empty[active, None]
+            y = scored.scores(design.z, active) - empty[:, None]
         rows = PairedRows.of(design, y.device)  # each product over the design, once, on half the rows
         inverse = invert_normal(rows.normal())
-        phi[active] = values = constrained_solution(inverse, rows.moments(y), gap[active])
-        se[active] = errors = standard_errors(design, y, values, inverse, rows)
+        values = constrained_solution(inverse, rows.moments(y), gaps)
+        errors = standard_errors(design, y, values, inverse, rows)
+        if phi is None:
+            phi, se = values, errors
+        else:
+            phi[active], se[active] = values, errors
         if tol is None or budget >= cap:
             break
-        active = active[errors.max(1).values > limit[active]]
+        active = active[errors.max(1).values > limits]
         budget, design = min(2 * budget, cap), None
     return phi, se, scored
 
