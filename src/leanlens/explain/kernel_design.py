@@ -114,8 +114,9 @@ class CoalitionDraws:
         self.d, self.seed = d, seed
         self.shuffled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # size -> all its coalitions (or pairs), an order
         self.drawn: dict[int, list[np.ndarray]] = {}  # size -> blocks of its distinct coalitions
-        self.count: dict[int, int] = {}  # size -> distinct coalitions drawn
-        self.tried: dict[int, int] = {}  # size -> candidates drawn
+        # by size, as NumPy columns: a design asks about 30-odd sizes at once
+        self.count = np.zeros(d // 2 + 1, dtype=np.int64)  # distinct coalitions drawn
+        self.tried = np.zeros(d // 2 + 1, dtype=np.int64)  # candidates drawn
         self.seen = coalition_keys(torch.zeros(0, d, dtype=torch.bool))  # sorted keys of every draw
 
     def every(self, s: int) -> torch.Tensor:
@@ -124,12 +125,14 @@ class CoalitionDraws:
 
     def reserve(self, wanted: dict[int, int]) -> None:
         """Draw until each random size s holds wanted[s] distinct coalitions (at most its population)."""
+        sizes = np.fromiter(wanted, dtype=np.int64, count=len(wanted))
+        k = np.fromiter(wanted.values(), dtype=np.int64, count=len(wanted))
+        k[_listed_column(self.d)[sizes]] = 0  # listed sizes are shuffled whole, never drawn
         while True:
-            short = {s: k - self.count.get(s, 0) for s, k in wanted.items()
-                     if not _listed(self.d, s) and self.count.get(s, 0) < k}
-            if not short:
+            short = np.flatnonzero(self.count[sizes] < k)
+            if not len(short):
                 return
-            self._draw(short)
+            self._draw(sizes[short], k[short] - self.count[sizes[short]])
 
     def first(self, s: int, k: int, paired: bool) -> np.ndarray:
         """The first k distinct coalitions of size s (bool (k, d)); with `paired`, distinct as {S, not S}.
@@ -137,7 +140,7 @@ class CoalitionDraws:
         if _listed(self.d, s):
             every, order = self._shuffled(s, paired)
             return every[order[:k]]  # only the rows asked for: a design takes a few of a size's thousands
-        if self.count.get(s, 0) < k:
+        if self.count[s] < k:
             self.reserve({s: k})
         blocks = self.drawn[s]
         if len(blocks) > 1:
@@ -155,22 +158,23 @@ class CoalitionDraws:
             self.shuffled[s] = every, order.numpy()
         return self.shuffled[s]
 
-    def _draw(self, short: dict[int, int]) -> None:
+    def _draw(self, sizes: np.ndarray, missing: np.ndarray) -> None:
         """The next candidates of each short size, a quarter more than missing to cover repeats."""
-        counts = np.array([k + k // 4 + 4 for k in short.values()])
-        sizes = np.repeat(list(short), counts)  # size by size, in runs
-        starts = np.array([self.tried.get(s, 0) for s in short])
-        numbers = np.arange(len(sizes)) - np.repeat(np.cumsum(counts) - counts - starts, counts)
-        z = random_coalitions(self.d, self.seed, sizes, numbers)
-        half = np.flatnonzero(2 * sizes == self.d)  # self-paired: {S, not S} is one unit, written as the one
+        counts = missing + missing // 4 + 4
+        rows = np.repeat(sizes, counts)  # size by size, in runs
+        numbers = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts - self.tried[sizes], counts)
+        z = random_coalitions(self.d, self.seed, rows, numbers)
+        half = np.flatnonzero(2 * rows == self.d)  # self-paired: {S, not S} is one unit, written as the one
         if len(half):  # holding feature 0
-            rows = z[half]
-            z[half] = np.where(rows[:, :1], rows, ~rows)
+            pairs = z[half]
+            z[half] = np.where(pairs[:, :1], pairs, ~pairs)
         fresh = self._unseen(z)
-        kept, ends = z[fresh], np.cumsum(np.add.reduceat(fresh, np.cumsum(counts) - counts)).tolist()
-        for s, c, start, end in zip(short, counts.tolist(), [0] + ends, ends):  # slices: np.split is 3x slower
+        kept, found = z[fresh], np.add.reduceat(fresh, np.cumsum(counts) - counts)
+        self.count[sizes] += found
+        self.tried[sizes] += counts
+        ends = np.cumsum(found).tolist()
+        for s, start, end in zip(sizes.tolist(), [0] + ends, ends):  # slices: np.split is 3x slower
             self.drawn.setdefault(s, []).append(kept[start:end])
-            self.count[s], self.tried[s] = self.count.get(s, 0) + end - start, self.tried.get(s, 0) + c
 
     def _unseen(self, z: np.ndarray) -> np.ndarray:
         """Which rows are the first of their coalition, counting every earlier draw (sizes never collide)."""
@@ -246,6 +250,12 @@ def _pair_columns(d: int, sampler: str) -> tuple[list[tuple[int, int]], list[flo
     mass = [size_mass(d, s) * (1 if s == t else 2) for s, t in pairs]
     share = mass if sampler == "kernel" else [1.0 if s == t else 2.0 for s, t in pairs]
     return pairs, share, [math.comb(d, s) * (1 if s == t else 2) for s, t in pairs]
+
+
+@functools.lru_cache(maxsize=32)
+def _listed_column(d: int) -> np.ndarray:
+    """`_listed` for every size s <= d/2, as a bool column (shared: do not modify)."""
+    return np.array([_listed(d, s) for s in range(d // 2 + 1)])
 
 
 @functools.lru_cache(maxsize=4096)
