@@ -134,18 +134,21 @@ class CoalitionDraws:
                 return
             self._draw(sizes[short], k[short] - self.count[sizes[short]])
 
-    def first(self, s: int, k: int, paired: bool) -> np.ndarray:
-        """The first k distinct coalitions of size s (bool (k, d)); with `paired`, distinct as {S, not S}.
-        NumPy, not torch: a design gathers 30-odd sizes and converts once (shared: do not modify)."""
-        if _listed(self.d, s):
-            every, order = self._shuffled(s, paired)
-            return every[order[:k]]  # only the rows asked for: a design takes a few of a size's thousands
-        if self.count[s] < k:
-            self.reserve({s: k})
-        blocks = self.drawn[s]
-        if len(blocks) > 1:
-            blocks[:] = [np.concatenate(blocks)]
-        return blocks[0][:k]
+    def firsts(self, wanted: list[tuple[int, int]]) -> np.ndarray:
+        """The first k distinct coalitions of each (size s, k), stacked in that order, bool (sum k, d);
+        a self-paired size's are distinct as {S, not S}. NumPy, not torch: converted once, by the design."""
+        self.reserve(dict(wanted))
+        listed, parts = _listed_column(self.d), [np.zeros((0, self.d), dtype=bool)]
+        for s, k in wanted:
+            if listed[s]:
+                every, order = self._shuffled(s, 2 * s == self.d)
+                parts.append(every[order[:k]])  # only the rows asked for: a design takes a few of thousands
+                continue
+            blocks = self.drawn[s]
+            if len(blocks) > 1:
+                blocks[:] = [np.concatenate(blocks)]
+            parts.append(blocks[0][:k])
+        return np.concatenate(parts)
 
     def _shuffled(self, s: int, paired: bool) -> tuple[np.ndarray, np.ndarray]:
         """All coalitions of size s (one of each {S, not S} when `paired`) and their random order."""
@@ -198,13 +201,11 @@ def kernel_design(d: int, budget: int, seed: int, sampler: str = "kernel",
     """
     whole, sampled = design_plan(d, budget, sampler)
     draws = draws or CoalitionDraws(d, seed)
-    draws.reserve(dict(sampled))  # every size's new draws in one vectorised call
     blocks = [draws.every(size) for size in whole]
     weights = [torch.full((len(b),), size_mass(d, s) / len(b), dtype=torch.float64) for s, b in zip(whole, blocks)]
     start = sum(len(b) for b in blocks)
     sizes, k = (np.array([p[i] for p in sampled], dtype=np.int64) for i in (0, 1))
-    drawn = torch.from_numpy(np.concatenate([draws.first(s, n, 2 * s == d) for s, n in sampled]
-                                            + [np.zeros((0, d), dtype=bool)]))
+    drawn = torch.from_numpy(draws.firsts(sampled))  # every size's new draws in one vectorised call
     # the per-unit columns in NumPy (np.repeat is 4x torch's repeat_interleave at these sizes), then torch
     half = 2 * sizes == d  # a self-paired size: {S, not S} is one unit, and the size has 2k coalitions
     mass, population = (column[sizes] for column in _size_columns(d))
