@@ -63,3 +63,16 @@ def test_autocast_has_a_footprint_of_its_own(monkeypatch):
     ll.explain(net, x, "ig", steps=4, autocast=True, memory="64MB", target=0)
     ll.explain(net, x, "ig", steps=4, memory="64MB", target=0)
     assert len(calls) == 4  # two probes each: the second run did not reuse the first's
+
+
+def test_the_layout_key_tells_trees_with_the_same_layers_apart():
+    """The key lists each module with its children's names: the same layers nested otherwise, or a
+    parameter renamed, give another key (the dotted names used to tell these apart)."""
+    a, b = nn.Linear(4, 4), nn.Linear(4, 2)
+    keys = [ll.wrap(net).layout()[1] for net in (nn.Sequential(nn.Sequential(a), b), nn.Sequential(nn.Sequential(a, b)))]
+    assert keys[0] != keys[1]
+    renamed = nn.Sequential(nn.Sequential(a), nn.Linear(4, 2))
+    renamed[1].register_parameter("bias2", renamed[1]._parameters.pop("bias"))
+    assert ll.wrap(renamed).layout()[1] != keys[0]
+    shared = nn.Sequential(a, a)  # met twice, listed once: the walk ends
+    assert len(ll.wrap(shared).layout()[1]) == 2

@@ -43,6 +43,7 @@ class Design:
     second: torch.Tensor  # (U,) their complements' rows
     stratum: torch.Tensor  # (U,) each unit's stratum, 0 .. S-1
     population: torch.Tensor  # (S,) float64 units each stratum holds: the finite-population correction's N
+    runs: bool = False  # the units' first coalitions, then their complements, are the last 2U rows in order
 
 
 def size_mass(d: int, s: int) -> float:
@@ -53,10 +54,12 @@ def size_mass(d: int, s: int) -> float:
 def coalition_keys(z: torch.Tensor) -> np.ndarray:
     """One sortable key a coalition (row of bool (M, d)): its bits as an int64 up to 63 features
     (fast to sort and search), else its packed bits as a fixed-width bytes scalar."""
-    z = z.cpu()
-    if z.shape[1] <= 63:
-        return (z.long() << torch.arange(z.shape[1])).sum(1).numpy()
-    packed = np.packbits(z.numpy(), axis=1)
+    z = z.cpu().numpy()
+    if z.shape[1] <= 63:  # bit j of the key is feature j: rows padded to 64 bits, packed as one flat run
+        wide = np.zeros((len(z), 64), dtype=bool)  # (packing row by row, or shifting int64s, is 4x slower)
+        wide[:, : z.shape[1]] = z
+        return np.packbits(wide.reshape(-1), bitorder="little").view("<i8").astype(np.int64, copy=False)
+    packed = np.packbits(z, axis=1)
     return packed.view(np.dtype((np.void, packed.shape[1])))[:, 0]
 
 
@@ -71,21 +74,26 @@ def _all_of_size(d: int, size: int) -> torch.Tensor:
 def _scramble(x: np.ndarray) -> np.ndarray:
     """SplitMix64's output function (Steele, Lea & Flood, 2014): a bijection of uint64 whose
     outputs, over consecutive multiples of GOLDEN, pass as independent uniform draws."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    x = x ^ (x >> np.uint64(30))  # a new array; the rest in place (fewer (R, d) temporaries)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
 
 
 def random_coalitions(d: int, seed: int, sizes: np.ndarray, numbers: np.ndarray) -> np.ndarray:
     """Candidate `numbers[r]` of size `sizes[r]` for each r, bool (R, d): the sizes[r] features with
     the smallest random keys, each key a function of (seed, size, number, feature) alone."""
     stream = _scramble(_scramble(np.array([seed], dtype=np.uint64)) + sizes.astype(np.uint64))
-    counter = numbers.astype(np.uint64)[:, None] * np.uint64(d) + np.arange(d, dtype=np.uint64)
-    keys = _scramble(stream[:, None] + counter * GOLDEN)
+    # stream + (number d + feature) GOLDEN, as a row term plus a column term: uint64 arithmetic wraps
+    # mod 2^64, so the sum is the same bits with one (R, d) pass instead of four
+    row = stream + numbers.astype(np.uint64) * np.uint64(d) * GOLDEN
+    keys = _scramble(row[:, None] + np.arange(d, dtype=np.uint64) * GOLDEN)
     # a row's sizes[r]-th smallest key is its threshold: a sort and a comparison, 4x cheaper than
     # argsort and scatter; the rare row whose keys tie at the threshold is ranked by argsort
-    z = keys <= np.sort(keys, axis=1)[np.arange(len(keys)), sizes - 1][:, None]
-    tied = np.flatnonzero(z.sum(1) != sizes)
+    z = keys <= np.take_along_axis(np.sort(keys, axis=1), sizes[:, None] - 1, axis=1)
+    tied = np.flatnonzero(np.count_nonzero(z, axis=1) != sizes)
     if len(tied):
         ranks = np.argsort(np.argsort(keys[tied], axis=1, kind="stable"), axis=1)
         z[tied] = ranks < sizes[tied, None]
@@ -104,10 +112,11 @@ class CoalitionDraws:
 
     def __init__(self, d: int, seed: int):
         self.d, self.seed = d, seed
-        self.shuffled: dict[int, np.ndarray] = {}  # size -> all its coalitions (or pairs) in random order
+        self.shuffled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # size -> all its coalitions (or pairs), an order
         self.drawn: dict[int, list[np.ndarray]] = {}  # size -> blocks of its distinct coalitions
-        self.count: dict[int, int] = {}  # size -> distinct coalitions drawn
-        self.tried: dict[int, int] = {}  # size -> candidates drawn
+        # by size, as NumPy columns: a design asks about 30-odd sizes at once
+        self.count = np.zeros(d // 2 + 1, dtype=np.int64)  # distinct coalitions drawn
+        self.tried = np.zeros(d // 2 + 1, dtype=np.int64)  # candidates drawn
         self.seen = coalition_keys(torch.zeros(0, d, dtype=torch.bool))  # sorted keys of every draw
 
     def every(self, s: int) -> torch.Tensor:
@@ -116,49 +125,59 @@ class CoalitionDraws:
 
     def reserve(self, wanted: dict[int, int]) -> None:
         """Draw until each random size s holds wanted[s] distinct coalitions (at most its population)."""
+        sizes = np.fromiter(wanted, dtype=np.int64, count=len(wanted))
+        k = np.fromiter(wanted.values(), dtype=np.int64, count=len(wanted))
+        k[_listed_column(self.d)[sizes]] = 0  # listed sizes are shuffled whole, never drawn
         while True:
-            short = {s: k - self.count.get(s, 0) for s, k in wanted.items()
-                     if not _listed(self.d, s) and self.count.get(s, 0) < k}
-            if not short:
+            short = np.flatnonzero(self.count[sizes] < k)
+            if not len(short):
                 return
-            self._draw(short)
+            self._draw(sizes[short], k[short] - self.count[sizes[short]])
 
-    def first(self, s: int, k: int, paired: bool) -> np.ndarray:
-        """The first k distinct coalitions of size s (bool (k, d)); with `paired`, distinct as {S, not S}.
-        NumPy, not torch: a design gathers 30-odd sizes and converts once (shared: do not modify)."""
-        if _listed(self.d, s):
-            return self._shuffled(s, paired)[:k]
-        if self.count.get(s, 0) < k:
-            self.reserve({s: k})
-        if len(self.drawn[s]) > 1:
-            self.drawn[s] = [np.concatenate(self.drawn[s])]
-        return self.drawn[s][0][:k]
+    def firsts(self, wanted: list[tuple[int, int]]) -> np.ndarray:
+        """The first k distinct coalitions of each (size s, k), stacked in that order, bool (sum k, d);
+        a self-paired size's are distinct as {S, not S}. NumPy, not torch: converted once, by the design."""
+        self.reserve(dict(wanted))
+        listed, parts = _listed_column(self.d), [np.zeros((0, self.d), dtype=bool)]
+        for s, k in wanted:
+            if listed[s]:
+                every, order = self._shuffled(s, 2 * s == self.d)
+                parts.append(every[order[:k]])  # only the rows asked for: a design takes a few of thousands
+                continue
+            blocks = self.drawn[s]
+            if len(blocks) > 1:
+                blocks[:] = [np.concatenate(blocks)]
+            parts.append(blocks[0][:k])
+        return np.concatenate(parts)
 
-    def _shuffled(self, s: int, paired: bool) -> np.ndarray:
+    def _shuffled(self, s: int, paired: bool) -> tuple[np.ndarray, np.ndarray]:
+        """All coalitions of size s (one of each {S, not S} when `paired`) and their random order."""
         if s not in self.shuffled:
-            every = self.every(s)
+            every = self.every(s).numpy()
             if paired:
                 every = every[every[:, 0]]  # one of each {S, not S}: the one holding feature 0
             # its own stream, so that a small size's order does not depend on the other sizes'
             order = torch.randperm(len(every), generator=torch.Generator().manual_seed(self.seed * 4099 + s))
-            self.shuffled[s] = every[order].numpy()
+            self.shuffled[s] = every, order.numpy()
         return self.shuffled[s]
 
-    def _draw(self, short: dict[int, int]) -> None:
+    def _draw(self, sizes: np.ndarray, missing: np.ndarray) -> None:
         """The next candidates of each short size, a quarter more than missing to cover repeats."""
-        counts = np.array([k + k // 4 + 4 for k in short.values()])
-        sizes = np.repeat(list(short), counts)  # size by size, in runs
-        starts = np.array([self.tried.get(s, 0) for s in short])
-        numbers = np.arange(len(sizes)) - np.repeat(np.cumsum(counts) - counts - starts, counts)
-        z = random_coalitions(self.d, self.seed, sizes, numbers)
-        half = 2 * sizes == self.d  # self-paired: {S, not S} is one unit, written as the one holding feature 0
-        if half.any():
-            z[half] = np.where(z[half, :1], z[half], ~z[half])
+        counts = missing + missing // 4 + 4
+        rows = np.repeat(sizes, counts)  # size by size, in runs
+        numbers = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts - self.tried[sizes], counts)
+        z = random_coalitions(self.d, self.seed, rows, numbers)
+        half = np.flatnonzero(2 * rows == self.d)  # self-paired: {S, not S} is one unit, written as the one
+        if len(half):  # holding feature 0
+            pairs = z[half]
+            z[half] = np.where(pairs[:, :1], pairs, ~pairs)
         fresh = self._unseen(z)
-        kept = np.split(z[fresh], np.cumsum(np.add.reduceat(fresh, np.cumsum(counts) - counts))[:-1])
-        for s, c, rows in zip(short, counts.tolist(), kept):
-            self.drawn.setdefault(s, []).append(rows)
-            self.count[s], self.tried[s] = self.count.get(s, 0) + len(rows), self.tried.get(s, 0) + c
+        kept, found = z[fresh], np.add.reduceat(fresh, np.cumsum(counts) - counts)
+        self.count[sizes] += found
+        self.tried[sizes] += counts
+        ends = np.cumsum(found).tolist()
+        for s, start, end in zip(sizes.tolist(), [0] + ends, ends):  # slices: np.split is 3x slower
+            self.drawn.setdefault(s, []).append(kept[start:end])
 
     def _unseen(self, z: np.ndarray) -> np.ndarray:
         """Which rows are the first of their coalition, counting every earlier draw (sizes never collide)."""
@@ -182,20 +201,19 @@ def kernel_design(d: int, budget: int, seed: int, sampler: str = "kernel",
     """
     whole, sampled = design_plan(d, budget, sampler)
     draws = draws or CoalitionDraws(d, seed)
-    draws.reserve(dict(sampled))  # every size's new draws in one vectorised call
     blocks = [draws.every(size) for size in whole]
     weights = [torch.full((len(b),), size_mass(d, s) / len(b), dtype=torch.float64) for s, b in zip(whole, blocks)]
     start = sum(len(b) for b in blocks)
     sizes, k = (np.array([p[i] for p in sampled], dtype=np.int64) for i in (0, 1))
-    drawn = torch.from_numpy(np.concatenate([draws.first(s, n, 2 * s == d) for s, n in sampled]
-                                            + [np.zeros((0, d), dtype=bool)]))
+    drawn = torch.from_numpy(draws.firsts(sampled))  # every size's new draws in one vectorised call
+    # the per-unit columns in NumPy (np.repeat is 4x torch's repeat_interleave at these sizes), then torch
     half = 2 * sizes == d  # a self-paired size: {S, not S} is one unit, and the size has 2k coalitions
-    mass, population = (torch.from_numpy(column[sizes]) for column in _size_columns(d))
-    mass, population = mass / torch.from_numpy(np.where(half, 2 * k, k)), population / torch.from_numpy(half + 1.0)
-    units, k = torch.arange(len(drawn)), torch.from_numpy(k)
-    w_units = mass.repeat_interleave(k)
+    mass, population = (column[sizes] for column in _size_columns(d))
+    w_units = torch.from_numpy(np.repeat(mass / np.where(half, 2 * k, k), k))
+    units, stratum = np.arange(len(drawn)), np.repeat(np.arange(len(k)), k)
     return Design(torch.cat(blocks + [drawn, ~drawn]), torch.cat(weights + [w_units, w_units]),
-                  start + units, start + len(drawn) + units, torch.arange(len(k)).repeat_interleave(k), population)
+                  torch.from_numpy(start + units), torch.from_numpy(start + len(drawn) + units),
+                  torch.from_numpy(stratum), torch.from_numpy(population / (half + 1.0)), runs=True)
 
 
 @functools.lru_cache(maxsize=32)
@@ -211,10 +229,7 @@ def design_plan(d: int, budget: int, sampler: str) -> tuple[list[int], list[tupl
     """The sizes taken whole, and (s, k): k units (a coalition and its complement) drawn of size pair s."""
     if sampler not in SAMPLERS:
         raise BadOption(f"sampler={sampler!r}", "use 'kernel' (shares by kernel weight) or 'leverage' (Leverage SHAP)")
-    pairs = [(s, d - s) for s in range(1, d // 2 + 1)]
-    mass = [size_mass(d, s) * (1 if s == t else 2) for s, t in pairs]
-    share = mass if sampler == "kernel" else [1.0 if s == t else 2.0 for s, t in pairs]
-    count = [math.comb(d, s) * (1 if s == t else 2) for s, t in pairs]
+    pairs, share, count = _pair_columns(d, sampler)
     whole, left, left_share, done = [], budget, sum(share), 0
     for (s, t), part, c in zip(pairs, share, count):
         if c > budget or left * part / left_share < c - 1e-9:  # c > budget first: c may exceed any float
@@ -223,9 +238,25 @@ def design_plan(d: int, budget: int, sampler: str) -> tuple[list[int], list[tupl
         left, left_share, done = left - c, left_share - part, done + 1
     if not pairs[done:]:
         return whole, []
-    held = _units_held(d)
-    units = (min(int(k), held[s]) for (s, t), k in zip(pairs[done:], _draws(share[done:], left // 2)))
-    return whole, [(s, k) for (s, _), k in zip(pairs[done:], units) if k > 0]
+    units = np.minimum(_draws(share[done:], left // 2), _units_held(d)[done + 1 :])  # pair done is size done + 1
+    return whole, [(s, k) for s, k in zip(range(done + 1, d // 2 + 1), units.tolist()) if k > 0]
+
+
+@functools.lru_cache(maxsize=64)
+def _pair_columns(d: int, sampler: str) -> tuple[list[tuple[int, int]], list[float], list[int]]:
+    """Each size pair (s, d - s), its share of the draws and its number of coalitions: functions of d
+    and the sampler alone, listed once (30 binomials a design at d = 60 were half of `design_plan`).
+    Shared: do not modify."""
+    pairs = [(s, d - s) for s in range(1, d // 2 + 1)]
+    mass = [size_mass(d, s) * (1 if s == t else 2) for s, t in pairs]
+    share = mass if sampler == "kernel" else [1.0 if s == t else 2.0 for s, t in pairs]
+    return pairs, share, [math.comb(d, s) * (1 if s == t else 2) for s, t in pairs]
+
+
+@functools.lru_cache(maxsize=32)
+def _listed_column(d: int) -> np.ndarray:
+    """`_listed` for every size s <= d/2, as a bool column (shared: do not modify)."""
+    return np.array([_listed(d, s) for s in range(d // 2 + 1)])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -235,9 +266,10 @@ def _listed(d: int, s: int) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _units_held(d: int) -> list[int]:
-    """The units (a coalition and its complement) each size pair s <= d/2 holds, by s."""
-    return [math.comb(d, s) // (2 if 2 * s == d else 1) for s in range(d // 2 + 1)]
+def _units_held(d: int) -> np.ndarray:
+    """The units (a coalition and its complement) each size pair s <= d/2 holds, by s, capped where
+    an int64 ends (no design draws that many). Shared: do not modify."""
+    return np.array([min(math.comb(d, s) // (2 if 2 * s == d else 1), 2**62) for s in range(d // 2 + 1)])
 
 
 def _draws(shares, units: int) -> np.ndarray:

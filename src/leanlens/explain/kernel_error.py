@@ -36,8 +36,8 @@ def invert_normal(normal: torch.Tensor) -> torch.Tensor:
     """A normal matrix's inverse: by Cholesky (8x faster than an eigendecomposition at d = 60)
     when it is well conditioned; the pseudo-inverse when a small design leaves it (nearly) singular."""
     factor, info = torch.linalg.cholesky_ex(normal)
-    pivots = factor.diagonal()
-    if info == 0 and pivots.min() > WELL_CONDITIONED * pivots.max():
+    low, high = factor.diagonal().aminmax()  # one op, read as Python numbers: 3x cheaper than tensor compares
+    if info.item() == 0 and low.item() > WELL_CONDITIONED * high.item():
         return torch.cholesky_inverse(factor)
     return torch.linalg.pinv(normal, hermitian=True)
 
@@ -59,19 +59,32 @@ class PairedRows:
     def of(cls, design: Design, device) -> PairedRows:
         z, w = design.z.to(device), design.w.to(device)
         enumerated = len(z) - 2 * len(design.first)  # kernel_design puts the enumerated rows first
-        first = design.first.to(device)
+        first = slice(enumerated, enumerated + len(design.first)) if design.runs else design.first.to(device)
         return cls(design, z[:enumerated].double(), z[first].double(), w[:enumerated], w[first])
+
+    def units(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scores (N, U) of each unit's first coalition and of its complement: slices of y where
+        the design lays them out as two runs (kernel_design does), else gathered."""
+        e, u = len(self.whole), len(self.half)
+        if self.design.runs:
+            return y[:, e : e + u], y[:, e + u : e + 2 * u]
+        return y[:, self.design.first.to(y.device)], y[:, self.design.second.to(y.device)]
 
     def normal(self) -> torch.Tensor:
         """Z'WZ, (d, d)."""
         s, h = self.half.T @ self.w_half, self.half
-        pairs = 2 * h.T @ (self.w_half[:, None] * h) - s[:, None] - s[None, :] + self.w_half.sum()
+        # doubled after the product, on (d, d) rather than (U, d): exact either way (a power of two)
+        pairs = (h.T @ (self.w_half[:, None] * h)).mul_(2).sub_(s[:, None]).sub_(s[None, :]).add_(self.w_half.sum())
+        if not len(self.whole):
+            return pairs
         return pairs + self.whole.T @ (self.w_whole[:, None] * self.whole)
 
     def moments(self, y: torch.Tensor) -> torch.Tensor:
         """Z'Wy, (d, N) for scores y (N, M) in the design's row order."""
-        first, second = y[:, self.design.first.to(y.device)], y[:, self.design.second.to(y.device)]
+        first, second = self.units(y)
         pairs = self.half.T @ (self.w_half * (first - second)).T + (second @ self.w_half)[None, :]
+        if not len(self.whole):
+            return pairs
         return pairs + self.whole.T @ (self.w_whole * y[:, : len(self.whole)]).T
 
 
@@ -88,74 +101,118 @@ def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse:
     if not len(design.first):
         return torch.zeros(n, d, dtype=torch.float64, device=y.device)
     rows = PairedRows.of(design, y.device) if rows is None else rows
-    first, second = design.first.to(y.device), design.second.to(y.device)
-    population, label = design.population.to(y.device), design.stratum.to(y.device)
-    k = torch.bincount(label, minlength=len(population)).double()[:, None, None]
+    k, several, lone = (torch.from_numpy(f).to(y.device) for f in stratum_factors(design))
+    first, second = rows.units(y)
     inside = phi @ rows.half.T  # (N, U): z'phi of a unit's first coalition; its complement's is sum(phi) - that
-    a = rows.w_half * (y[:, first] - inside)  # w r of the first coalition, then of the complement
-    b = rows.w_half * (y[:, second] - phi.sum(1, keepdim=True) + inside)
-    projection = regression_projection(inverse)
-    q = rows.half @ projection  # P z for a unit's first coalition; its complement's is P 1 - that
-    # v_i = a P z + b (P 1 - P z), laid out (U, N, d) so that the stratum sums run over the first axis;
-    # transposed factors made contiguous first, else torch lays v out strided and every pass is 10x slower;
-    # built in place: v is the one large tensor here (2 MB at 2432 coalitions and 4 samples)
-    b, c = b.T.contiguous(), (a - b).T.contiguous()
-    v = (b[:, :, None] * projection.sum(1)).addcmul_(c[:, :, None], q[:, None, :])
-    total = v.new_zeros(len(population), n, d).index_add_(0, label, v)  # by stratum
-    squares = v.new_zeros(len(population), n, d).index_add_(0, label, v.square_())
+    # u_i = w (r_first z + r_second (1 - z)), so v_i = P u_i = w (r_first - r_second) P z: P 1 = 0 (a shift
+    # of b along 1 leaves the constrained solution where it was), and the complement's term is -P z
+    r = rows.w_half * (first - second + phi.sum(1, keepdim=True) - 2 * inside)
+    q = rows.half @ regression_projection(inverse)  # P z for a unit's first coalition
+    # v laid out (U, N d) so that the stratum sums run over the first axis; r transposed and made
+    # contiguous first, else torch lays v out strided and every pass is 10x slower
+    v = (r.T.contiguous()[:, :, None] * q[:, None, :]).view(len(q), n * d)
+    label = design.stratum.to(y.device)
+    total = v.new_zeros(len(k), n * d).index_add_(0, label, v)  # by stratum
+    squares = v.new_zeros(len(k), n * d).index_add_(0, label, v.square_())
     # sum over units of (v - stratum mean)^2, in one pass: where a stratum's mean dwarfs its spread
     # (a near-additive game) this floors at ~1e-8 |mean| sqrt(k), far below any useful tol
-    spread = (squares - total**2 / k).clamp_min(0)
-    k = k[:, 0, 0]
-    several = (1 - k / population) * k / (k - 1).clamp_min(1)  # without-replacement variance of a sum
-    lone = torch.where(k == 1, 1 - 1 / population, 0.0)  # a one-unit stratum: its v^2 stands in
-    variance = spread * torch.where(k > 1, several, 0.0)[:, None, None] + total**2 * lone[:, None, None]
-    return variance.sum(0).sqrt()
+    total = total.square_()
+    spread = squares.sub_(total / k[:, None]).clamp_min_(0)
+    # the strata's weighted sum as two (S,) x (S, N d) products: a few ops on small tensors, not a dozen
+    return (several @ spread + lone @ total).view(n, d).sqrt()
+
+
+def stratum_factors(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per stratum, float64: units drawn k, the without-replacement factor of a spread (0 for a lone
+    unit), and a lone unit's factor of its v^2 (else 0). In NumPy from the design's CPU columns: a
+    dozen ops on 30 numbers cost a few microseconds there, 40 in torch."""
+    population = design.population.cpu().numpy()
+    k = np.bincount(design.stratum.cpu().numpy(), minlength=len(population)).astype(np.float64)
+    several = (1 - k / population) * k / np.maximum(k - 1, 1)  # without-replacement variance of a sum
+    return k, np.where(k > 1, several, 0.0), np.where(k == 1, 1 - 1 / population, 0.0)
 
 
 class ScoredCoalitions:
     """A game's target scores for coalitions, each (sample, coalition) evaluated once however often
-    asked for: samples still refining score only the coalitions new to them."""
+    asked for: samples still refining score only the coalitions new to them.
+
+    A coalition's column is given in the order coalitions first appear, so the ones a call adds
+    are the table's last columns, in the order asked for: their scores are written as one block.
+    """
 
     def __init__(self, game):
         self.game = game
         self.keys = coalition_keys(torch.zeros(0, game.d, dtype=torch.bool))  # sorted coalition keys
         self.column = np.zeros(0, dtype=np.int64)  # each key's column of `table`
         self.table = torch.zeros(len(game.x), 0, dtype=torch.float64, device=game.x.device)
+        # which (column, sample) holds a score: kept in NumPy beside the table, so that finding what
+        # is new reads no scores back from the device (and a model's NaN score is not re-evaluated)
+        self.done = np.zeros((0, len(game.x)), dtype=bool)
+        if game.prescored is not None:
+            self.record(*game.prescored)
+
+    def record(self, coalitions: torch.Tensor, scores: torch.Tensor) -> None:
+        """Scores (N, M) of every sample for coalitions already evaluated (in the end scores' pass)."""
+        columns = self._columns(coalition_keys(coalitions))
+        self.table.index_copy_(1, torch.from_numpy(columns).to(self.table.device), scores.to(self.table.device))
+        self.done[columns] = True
 
     @property
     def counts(self) -> torch.Tensor:
         """Coalitions evaluated so far for each sample, (N,)."""
-        return (~self.table.isnan()).sum(1)
+        return torch.from_numpy(self.done.sum(0)).to(self.table.device)
 
     def scores(self, coalitions: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
         """(len(samples), M) scores of `coalitions`, evaluating only the ones new to those samples."""
-        columns = torch.from_numpy(self._columns(coalition_keys(coalitions))).to(self.table.device)
-        missing = self.table[samples][:, columns].isnan().any(0)
-        if missing.any():
-            fresh = restricted(self.game, samples).scores(coalitions[missing.to(coalitions.device)])
-            self.table[samples[:, None], columns[missing][None, :]] = fresh
-        return self.table[samples][:, columns]
+        width, device = self.table.shape[1], self.table.device
+        columns, rows = self._columns(coalition_keys(coalitions)), samples.cpu().numpy()
+        missing = np.flatnonzero(~self.done[columns][:, rows].all(1))
+        if len(missing):
+            new = columns[missing]
+            fresh = restricted(self.game, samples).scores(
+                coalitions.index_select(0, torch.from_numpy(missing).to(coalitions.device)))
+            if np.array_equal(new, np.arange(width, self.table.shape[1])):  # exactly the columns just added
+                self.table[:, width:].index_copy_(0, samples, fresh)
+            else:
+                self.table[samples[:, None], torch.from_numpy(new).to(device)[None, :]] = fresh
+            self.done[new[:, None], rows[None, :]] = True
+        # index_select, not advanced indexing: a third of the time for these small tables
+        return self.table.index_select(0, samples).index_select(1, torch.from_numpy(columns).to(device))
 
     def _columns(self, keys: np.ndarray) -> np.ndarray:
-        """The table column of each key, new keys given new (NaN) columns."""
-        new = np.unique(keys[~self._known(keys)])
-        if len(new):
-            grow = self.table.new_full((len(self.table), len(new)), float("nan"))
-            self.table = torch.cat([self.table, grow], 1)
-            column = np.concatenate([self.column, self.table.shape[1] - len(new) + np.arange(len(new))])
-            order = np.argsort(np.concatenate([self.keys, new]), kind="stable")
-            self.keys, self.column = np.concatenate([self.keys, new])[order], column[order]
-        return self.column[np.searchsorted(self.keys, keys)]
-
-    def _known(self, keys: np.ndarray) -> np.ndarray:
-        if not len(self.keys):
-            return np.zeros(len(keys), dtype=bool)
-        return self.keys[np.searchsorted(self.keys, keys).clip(max=len(self.keys) - 1)] == keys
+        """The table column of each key; keys not seen before get new (NaN) columns, in the order
+        they first appear. One search of the known keys; the merge is of two sorted runs."""
+        width = self.table.shape[1]
+        columns, known = np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
+        if len(self.keys):
+            at = np.searchsorted(self.keys, keys).clip(max=len(self.keys) - 1)
+            known, columns = self.keys[at] == keys, self.column[at]
+        unknown = np.flatnonzero(~known)
+        if not len(unknown):
+            return columns
+        fresh = keys[unknown]
+        by_key = np.argsort(fresh, kind="stable")
+        new = fresh[by_key]
+        if (new[1:] != new[:-1]).all():  # distinct, as a design's coalitions are: columns in the order asked
+            rank = by_key  # sorted key i was asked for at position by_key[i]
+            columns[unknown] = width + np.arange(len(fresh))
+        else:
+            new, first, inverse = np.unique(fresh, return_index=True, return_inverse=True)
+            rank = np.empty(len(new), dtype=np.int64)
+            rank[np.argsort(first)] = np.arange(len(new))  # the new keys' order of first appearance
+            columns[unknown] = width + rank[inverse]
+        self.table = torch.cat([self.table, self.table.new_full((len(self.table), len(new)), float("nan"))], 1)
+        self.done = np.concatenate([self.done, np.zeros((len(new), self.done.shape[1]), dtype=bool)])
+        merged = np.concatenate([self.keys, new])
+        order = np.argsort(merged, kind="stable")
+        self.keys, self.column = merged[order], np.concatenate([self.column, width + rank])[order]
+        return columns
 
 
 def restricted(game, samples: torch.Tensor):
-    """The same game over some of its samples only."""
+    """The same game over some of its samples only (the game itself when those are all, in order)."""
+    if len(samples) == len(game.x) and torch.equal(samples, torch.arange(len(samples), device=samples.device)):
+        return game
     baseline = game.baseline if game.averaged else game.baseline[samples]
     return dataclasses.replace(game, x=game.x[samples], baseline=baseline, target=game.target[samples],
                                full=game.full[samples], empty=game.empty[samples])

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import re
 import weakref
-from pathlib import Path
 
 import torch
 
@@ -56,13 +56,18 @@ def free_bytes(device: torch.device) -> int:
     """Free memory on the device: the CUDA allocator's view, or the system's available RAM."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+    try:  # read every call (memory comes and goes): raw bytes, a third of Path.read_text's time
+        fd = os.open("/proc/meminfo", os.O_RDONLY)
+        try:
+            head = os.read(fd, 8192)  # the whole file (~1.5 KB); MemAvailable is its third line
+        finally:
+            os.close(fd)
     except OSError:  # not Linux: fall through to a modest default
-        pass
-    return 4 * 2**30
+        return 4 * 2**30
+    at = head.find(b"MemAvailable:")
+    if at < 0:
+        return 4 * 2**30
+    return int(head[at + len(b"MemAvailable:") :].split(None, 1)[0]) * 1024
 
 
 def saved_bytes(model, probe: torch.Tensor, fold_bn: bool = False) -> tuple[int, int]:

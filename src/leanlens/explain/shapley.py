@@ -113,40 +113,58 @@ def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | No
     Efficiency holds exactly; `delta` reports it.
     """
     batch_size = budget_chunk(batch_size, model, x[:1], memory)
+    start = []  # budgets, draws and first design, made once the game knows d: scored in the end scores' pass
+
+    def first(d: int):
+        if d == 1:
+            return None
+        budget, cap = kernel_budgets(d, samples, tol, max_samples)
+        start.extend([budget, cap, CoalitionDraws(d, seed)])
+        start.append(kernel_design(d, budget, seed, sampler, start[-1]))
+        return start[-1].z
+
     g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
-             background=background, seed=seed, batch_size=batch_size)
+             background=background, seed=seed, batch_size=batch_size, first=first)
     d, gap = g.d, g.full - g.empty
     if d == 1:
         exact = NumericalError("standard_error", np.zeros(x.shape), g.tolerance_gap(tol).cpu().numpy(),
                                tol, np.zeros(len(x)))
         return g.spread(gap[:, None]), {"delta": torch.zeros_like(gap).float(), "error": exact,
                                          "base_values": g.empty}
-    budget, cap = kernel_budgets(d, samples, tol, max_samples)
-    phi, se, scored = refine_kernelshap(g, budget, cap, tol, sampler, seed)
+    phi, se, scored = refine_kernelshap(g, *start, tol, sampler, seed)
     delta = phi.sum(1) - gap
     error = NumericalError("standard_error", g.spread(se).cpu().numpy(), g.tolerance_gap(tol).cpu().numpy(),
                            tol, scored.counts.cpu().numpy())
     return g.spread(phi), {"delta": delta.float(), "error": error, "base_values": g.empty}
 
 
-def refine_kernelshap(g, budget: int, cap: int, tol, sampler: str, seed: int):
-    """Values and standard errors (N, d), doubling the design for the samples not yet within `tol`."""
-    gap = g.full - g.empty
-    phi = torch.zeros(len(g.x), g.d, dtype=torch.float64, device=g.x.device)
-    se, active = torch.zeros_like(phi), torch.arange(len(g.x), device=g.x.device)
-    scored, draws = ScoredCoalitions(g), CoalitionDraws(g.d, seed)
+def refine_kernelshap(g, budget: int, cap: int, draws: CoalitionDraws, design, tol, sampler: str, seed: int):
+    """Values and standard errors (N, d), doubling the design for the samples not yet within `tol`,
+    from the first `design` (of `budget` coalitions, drawn from `draws`)."""
+    gap, active = g.full - g.empty, torch.arange(len(g.x), device=g.x.device)
+    phi = se = None  # the first round sets them for every sample; later ones update the active rows
+    scored = ScoredCoalitions(g)
     limit = None if tol is None else tol * g.tolerance_gap(tol)
     while len(active):
-        design = kernel_design(g.d, budget, seed, sampler, draws)
-        y = scored.scores(design.z, active) - g.empty[active, None]
+        design = design or kernel_design(g.d, budget, seed, sampler, draws)
+        # the first round runs on every sample, in order: the (N,) columns as they are, no gathers
+        empty, gaps, limits = (g.empty, gap, limit) if phi is None else (g.empty[active], gap[active], limit[active])
+        if g.prescored is not None and design.z is g.prescored[0]:  # scored with the ends, every sample
+            y = g.prescored[1] - empty[:, None]
+        else:
+            y = scored.scores(design.z, active) - empty[:, None]
         rows = PairedRows.of(design, y.device)  # each product over the design, once, on half the rows
         inverse = invert_normal(rows.normal())
-        phi[active] = constrained_solution(inverse, rows.moments(y), gap[active])
-        se[active] = standard_errors(design, y, phi[active], inverse, rows)
+        values = constrained_solution(inverse, rows.moments(y), gaps)
+        errors = standard_errors(design, y, values, inverse, rows)
+        if phi is None:
+            phi, se = values, errors
+        else:
+            phi[active], se[active] = values, errors
         if tol is None or budget >= cap:
             break
-        active = active[se[active].max(1).values > limit[active]]
-        budget = min(2 * budget, cap)
+        active = active[errors.max(1).values > limits]
+        budget, design = min(2 * budget, cap), None
     return phi, se, scored
 
 

@@ -101,9 +101,24 @@ class TorchModel:
         Not seen: a forward hook added later, or a flag that changes what autograd keeps without
         changing a layer (activation checkpointing switched on): explain such a model with `memory=`
         sized for it, or `batch_size=`."""
-        tensors = [*self.module.named_parameters(), *self.module.named_buffers()]
-        return self.module, (tuple((type(m), m.training) for m in self.module.modules()),
-                             tuple((name, tuple(t.shape), t.dtype, t.requires_grad) for name, t in tensors))
+        # One walk, reading each module's own tables: named_parameters() and named_buffers() walk the
+        # tree again each and build every dotted name (twice the time; the probe key is taken every call).
+        # In pre-order, each module with its children's names and its own tensors: as telling as the
+        # dotted names (the tree and every name can be rebuilt from it). A module met again is skipped,
+        # as modules() does (and a cycle cannot loop); a tensor shared by two modules is listed under
+        # both, which can only tell layouts apart, never merge two.
+        summary, stack, seen = [], [self.module], set()
+        while stack:
+            m = stack.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            children, params, buffers = m._modules, m._parameters, m._buffers
+            summary.append((type(m), m.training, tuple(children) if children else (),
+                            _tensors(params) if params else (), _tensors(buffers) if buffers else ()))
+            if children:
+                stack.extend(child for child in reversed(children.values()) if child is not None)
+        return self.module, tuple(summary)
 
     def layer(self, name: str) -> nn.Module:
         modules = {n: m for n, m in self.module.named_modules() if n}
@@ -171,6 +186,11 @@ def inference(module: nn.Module, freeze: bool = True) -> Iterator[nn.Module]:
             p.requires_grad_(True)
         for m in training:
             m.training = True
+
+
+def _tensors(table: dict) -> tuple:
+    """Name, shape, dtype and whether it takes gradients, of each tensor a module holds itself."""
+    return tuple((name, t.shape, t.dtype, t.requires_grad) for name, t in table.items() if t is not None)
 
 
 def count_parameters(module: nn.Module) -> int:
