@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -79,13 +80,16 @@ def as_tensor(model, x) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
 
 
+@functools.lru_cache(maxsize=256)  # a method's signature never changes; reading it was 30 us a call
+def keyword_defaults(fn: Callable) -> dict[str, Any]:
+    """Each keyword-only parameter of `fn` with its default (shared: copy before changing)."""
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
 def bind_options(fn: Callable, options: Mapping[str, Any], method: str) -> dict[str, Any]:
     """The method's keyword options, defaults filled in; unknown names refused."""
-    params = {
-        p.name: p.default
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    params = keyword_defaults(fn)
     for name in options:
         if name not in params:
             raise BadOption(f"method {method!r} has no option {name!r}", closest(name, params) if params else "it takes no options")

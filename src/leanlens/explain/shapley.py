@@ -146,7 +146,8 @@ def refine_kernelshap(g, budget: int, cap: int, draws: CoalitionDraws, design, t
     scored = ScoredCoalitions(g)
     limit = None if tol is None else tol * g.tolerance_gap(tol)
     while len(active):
-        design = design or kernel_design(g.d, budget, seed, sampler, draws)
+        if design is None:
+            design = kernel_design(g.d, budget, seed, sampler, draws)
         # the first round runs on every sample, in order: the (N,) columns as they are, no gathers
         empty, gaps, limits = (g.empty, gap, limit) if phi is None else (g.empty[active], gap[active], limit[active])
         if g.prescored is not None and design.z is g.prescored[0]:  # scored with the ends, every sample

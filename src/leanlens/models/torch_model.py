@@ -173,8 +173,11 @@ def inference(module: nn.Module, freeze: bool = True) -> Iterator[nn.Module]:
     """
     # Remember exactly which modules were training: a root in eval mode may hold a child a user
     # put in train mode, and both must come back as they were.
-    training = [m for m in module.modules() if m.training]
-    frozen = [p for p in module.parameters() if p.requires_grad] if freeze else []
+    modules = list(module.modules())  # one walk for both lists: this runs on every explain() call
+    training = [m for m in modules if m.training]
+    # each parameter once, as parameters() gives them (a weight shared by two layers is one)
+    frozen = list({id(p): p for m in modules for p in m._parameters.values()
+                   if p is not None and p.requires_grad}.values()) if freeze else []
     for m in training:
         m.training = False
     for p in frozen:
