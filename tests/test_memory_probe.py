@@ -76,3 +76,7 @@ def test_the_layout_key_tells_trees_with_the_same_layers_apart():
     assert ll.wrap(renamed).layout()[1] != keys[0]
     shared = nn.Sequential(a, a)  # met twice, listed once: the walk ends
     assert len(ll.wrap(shared).layout()[1]) == 2
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    untied = ll.wrap(net).layout()[1]
+    net[1].weight = net[0].weight  # tied: autograd saves one weight fewer, so the probe must run again
+    assert ll.wrap(net).layout()[1] != untied

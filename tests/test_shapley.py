@@ -160,6 +160,20 @@ def test_kernelshap_scores_its_first_design_with_the_end_scores(mlp, tabular):
     np.testing.assert_allclose(merged.values, apart.values, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(merged.error.values, apart.error.values, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(merged.error.evaluations, apart.error.evaluations)
+    assert merged.values.flags.c_contiguous  # a solve's transposed result, spread C-ordered
+
+
+@pytest.mark.parametrize("mask", [None, np.zeros(3, dtype=int)])
+def test_shapley_over_one_feature_is_the_whole_gap(mask):
+    """One feature (one element, or one id for all): no coalition besides the ends to score, and
+    the value is f(x) - f(baseline)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1 if mask is None else 3, 2)).eval()
+    x = torch.randn(4, 1 if mask is None else 3)
+    got = explain(net, x, "shapley", target=0, feature_mask=mask)
+    with torch.no_grad():
+        gap = (net(x) - net(torch.zeros_like(x)))[:, 0].numpy()
+    np.testing.assert_allclose(got.values[:, 0], gap, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("samples", [256, 512])

@@ -114,7 +114,9 @@ class Game:
     averaged: bool = False  # `baseline` holds background rows, and every score is averaged over them
     resolution: torch.Tensor | None = None  # (N,) the end scores' rounding: 4 ulps of the larger, in the model's dtype
     elementwise: bool = False  # ids are 0, 1, 2, ... over the flattened sample: no gather to build a mask
-    prescored: tuple | None = None  # (coalitions (M, d), scores (N, M)) scored in the end scores' pass
+    # (coalitions (M, d), scores (N, M)) scored in the end scores' pass; ScoredCoalitions.of_every_sample
+    # hands the scores out for that very coalitions tensor (by identity)
+    prescored: tuple | None = None
 
     def tolerance_gap(self, tol: float | None) -> torch.Tensor:
         """What a `tol` is relative to: |f(x) - f(baseline)| a sample, never below resolution / tol,
@@ -132,7 +134,7 @@ class Game:
         fills = len(self.baseline) if self.averaged else 1  # one model input per background row
         coalitions = coalitions.to(self.x.device)
         step = chunk_size(self.batch_size, n * m * fills)
-        if not self.averaged and step >= n * m:  # one pass: no row arithmetic
+        if not self.averaged and 0 < n * m <= step:  # one pass: no row arithmetic (none when no coalition)
             scores = class_scores(self.model, masked_inputs(self.x, self.baseline, self._mask_ids, coalitions))
             return picked_scores(scores, self.target.repeat_interleave(m)).double().view(n, m)
         out = torch.empty(n * m * fills, dtype=torch.float64, device=self.x.device)
@@ -160,8 +162,10 @@ class Game:
         out = values.to(self.x.device, torch.float32)
         if not self.elementwise:
             return out[:, self.ids]
-        out = out.reshape(len(out), *self.ids.shape)  # feature j is element j: a reshape, not a gather
-        return out.clone() if out.data_ptr() == values.data_ptr() else out  # never a view of `values`
+        # feature j is element j: a reshape, not a gather; C-ordered (a solve's transpose is not), and
+        # never a view of `values`
+        out = out.reshape(len(out), *self.ids.shape).contiguous()
+        return out.clone() if out.data_ptr() == values.data_ptr() else out
 
 
 def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", background=None, seed: int = 0,

@@ -162,6 +162,14 @@ class ScoredCoalitions:
         """Coalitions evaluated so far for each sample, (N,)."""
         return torch.from_numpy(self.done.sum(0)).to(self.table.device)
 
+    def of_every_sample(self, coalitions: torch.Tensor) -> torch.Tensor:
+        """(N, M) scores of every sample: the game's `prescored` block as it is, without a lookup,
+        when `coalitions` is the very tensor the end scores' pass scored."""
+        prescored = self.game.prescored
+        if prescored is not None and coalitions is prescored[0]:
+            return prescored[1]
+        return self.scores(coalitions, torch.arange(len(self.game.x), device=self.table.device))
+
     def scores(self, coalitions: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
         """(len(samples), M) scores of `coalitions`, evaluating only the ones new to those samples."""
         width, device = self.table.shape[1], self.table.device
@@ -181,7 +189,7 @@ class ScoredCoalitions:
 
     def _columns(self, keys: np.ndarray) -> np.ndarray:
         """The table column of each key; keys not seen before get new (NaN) columns, in the order
-        they first appear. One search of the known keys; the merge is of two sorted runs."""
+        they first appear. One search of the known keys, then one stable sort of old and new keys."""
         width = self.table.shape[1]
         columns, known = np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
         if len(self.keys):

@@ -11,6 +11,7 @@ is each sample's efficiency gap, sum(values per feature) - (f(x) - f(baseline)).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 from leanlens.errors import BadOption
 from leanlens.explain.errorbars import NumericalError, sample_cap
 from leanlens.explain.features import game
-from leanlens.explain.kernel_design import CoalitionDraws, kernel_design
+from leanlens.explain.kernel_design import CoalitionDraws, Design, kernel_design
 from leanlens.explain.kernel_error import (
     PairedRows,
     ScoredCoalitions,
@@ -113,15 +114,15 @@ def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | No
     Efficiency holds exactly; `delta` reports it.
     """
     batch_size = budget_chunk(batch_size, model, x[:1], memory)
-    start = []  # budgets, draws and first design, made once the game knows d: scored in the end scores' pass
+    start: list[FirstRound] = []  # made once the game knows d, and scored in the end scores' forward pass
 
     def first(d: int):
         if d == 1:
             return None
         budget, cap = kernel_budgets(d, samples, tol, max_samples)
-        start.extend([budget, cap, CoalitionDraws(d, seed)])
-        start.append(kernel_design(d, budget, seed, sampler, start[-1]))
-        return start[-1].z
+        draws = CoalitionDraws(d, seed)
+        start.append(FirstRound(budget, cap, draws, kernel_design(d, budget, seed, sampler, draws)))
+        return start[0].design.z
 
     g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
              background=background, seed=seed, batch_size=batch_size, first=first)
@@ -131,42 +132,47 @@ def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | No
                                tol, np.zeros(len(x)))
         return g.spread(gap[:, None]), {"delta": torch.zeros_like(gap).float(), "error": exact,
                                          "base_values": g.empty}
-    phi, se, scored = refine_kernelshap(g, *start, tol, sampler, seed)
+    phi, se, scored = refine_kernelshap(g, start[0], tol, sampler, seed)
     delta = phi.sum(1) - gap
     error = NumericalError("standard_error", g.spread(se).cpu().numpy(), g.tolerance_gap(tol).cpu().numpy(),
                            tol, scored.counts.cpu().numpy())
     return g.spread(phi), {"delta": delta.float(), "error": error, "base_values": g.empty}
 
 
-def refine_kernelshap(g, budget: int, cap: int, draws: CoalitionDraws, design, tol, sampler: str, seed: int):
-    """Values and standard errors (N, d), doubling the design for the samples not yet within `tol`,
-    from the first `design` (of `budget` coalitions, drawn from `draws`)."""
+@dataclasses.dataclass(frozen=True)
+class FirstRound:
+    """KernelSHAP's first design, made before the game's end scores so that one pass scores both."""
+
+    budget: int  # its coalitions
+    cap: int  # the most that refining to tol may use
+    draws: CoalitionDraws  # every later design draws from these, reusing the first's coalitions
+    design: Design
+
+
+def refine_kernelshap(g, start: FirstRound, tol, sampler: str, seed: int):
+    """Values and standard errors (N, d), doubling the design for the samples not yet within `tol`."""
     gap, active = g.full - g.empty, torch.arange(len(g.x), device=g.x.device)
-    phi = se = None  # the first round sets them for every sample; later ones update the active rows
     scored = ScoredCoalitions(g)
     limit = None if tol is None else tol * g.tolerance_gap(tol)
-    while len(active):
-        if design is None:
-            design = kernel_design(g.d, budget, seed, sampler, draws)
-        # the first round runs on every sample, in order: the (N,) columns as they are, no gathers
-        empty, gaps, limits = (g.empty, gap, limit) if phi is None else (g.empty[active], gap[active], limit[active])
-        if g.prescored is not None and design.z is g.prescored[0]:  # scored with the ends, every sample
-            y = g.prescored[1] - empty[:, None]
-        else:
-            y = scored.scores(design.z, active) - empty[:, None]
-        rows = PairedRows.of(design, y.device)  # each product over the design, once, on half the rows
-        inverse = invert_normal(rows.normal())
-        values = constrained_solution(inverse, rows.moments(y), gaps)
-        errors = standard_errors(design, y, values, inverse, rows)
-        if phi is None:
-            phi, se = values, errors
-        else:
-            phi[active], se[active] = values, errors
-        if tol is None or budget >= cap:
+    budget, design = start.budget, start.design
+    phi, se = kernel_round(design, scored.of_every_sample(design.z) - g.empty[:, None], gap)
+    while tol is not None and budget < start.cap:
+        active = active[se[active].max(1).values > limit[active]]
+        if not len(active):
             break
-        active = active[errors.max(1).values > limits]
-        budget, design = min(2 * budget, cap), None
+        budget = min(2 * budget, start.cap)
+        design = kernel_design(g.d, budget, seed, sampler, start.draws)
+        y = scored.scores(design.z, active) - g.empty[active, None]
+        phi[active], se[active] = kernel_round(design, y, gap[active])
     return phi, se, scored
+
+
+def kernel_round(design: Design, y: torch.Tensor, gap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Values and standard errors (n, d) of a design's scores y (n, M, less the empty coalition's)."""
+    rows = PairedRows.of(design, y.device)  # each product over the design, once, on half the rows
+    inverse = invert_normal(rows.normal())
+    values = constrained_solution(inverse, rows.moments(y), gap)
+    return values, standard_errors(design, y, values, inverse, rows)
 
 
 def kernel_budgets(d: int, samples, tol, max_samples) -> tuple[int, int]:

@@ -103,11 +103,11 @@ class TorchModel:
         sized for it, or `batch_size=`."""
         # One walk, reading each module's own tables: named_parameters() and named_buffers() walk the
         # tree again each and build every dotted name (twice the time; the probe key is taken every call).
-        # In pre-order, each module with its children's names and its own tensors: as telling as the
-        # dotted names (the tree and every name can be rebuilt from it). A module met again is skipped,
-        # as modules() does (and a cycle cannot loop); a tensor shared by two modules is listed under
-        # both, which can only tell layouts apart, never merge two.
-        summary, stack, seen = [], [self.module], set()
+        # In pre-order, each module with its children's names and its own tensors: the tree and its
+        # names, as the dotted names gave them. A module met again is skipped, as modules() does (and a
+        # cycle cannot loop); a tensor met again (a tied weight) is marked so, as named_parameters()
+        # told it by listing it once: tying two layers' weights changes what autograd saves.
+        summary, stack, seen, held = [], [self.module], set(), set()
         while stack:
             m = stack.pop()
             if id(m) in seen:
@@ -115,7 +115,7 @@ class TorchModel:
             seen.add(id(m))
             children, params, buffers = m._modules, m._parameters, m._buffers
             summary.append((type(m), m.training, tuple(children) if children else (),
-                            _tensors(params) if params else (), _tensors(buffers) if buffers else ()))
+                            _tensors(params, held) if params else (), _tensors(buffers, held) if buffers else ()))
             if children:
                 stack.extend(child for child in reversed(children.values()) if child is not None)
         return self.module, tuple(summary)
@@ -191,9 +191,15 @@ def inference(module: nn.Module, freeze: bool = True) -> Iterator[nn.Module]:
             m.training = True
 
 
-def _tensors(table: dict) -> tuple:
-    """Name, shape, dtype and whether it takes gradients, of each tensor a module holds itself."""
-    return tuple((name, t.shape, t.dtype, t.requires_grad) for name, t in table.items() if t is not None)
+def _tensors(table: dict, held: set) -> tuple:
+    """Name, shape, dtype, whether it takes gradients and whether an earlier module holds it too, of
+    each tensor a module holds itself; `held` collects the ids of the tensors seen."""
+    out = []
+    for name, t in table.items():
+        if t is not None:
+            out.append((name, t.shape, t.dtype, t.requires_grad, id(t) in held))
+            held.add(id(t))
+    return tuple(out)
 
 
 def count_parameters(module: nn.Module) -> int:
