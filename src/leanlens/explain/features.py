@@ -182,25 +182,34 @@ def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", bac
     base, averaged = off_values(x, baseline, background, seed)
     d, n = int(ids.max()) + 1, len(x)
     elementwise = torch.equal(ids.reshape(-1), torch.arange(ids.numel(), device=ids.device))
-    inputs = torch.cat([x, base])
-    coalitions = None if first is None else first(d)
-    total = len(inputs) + n * (0 if coalitions is None else len(coalitions))
-    if coalitions is not None and (averaged or chunk_size(batch_size, total) < total):
-        coalitions = None  # scored by Game.scores, in chunks or over the background
-    if coalitions is not None:
-        on_device = coalitions.to(x.device)  # prescored keeps the caller's tensor: refine knows it by identity
-        inputs = torch.cat([inputs, masked_inputs(x, base, None if elementwise else ids, on_device)])
-    scores = class_scores(model, inputs, chunk_size(batch_size, len(inputs)))
-    ends = scores[: n + len(base)]
+    riding = riding_coalitions(None if first is None else first(d), n, len(base), averaged, batch_size)
+    inputs = [x, base]
+    if riding is not None:  # moved to x's device, not replaced: `prescored` keeps the caller's tensor
+        inputs.append(masked_inputs(x, base, None if elementwise else ids, riding.to(x.device)))
+    scores = class_scores(model, torch.cat(inputs), chunk_size(batch_size, sum(map(len, inputs))))
+    target, full, empty = end_scores(scores[: n + len(base)], n, targets, averaged)
+    resolution = 4 * torch.finfo(scores.dtype).eps * torch.maximum(full.abs(), empty.abs())
+    prescored = None
+    if riding is not None:
+        m = len(riding)
+        prescored = riding, picked_scores(scores[2 * n :], target.repeat_interleave(m)).double().view(n, m)
+    return Game(model, x, base, ids, d, target, full, empty, batch_size, averaged, resolution, elementwise, prescored)
+
+
+def riding_coalitions(coalitions, n: int, off_rows: int, averaged: bool, batch_size):
+    """`coalitions` if they can ride in the end scores' pass (x and `off_rows` baseline rows): no
+    background, and everything fits one pass; else None, and Game.scores scores them later."""
+    if coalitions is None or averaged:
+        return None
+    total = n + off_rows + n * len(coalitions)
+    return coalitions if chunk_size(batch_size, total) >= total else None
+
+
+def end_scores(ends: torch.Tensor, n: int, targets, averaged: bool):
+    """The targets, f(x) and f(baseline) (float64, one a sample) from the class scores of x's n rows
+    and the baseline's (or the background's, averaged) after them."""
     target = targets.pick(ends[:n])
     full = picked_scores(ends[:n], target).double()
     if not averaged:
-        empty = picked_scores(ends[n:], target).double()
-    else:
-        empty = ends[n:].double().mean(0)[target]
-    resolution = 4 * torch.finfo(ends.dtype).eps * torch.maximum(full.abs(), empty.abs())
-    prescored = None
-    if coalitions is not None:
-        m = len(coalitions)
-        prescored = coalitions, picked_scores(scores[2 * n :], target.repeat_interleave(m)).double().view(n, m)
-    return Game(model, x, base, ids, d, target, full, empty, batch_size, averaged, resolution, elementwise, prescored)
+        return target, full, picked_scores(ends[n:], target).double()
+    return target, full, ends[n:].double().mean(0)[target]
