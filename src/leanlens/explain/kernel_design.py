@@ -35,7 +35,8 @@ GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment: 2^64 / golden 
 @dataclass(frozen=True)
 class Design:
     """Coalitions and their regression weights; the sampled ones as units (a coalition and its
-    complement), each from a stratum (a size pair) whose population is known."""
+    complement), each from a stratum (a size pair) whose population is known. Rows: the enumerated
+    coalitions, then every unit's first coalition, then their complements in the same order."""
 
     z: torch.Tensor  # (M, d) bool coalitions
     w: torch.Tensor  # (M,) float64 regression weights
@@ -43,7 +44,6 @@ class Design:
     second: torch.Tensor  # (U,) their complements' rows
     stratum: torch.Tensor  # (U,) each unit's stratum, 0 .. S-1
     population: torch.Tensor  # (S,) float64 units each stratum holds: the finite-population correction's N
-    runs: bool = False  # the units' first coalitions, then their complements, are the last 2U rows in order
 
 
 def size_mass(d: int, s: int) -> float:
@@ -213,7 +213,7 @@ def kernel_design(d: int, budget: int, seed: int, sampler: str = "kernel",
     units, stratum = np.arange(len(drawn)), np.repeat(np.arange(len(k)), k)
     return Design(torch.cat(blocks + [drawn, ~drawn]), torch.cat(weights + [w_units, w_units]),
                   torch.from_numpy(start + units), torch.from_numpy(start + len(drawn) + units),
-                  torch.from_numpy(stratum), torch.from_numpy(population / (half + 1.0)), runs=True)
+                  torch.from_numpy(stratum), torch.from_numpy(population / (half + 1.0)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -255,14 +255,9 @@ def _pair_columns(d: int, sampler: str) -> tuple[list[tuple[int, int]], list[flo
 
 @functools.lru_cache(maxsize=32)
 def _listed_column(d: int) -> np.ndarray:
-    """`_listed` for every size s <= d/2, as a bool column (shared: do not modify)."""
-    return np.array([_listed(d, s) for s in range(d // 2 + 1)])
-
-
-@functools.lru_cache(maxsize=4096)
-def _listed(d: int, s: int) -> bool:
-    """Whether size s is few enough to list and shuffle whole (else its coalitions are drawn)."""
-    return math.comb(d, s) <= MAX_ENUMERATE
+    """Whether each size s <= d/2 is few enough to list and shuffle whole (else its coalitions are
+    drawn), as a bool column (shared: do not modify)."""
+    return np.array([math.comb(d, s) <= MAX_ENUMERATE for s in range(d // 2 + 1)])
 
 
 @functools.lru_cache(maxsize=32)

@@ -58,17 +58,14 @@ class PairedRows:
     @classmethod
     def of(cls, design: Design, device) -> PairedRows:
         z, w = design.z.to(device), design.w.to(device)
-        enumerated = len(z) - 2 * len(design.first)  # kernel_design puts the enumerated rows first
-        first = slice(enumerated, enumerated + len(design.first)) if design.runs else design.first.to(device)
+        enumerated = len(z) - 2 * len(design.first)  # the design's rows: enumerated, firsts, complements
+        first = slice(enumerated, enumerated + len(design.first))
         return cls(design, z[:enumerated].double(), z[first].double(), w[:enumerated], w[first])
 
     def units(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The scores (N, U) of each unit's first coalition and of its complement: slices of y where
-        the design lays them out as two runs (kernel_design does), else gathered."""
+        """The scores (N, U) of each unit's first coalition and of its complement: two slices of y."""
         e, u = len(self.whole), len(self.half)
-        if self.design.runs:
-            return y[:, e : e + u], y[:, e + u : e + 2 * u]
-        return y[:, self.design.first.to(y.device)], y[:, self.design.second.to(y.device)]
+        return y[:, e : e + u], y[:, e + u : e + 2 * u]
 
     def normal(self) -> torch.Tensor:
         """Z'WZ, (d, d)."""
