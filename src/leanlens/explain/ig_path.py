@@ -3,8 +3,8 @@
 `Path.weighted_sums` turns (sample, position, weight) rows into per-sample weighted sums
 of input gradients, `step` model inputs a pass. `refined_ig` integrates each sample on
 its own with a nested rule, 2, 3, 5, 9, ... 2^k + 1 points, each level adding only the
-points between the last level's, and stops a sample as soon as its completeness error
-is within tolerance.
+points between the last level's (the trapezoid's in two halves, see `halves`), and stops
+a sample as soon as its completeness error is within tolerance.
 
 The default rule, 'auto', is read off the model after the first level (whose points, 0 and
 1, every rule shares): on a smooth net Clenshaw–Curtis, which needs about the points of the
@@ -55,10 +55,13 @@ class Path:
         return summed
 
     def gradients(self, samples: torch.Tensor, alphas: torch.Tensor, watch=None) -> torch.Tensor:
-        """Input gradients at every position of `alphas` for each of `samples`, (len(samples), len(alphas), ...);
+        """Input gradients at positions `alphas` of each of `samples`, (len(samples), positions, ...):
+        `alphas` (positions,) the same for every sample, or (len(samples), positions) each its own.
         `watch(scores)`, when given, sees the scores (with their graph) of each pass."""
-        sample = samples.repeat_interleave(len(alphas))
-        alpha = alphas.to(self.x.device, self.x.dtype).repeat(len(samples))
+        alphas = alphas.to(self.x.device, self.x.dtype)
+        if alphas.dim() == 1:
+            alphas = alphas.expand(len(samples), -1)
+        sample, alpha = samples.repeat_interleave(alphas.shape[1]), alphas.reshape(-1)
         shape = (-1,) + (1,) * (self.x.dim() - 1)
         out = []
         for start in range(0, len(sample), self.step):
@@ -66,7 +69,7 @@ class Path:
             points = torch.lerp(self.base[s], self.x[s], a.view(shape))  # half the temporaries of b + a (x - b)
             out.append(self.model.input_gradients(points, lambda scores, s=s: watched(scores, watch, self.target[s]),
                                                   create_graph=self.create_graph, fold_bn=self.fold_bn))
-        return torch.cat(out).view((len(samples), len(alphas)) + self.x.shape[1:])
+        return torch.cat(out).view(tuple(alphas.shape) + self.x.shape[1:])
 
 
 def watched(scores: torch.Tensor, watch, target: torch.Tensor) -> torch.Tensor:
@@ -106,41 +109,103 @@ def refined_ig(path: Path, gap: torch.Tensor, tol: float, max_steps, steps, rule
 
 def refine_group(path: Path, samples, limit, gap, first: int, last: int, rule: str, feature_tol=None):
     """One group's attributions, points used, last change and rule: the nested levels until each
-    sample meets its limit."""
+    sample meets its limit, the trapezoid's new points in two halves (`halves`)."""
     x = path.x
     values, used = torch.zeros_like(x[samples]), torch.zeros(len(samples), dtype=torch.long, device=x.device)
     change = torch.zeros(len(samples), dtype=torch.float64, device=x.device)
     active = torch.arange(len(samples), device=x.device)
     grads, rule = first_level_gradients(path, samples, rule)
-    previous = level_estimate(path, samples, grads, rule, 0)
+    previous = level_estimate(path, samples, grads, rule, 0)  # the last whole level's: what `change` is against
     for k in range(1, last + 1):
-        grads = interleave(grads, path.gradients(samples[active], inside(nodes(rule, k)[1::2])))
-        s = samples[active]
-        estimate = level_estimate(path, s, grads, rule, k)
-        if k < first:
-            previous = estimate
-            continue
-        delta = completeness_delta(estimate, gap[s])  # as the error bar computes it
-        moved = relative_change(estimate, previous)
-        within = delta.abs() <= limit[s]
-        if feature_tol is not None:  # the sum within tol is not enough: each value moved little too
-            within &= moved <= feature_tol
-        done = within | (k == last)
-        values = values.index_put((active[done],), estimate[done])
-        used[active[done]], change[active[done]] = 2**k + 1, moved[done]
-        active, grads, previous = active[~done], grads[~done], estimate[~done]
-        if not len(active):
-            break
+        grads = widened(grads)  # level k's positions; the new ones, odd, filled as they are taken
+        split = torch.zeros((len(active), 2 ** (k - 1)), dtype=torch.bool, device=x.device)
+        for part in halves(rule, k):
+            s = samples[active]
+            cells = cells_to_split(path, s, grads, split, part)
+            rows = torch.arange(len(s), device=x.device)[:, None]
+            grads[rows, 2 * cells + 1] = path.gradients(s, nodes(rule, k).to(x.device)[2 * cells + 1])
+            split[rows, cells] = True
+            estimate = level_estimate(path, s, grads, rule, k, split)
+            if k < first:
+                continue
+            delta = completeness_delta(estimate, gap[s])  # as the error bar computes it
+            moved = relative_change(estimate, previous)
+            within = delta.abs() <= limit[s]
+            if feature_tol is not None:  # the sum within tol is not enough: each value moved little too
+                within &= moved <= feature_tol
+            done = within | ((k == last) & split.all(1))
+            values = values.index_put((active[done],), estimate[done])
+            used[active[done]], change[active[done]] = 2 ** (k - 1) + 1 + split[done].sum(1), moved[done]
+            keep = ~done
+            active, grads, split, previous, estimate = (t[keep] for t in (active, grads, split, previous, estimate))
+            if not len(active):
+                return values, used, change, rule
+        previous = estimate
     return values, used, change, rule
 
 
-def level_estimate(path: Path, samples, grads: torch.Tensor, rule: str, k: int) -> torch.Tensor:
-    """The attributions of level k's rule on its points' gradients `grads` (samples, points, ...)."""
-    weights = nested_weights(rule, k).to(path.x.device, grads.dtype)
+def halves(rule: str, k: int) -> tuple[str, ...]:
+    """How level k's new points are taken: all at once, or, for the trapezoid from 4 new points on,
+    first the half in the old cells where the integrand varies most, then the rest.
+
+    Along a ReLU net's path each value's integrand is a step function, and the trapezoid's
+    error comes from the steps inside each cell: halving the cells with the most step first
+    removes most of the error for half the points, and a sample that meets its tolerance
+    there stops between two levels (on 64 images of the demo CNN, 15-20 % fewer points at
+    the same completeness error, with the per-feature error of a uniform grid of as many
+    points). Where the steps sit depends on the model (near the baseline on a digits MLP,
+    near the input on the demo CNN, evenly on a ResNet-50), so it is measured a sample.
+    The higher rules' weights need every point of a level: they take them at once.
+    """
+    return ("busiest", "rest") if rule == "riemann_trapezoid" and k >= 3 else ("all",)
+
+
+def cells_to_split(path: Path, samples, grads: torch.Tensor, split: torch.Tensor, part: str) -> torch.Tensor:
+    """The old cells (between level k - 1's points, the even positions of `grads`) whose midpoints
+    each sample takes now, (samples, cells): all, those not split yet, or the half with the largest
+    variation of the values' integrand, |(x - b) (g(right) - g(left))| summed over features."""
+    cells = torch.arange(split.shape[1], device=split.device).expand(len(samples), -1)
+    if part == "all":
+        return cells
+    if part == "rest":
+        return cells[~split].view(len(samples), -1)
+    steps = grads[:, 2::2] - grads[:, :-2:2]  # in place from here: one temporary, half the kept gradients
+    steps.mul_((path.x[samples] - path.base[samples]).unsqueeze(1)).abs_()
+    variation = steps.flatten(2).sum(2, dtype=torch.float64)
+    return variation.topk(split.shape[1] // 2, dim=1).indices.sort(1).values
+
+
+def widened(grads: torch.Tensor) -> torch.Tensor:
+    """Gradients on the next level's positions: the old ones at even positions, zeros between."""
+    out = grads.new_zeros((len(grads), 2 * grads.shape[1] - 1) + grads.shape[2:])
+    out[:, 0::2] = grads
+    return out
+
+
+def level_estimate(path: Path, samples, grads: torch.Tensor, rule: str, k: int, split=None) -> torch.Tensor:
+    """The attributions of level k's rule on its points' gradients `grads` (samples, points, ...);
+    with `split`, the trapezoid on level k - 1's cells with the marked ones halved."""
+    if split is not None and rule == "riemann_trapezoid":
+        weights = split_trapezoid_weights(split).to(grads.dtype).unsqueeze(1)  # (samples, 1, points)
+    else:
+        weights = nested_weights(rule, k).to(path.x.device, grads.dtype)
     # a (points) x (points, features) product a sample: einsum's reduction over the middle axis was
     # 38x slower on (32, 257, 16384) gradients
     summed = torch.matmul(weights, grads.flatten(2)).view((len(grads),) + grads.shape[2:])
     return (path.x[samples] - path.base[samples]) * summed
+
+
+def split_trapezoid_weights(split: torch.Tensor) -> torch.Tensor:
+    """Trapezoid weights (samples, 2 cells + 1) on cells of width 1 / cells, those marked in `split`
+    (samples, cells) halved: a whole cell gives each of its ends half its width, a halved one a
+    quarter to each end and half to its midpoint (the odd position after its left end)."""
+    width = 1 / split.shape[1]
+    end = torch.where(split, width / 4, width / 2).double()  # what a cell gives each of its ends
+    weights = split.new_zeros((len(split), 2 * split.shape[1] + 1), dtype=torch.float64)
+    weights[:, :-2:2] += end
+    weights[:, 2::2] += end
+    weights[:, 1::2] = split.double() * (width / 2)
+    return weights
 
 
 def relative_change(estimate: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
@@ -158,13 +223,6 @@ def first_level_gradients(path: Path, samples, rule: str):
     grads = path.gradients(samples, inside(nodes("riemann_trapezoid", 0)),
                            watch=lambda s: None if linear else linear.append(piecewise_linear(s)))
     return grads, "riemann_trapezoid" if linear[0] else "clenshaw_curtis"
-
-
-def interleave(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """Points of the next level in order: old ones at even positions, the new ones between them."""
-    out = torch.empty((len(old), old.shape[1] + new.shape[1]) + old.shape[2:], dtype=old.dtype, device=old.device)
-    out[:, 0::2], out[:, 1::2] = old, new
-    return out
 
 
 def nodes(rule: str, k: int) -> torch.Tensor:
