@@ -152,9 +152,9 @@ def halves(rule: str, k: int) -> tuple[str, ...]:
     error comes from the steps inside each cell: halving the cells with the most step first
     removes most of the error for half the points, and a sample that meets its tolerance
     there stops between two levels (on 64 images of the demo CNN, 15-20 % fewer points at
-    the same completeness error, with the per-feature error of a uniform grid of as many
-    points). Where the steps sit depends on the model (near the baseline on a digits MLP,
-    near the input on the demo CNN, evenly on a ResNet-50), so it is measured a sample.
+    the same completeness error; the per-feature error rises by less than the points fall).
+    Where the steps sit depends on the model (near the baseline on a digits MLP, near the
+    input on the demo CNN, evenly on a ResNet-50), so it is measured a sample.
     The higher rules' weights need every point of a level: they take them at once.
     """
     return ("busiest", "rest") if rule == "riemann_trapezoid" and k >= 3 else ("all",)
