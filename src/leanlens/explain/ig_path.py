@@ -169,7 +169,7 @@ def cells_to_split(path: Path, samples, grads: torch.Tensor, split: torch.Tensor
         return cells
     if part == "rest":
         return cells[~split].view(len(samples), -1)
-    steps = grads[:, 2::2] - grads[:, :-2:2]  # in place from here: one temporary, half the kept gradients
+    steps = grads[:, 2::2].detach() - grads[:, :-2:2].detach()  # in place from here: one temporary, half the kept
     steps.mul_((path.x[samples] - path.base[samples]).unsqueeze(1)).abs_()
     variation = steps.flatten(2).sum(2, dtype=torch.float64)
     return variation.topk(split.shape[1] // 2, dim=1).indices.sort(1).values
