@@ -73,3 +73,32 @@ def test_a_path_that_steps_in_one_quarter_stops_between_levels(tol):
         whole = 2 ** int(np.ceil(np.log2(points - 1))) + 1  # the level its half belongs to, all of it
         level = ll.explain(net, x[sample : sample + 1], "ig", tol=1e-15, target=0, max_steps=whole, steps=whole)
         np.testing.assert_allclose(got.values[sample], level.values[0], rtol=1e-12)
+
+
+def relu_mlp() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
+    return net.double().eval(), torch.randn(12, 8, dtype=torch.float64) * 2
+
+
+def test_no_sample_stops_below_steps_points():
+    """`steps` guards a ReLU net against stopping on a chance cancellation at few points: the half
+    level below the first level checked is not checked either."""
+    net, x = relu_mlp()
+    assert ll.explain(net, x, "ig", tol=5e-2, target=0).error.evaluations.min() < 9  # halves stop early here
+    for steps in (9, 17, 33):
+        got = ll.explain(net, x, "ig", tol=5e-2, steps=steps, target=0)
+        assert got.error.evaluations.min() >= steps, (steps, got.error.evaluations)
+    fixed = ll.explain(net, x, "ig", tol=5e-2, steps=17, max_steps=17, target=0)
+    assert (fixed.error.evaluations == 17).all()
+
+
+def test_feature_tol_is_checked_between_whole_levels_only():
+    """What a half level moved the values understates their error: with feature_tol every sample
+    stops on a whole level (2^k + 1 points), where the change is from one level to the next."""
+    net, x = relu_mlp()
+    plain = ll.explain(net, x, "ig", tol=1e-2, target=0).error.evaluations
+    assert not np.isin(plain, 2 ** np.arange(1, 9) + 1).all()  # without it, some stop at a half level
+    got = ll.explain(net, x, "ig", tol=1e-2, feature_tol=0.02, target=0)
+    assert np.isin(got.error.evaluations, 2 ** np.arange(1, 9) + 1).all(), got.error.evaluations
+    assert (got.error.change[got.error.met] <= 0.02).all()

@@ -123,19 +123,22 @@ def refine_group(path: Path, samples, limit, gap, first: int, last: int, rule: s
             s = samples[active]
             cells = cells_to_split(path, s, grads, split, part)
             rows = torch.arange(len(s), device=x.device)[:, None]
-            grads[rows, 2 * cells + 1] = path.gradients(s, nodes(rule, k).to(x.device)[2 * cells + 1])
+            grads[rows, 2 * cells + 1] = path.gradients(s, inside(nodes(rule, k)).to(x.device)[2 * cells + 1])
             split[rows, cells] = True
             estimate = level_estimate(path, s, grads, rule, k, split)
-            if k < first:
+            if k < first or (k == first and part == "busiest"):  # no check below `steps` points
                 continue
             delta = completeness_delta(estimate, gap[s])  # as the error bar computes it
             moved = relative_change(estimate, previous)
             within = delta.abs() <= limit[s]
-            if feature_tol is not None:  # the sum within tol is not enough: each value moved little too
-                within &= moved <= feature_tol
+            if feature_tol is not None:  # the sum within tol is not enough: each value moved little too,
+                # from one whole level to the next (from a half level, the change understates the error)
+                within &= (moved <= feature_tol) & split.all(1)
             done = within | ((k == last) & split.all(1))
             values = values.index_put((active[done],), estimate[done])
             used[active[done]], change[active[done]] = 2 ** (k - 1) + 1 + split[done].sum(1), moved[done]
+            if not done.any():  # filtering would copy the kept gradients for nothing
+                continue
             keep = ~done
             active, grads, split, previous, estimate = (t[keep] for t in (active, grads, split, previous, estimate))
             if not len(active):
@@ -169,10 +172,21 @@ def cells_to_split(path: Path, samples, grads: torch.Tensor, split: torch.Tensor
         return cells
     if part == "rest":
         return cells[~split].view(len(samples), -1)
-    steps = grads[:, 2::2].detach() - grads[:, :-2:2].detach()  # in place from here: one temporary, half the kept
-    steps.mul_((path.x[samples] - path.base[samples]).unsqueeze(1)).abs_()
-    variation = steps.flatten(2).sum(2, dtype=torch.float64)
+    variation = cell_variation(grads, (path.x[samples] - path.base[samples]).unsqueeze(1))
     return variation.topk(split.shape[1] // 2, dim=1).indices.sort(1).values
+
+
+def cell_variation(grads: torch.Tensor, scale: torch.Tensor, cells_a_time: int = 8) -> torch.Tensor:
+    """sum over features of |scale (g(right) - g(left))| for each cell between the even positions of
+    `grads`, (samples, cells), float64. A few cells at a time: their differences (and the float64 copy
+    the sum makes) then take a sliver of the kept gradients' memory, not as much again."""
+    ends = grads[:, 0::2].detach()
+    variation = torch.empty((len(ends), ends.shape[1] - 1), dtype=torch.float64, device=grads.device)
+    for start in range(0, variation.shape[1], cells_a_time):
+        stop = min(start + cells_a_time, variation.shape[1])
+        jumps = (ends[:, start + 1 : stop + 1] - ends[:, start:stop]).mul_(scale).abs_()
+        variation[:, start:stop] = jumps.flatten(2).sum(2, dtype=torch.float64)
+    return variation
 
 
 def widened(grads: torch.Tensor) -> torch.Tensor:
