@@ -141,6 +141,14 @@ def test_masked_inputs_for_element_features_and_for_a_chunk():
     assert torch.equal(masked_inputs(x, base, None, z, rows), everything[rows])
 
 
+def test_masked_inputs_without_a_baseline_are_the_zero_baselines():
+    """baseline=None (a zero baseline, masks by a product) gives the inputs a zero baseline gives."""
+    x, zeros = torch.randn(3, 2, 2), torch.zeros(3, 2, 2)
+    z, ids, rows = torch.rand(5, 2) > 0.5, torch.tensor([[0, 1], [1, 0]]), torch.tensor([0, 7, 14, 3])
+    assert torch.equal(masked_inputs(x, None, ids, z), masked_inputs(x, zeros, ids, z))
+    assert torch.equal(masked_inputs(x, None, ids, z, rows), masked_inputs(x, zeros, ids, z, rows))
+
+
 # Kernel SHAP ---------------------------------------------------------------------------
 
 def test_kernelshap_scores_its_first_design_with_the_end_scores(mlp, tabular):

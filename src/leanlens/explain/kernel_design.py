@@ -91,9 +91,12 @@ def random_coalitions(d: int, seed: int, sizes: np.ndarray, numbers: np.ndarray)
     row = stream + numbers.astype(np.uint64) * np.uint64(d) * GOLDEN
     keys = _scramble(row[:, None] + np.arange(d, dtype=np.uint64) * GOLDEN)
     # a row's sizes[r]-th smallest key is its threshold: a sort and a comparison, 4x cheaper than
-    # argsort and scatter; the rare row whose keys tie at the threshold is ranked by argsort
-    z = keys <= np.take_along_axis(np.sort(keys, axis=1), sizes[:, None] - 1, axis=1)
-    tied = np.flatnonzero(np.count_nonzero(z, axis=1) != sizes)
+    # argsort and scatter; the rare row whose keys tie at the threshold (its next key is equal: sizes
+    # are below d) is ranked by argsort
+    ordered = np.sort(keys, axis=1)
+    threshold, following = np.take_along_axis(ordered, sizes[:, None] - 1 + np.arange(2), axis=1).T
+    z = keys <= threshold[:, None]
+    tied = np.flatnonzero(following == threshold)
     if len(tied):
         ranks = np.argsort(np.argsort(keys[tied], axis=1, kind="stable"), axis=1)
         z[tied] = ranks < sizes[tied, None]
