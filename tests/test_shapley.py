@@ -149,6 +149,16 @@ def test_masked_inputs_without_a_baseline_are_the_zero_baselines():
     assert torch.equal(masked_inputs(x, None, ids, z, rows), masked_inputs(x, zeros, ids, z, rows))
 
 
+@pytest.mark.parametrize("zero", [True, False])
+def test_masked_inputs_written_into_a_larger_batch(zero):
+    """out= takes the rows masked_inputs returns, in place, and leaves the rest of the batch alone."""
+    x, base = torch.randn(3, 4), None if zero else torch.randn(3, 4)
+    z = torch.rand(5, 4) > 0.5
+    batch = torch.full((2 + 15, 4), 7.0)
+    masked_inputs(x, base, None, z, out=batch[2:])
+    assert torch.equal(batch[2:], masked_inputs(x, base, None, z)) and (batch[:2] == 7).all()
+
+
 # Kernel SHAP ---------------------------------------------------------------------------
 
 def test_kernelshap_scores_its_first_design_with_the_end_scores(mlp, tabular):

@@ -58,7 +58,7 @@ def feature_mask(x: torch.Tensor, mask=None, superpixel=None) -> torch.Tensor:
 
 
 def masked_inputs(x: torch.Tensor, baseline: torch.Tensor | None, ids: torch.Tensor | None, coalitions: torch.Tensor,
-                  rows: torch.Tensor | None = None) -> torch.Tensor:
+                  rows: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Inputs for every (sample, coalition): `x` where the feature is on, else `baseline`.
 
     `coalitions` is a boolean (M, d) matrix; row `i * M + m` of the result is sample i
@@ -66,13 +66,15 @@ def masked_inputs(x: torch.Tensor, baseline: torch.Tensor | None, ids: torch.Ten
     `ids=None`: feature j is element j of the flattened sample (a coalition is its own mask).
     `baseline=None`: zeros, which x times the mask gives, 2.5x cheaper than choosing with `where`
     (an element switched off is 0, or -0 where x < 0: the same number to any model).
+    `out`: where to write every row (N * M, ...), when they are part of a larger batch.
     """
     m = len(coalitions)
     keep = coalitions.view(m, *x.shape[1:]) if ids is None else coalitions[:, ids]  # (M, *sample shape)
     if rows is None:  # every row: one mask broadcast over the samples, 4x cheaper than gathering rows
+        into = None if out is None else out.view(len(x), m, *x.shape[1:])
         if baseline is None:
-            return (x[:, None] * keep[None]).flatten(0, 1)
-        return torch.where(keep[None], x[:, None], baseline[:, None]).flatten(0, 1)
+            return torch.mul(x[:, None], keep[None], out=into).flatten(0, 1)
+        return torch.where(keep[None], x[:, None], baseline[:, None], out=into).flatten(0, 1)
     sample, coalition = rows // m, rows % m
     if baseline is None:
         return x[sample] * keep[coalition]
@@ -196,11 +198,14 @@ def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", bac
     elementwise = torch.equal(ids.reshape(-1), torch.arange(ids.numel(), device=ids.device))
     zero_baseline = not averaged and not bool(base.any())
     riding = riding_coalitions(None if first is None else first(d), n, len(base), averaged, batch_size)
-    inputs = [x, base]
+    # x, the off rows and any riding coalitions' inputs as one batch, the inputs written in place (a cat
+    # would copy the largest block again)
+    inputs = x.new_empty(n + len(base) + (0 if riding is None else n * len(riding)), *x.shape[1:])
+    inputs[:n], inputs[n : n + len(base)] = x, base
     if riding is not None:  # moved to x's device, not replaced: `prescored` keeps the caller's tensor
-        inputs.append(masked_inputs(x, None if zero_baseline else base, None if elementwise else ids,
-                                    riding.to(x.device)))
-    scores = class_scores(model, torch.cat(inputs), chunk_size(batch_size, sum(map(len, inputs))))
+        masked_inputs(x, None if zero_baseline else base, None if elementwise else ids, riding.to(x.device),
+                      out=inputs[n + len(base) :])
+    scores = class_scores(model, inputs, chunk_size(batch_size, len(inputs)))
     target, full, empty = end_scores(scores[: n + len(base)], n, targets, averaged)
     resolution = 4 * torch.finfo(scores.dtype).eps * torch.maximum(full.abs(), empty.abs())
     prescored = None
