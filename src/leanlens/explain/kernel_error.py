@@ -105,13 +105,13 @@ def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse:
     # of b along 1 leaves the constrained solution where it was), and the complement's term is -P z
     r = rows.w_half * (first - second + phi.sum(1, keepdim=True) - 2 * inside)
     q = rows.half @ regression_projection(inverse)  # P z for a unit's first coalition
-    # a stratum's sum of (v - its mean)^2 is sum v^2 - (sum v)^2 / k; with v_ij = r_i q_ij, the first
-    # part over every stratum is one product, and only the strata's sums of v need v itself
-    spread = (r.square() * within) @ q.square()  # (N, d)
     # v laid out (U, N d) so that the stratum sums run over the first axis; r transposed and made
     # contiguous first, else torch lays v out strided and every pass is 10x slower
     v = (r.T.contiguous()[:, :, None] * q[:, None, :]).view(len(q), n * d)
     sums = v.new_zeros(len(between), n * d).index_add_(0, design.stratum.to(y.device), v)
+    # a stratum's sum of (v - its mean)^2 is sum v^2 - (sum v)^2 / k; with v_ij = r_i q_ij, the first
+    # part over every stratum is one product (r and q squared in place: v is made)
+    spread = r.square_().mul_(within) @ q.square_()  # (N, d)
     # the subtraction over all strata at once: where a stratum's mean dwarfs its spread (a near-additive
     # game) this floors at ~1e-8 |mean| sqrt(k), as it did stratum by stratum, far below any useful tol
     return spread.add_((between @ sums.square_()).view(n, d)).clamp_min_(0).sqrt_()
@@ -125,9 +125,9 @@ def stratum_factors(design: Design) -> tuple[np.ndarray, np.ndarray]:
     microseconds there, 40 in torch."""
     population, stratum = design.population.cpu().numpy(), design.stratum.cpu().numpy()
     k = np.bincount(stratum, minlength=len(population)).astype(np.float64)
-    several = np.where(k > 1, (1 - k / population) * k / np.maximum(k - 1, 1), 0.0)
-    lone = np.where(k == 1, 1 - 1 / population, 0.0)
-    return several[stratum], lone - several / k
+    remaining, several, pairs = 1 - k / population, k > 1, np.maximum(k - 1, 1)
+    # several: (1 - k/K) k/(k-1) of sum v^2, minus that / k of (sum v)^2; lone: (1 - 1/K) of v^2
+    return np.where(several, remaining * k / pairs, 0.0)[stratum], np.where(several, -remaining / pairs, remaining)
 
 
 class ScoredCoalitions:
