@@ -161,6 +161,21 @@ def test_masked_inputs_written_into_a_larger_batch(zero):
 
 # Kernel SHAP ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("features", [None, np.arange(D) // 2, np.zeros(D, dtype=int)])
+def test_kernelshap_returns_ordinary_tensors(mlp, tabular, features):
+    """KernelSHAP computes in inference mode, but what it returns is made outside it: a caller may
+    change it in place (an inference tensor refuses that), one feature (d = 1) included."""
+    from leanlens.explain.shapley import kernelshap
+    from leanlens.explain.targets import Targets
+    from leanlens.models.wrap import wrap
+
+    values, extra = kernelshap(wrap(mlp), torch.as_tensor(tabular), Targets(None, len(tabular)), samples=30,
+                               feature_mask=features)
+    for out in (values, extra["delta"], extra["base_values"]):
+        assert not out.is_inference()
+        out += 1
+
+
 def test_kernelshap_scores_its_first_design_with_the_end_scores(mlp, tabular):
     """The first design rides in the end scores' forward pass when both fit one: a pass fewer, and
     the same values, errors and evaluation counts as scoring it on its own (chunked here)."""
