@@ -176,6 +176,30 @@ def test_kernelshap_returns_ordinary_tensors(mlp, tabular, features):
         out += 1
 
 
+class GradientInside(nn.Module):
+    """f(x) = x . w, computed as x . d(x . w)/dx: a model that takes gradients inside its own forward."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = w
+
+    def forward(self, x):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad((x * self.w).sum(), x)
+        score = (x.detach() * grad).sum(1)
+        return torch.stack([score, -score], 1)
+
+
+def test_kernelshap_explains_a_model_that_takes_gradients_in_its_forward(tabular):
+    """KernelSHAP's bookkeeping runs in inference mode, its model forwards do not: a linear model
+    computed through autograd gets its closed-form values, w_j x_j under a zero baseline."""
+    w = torch.linspace(-1, 1, D)
+    # batch_size: the memory probe differentiates to the input, which this model detaches
+    exp = explain(GradientInside(w), tabular, "kernelshap", target=0, samples=64, seed=0, batch_size=1024)
+    np.testing.assert_allclose(exp.values, w.numpy() * tabular, rtol=0, atol=1e-5)
+
+
 def test_kernelshap_scores_its_first_design_with_the_end_scores(mlp, tabular):
     """The first design rides in the end scores' forward pass when both fit one: a pass fewer, and
     the same values, errors and evaluation counts as scoring it on its own (chunked here)."""

@@ -11,6 +11,10 @@ an independent masker): a removed feature takes values the data really has.
 Methods over features return one value a feature, spread to the input's shape: every
 element of a feature carries that feature's whole attribution (as Captum does), so a
 map sums to the feature total only when each feature is one element.
+
+A caller may run a game's bookkeeping in `torch.inference_mode` (KernelSHAP does); the
+model's inputs and forwards never are: a model may take gradients inside its own forward
+(under `torch.enable_grad()`), which inference mode would refuse.
 """
 
 from __future__ import annotations
@@ -139,6 +143,10 @@ class Game:
 
     def scores(self, coalitions: torch.Tensor) -> torch.Tensor:
         """Target scores of every sample under every coalition, (N, M) float64, `batch_size` inputs a pass."""
+        with torch.inference_mode(False):  # the model's inputs and forward: see the module's docstring
+            return self._scores(coalitions)
+
+    def _scores(self, coalitions: torch.Tensor) -> torch.Tensor:
         n, m = len(self.x), len(coalitions)
         fills = len(self.baseline) if self.averaged else 1  # one model input per background row
         coalitions = coalitions.to(self.x.device)
@@ -198,14 +206,15 @@ def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", bac
     elementwise = torch.equal(ids.reshape(-1), torch.arange(ids.numel(), device=ids.device))
     zero_baseline = not averaged and not bool(base.any())
     riding = riding_coalitions(None if first is None else first(d), n, len(base), averaged, batch_size)
-    # x, the off rows and any riding coalitions' inputs as one batch, the inputs written in place (a cat
-    # would copy the largest block again)
-    inputs = x.new_empty(n + len(base) + (0 if riding is None else n * len(riding)), *x.shape[1:])
-    inputs[:n], inputs[n : n + len(base)] = x, base
-    if riding is not None:  # moved to x's device, not replaced: `prescored` keeps the caller's tensor
-        masked_inputs(x, None if zero_baseline else base, None if elementwise else ids, riding.to(x.device),
-                      out=inputs[n + len(base) :])
-    scores = class_scores(model, inputs, chunk_size(batch_size, len(inputs)))
+    with torch.inference_mode(False):  # the model's inputs and forward: see the module's docstring
+        # x, the off rows and any riding coalitions' inputs as one batch, the inputs written in place (a
+        # cat would copy the largest block again)
+        inputs = x.new_empty(n + len(base) + (0 if riding is None else n * len(riding)), *x.shape[1:])
+        inputs[:n], inputs[n : n + len(base)] = x, base
+        if riding is not None:  # moved to x's device, not replaced: `prescored` keeps the caller's tensor
+            masked_inputs(x, None if zero_baseline else base, None if elementwise else ids, riding.to(x.device),
+                          out=inputs[n + len(base) :])
+        scores = class_scores(model, inputs, chunk_size(batch_size, len(inputs)))
     target, full, empty = end_scores(scores[: n + len(base)], n, targets, averaged)
     resolution = 4 * torch.finfo(scores.dtype).eps * torch.maximum(full.abs(), empty.abs())
     prescored = None
