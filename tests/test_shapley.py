@@ -14,6 +14,9 @@ from leanlens.errors import BadOption
 from leanlens.explain import explain
 from leanlens.explain.features import feature_mask, masked_inputs
 from leanlens.explain.kernel_design import kernel_coalitions
+from leanlens.explain.shapley import kernelshap
+from leanlens.explain.targets import Targets
+from leanlens.models.wrap import wrap
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -141,22 +144,17 @@ def test_masked_inputs_for_element_features_and_for_a_chunk():
     assert torch.equal(masked_inputs(x, base, None, z, rows), everything[rows])
 
 
-def test_masked_inputs_without_a_baseline_are_the_zero_baselines():
-    """baseline=None (a zero baseline, masks by a product) gives the inputs a zero baseline gives."""
-    x, zeros = torch.randn(3, 2, 2), torch.zeros(3, 2, 2)
-    z, ids, rows = torch.rand(5, 2) > 0.5, torch.tensor([[0, 1], [1, 0]]), torch.tensor([0, 7, 14, 3])
-    assert torch.equal(masked_inputs(x, None, ids, z), masked_inputs(x, zeros, ids, z))
-    assert torch.equal(masked_inputs(x, None, ids, z, rows), masked_inputs(x, zeros, ids, z, rows))
-
-
 @pytest.mark.parametrize("zero", [True, False])
-def test_masked_inputs_written_into_a_larger_batch(zero):
-    """out= takes the rows masked_inputs returns, in place, and leaves the rest of the batch alone."""
-    x, base = torch.randn(3, 4), None if zero else torch.randn(3, 4)
-    z = torch.rand(5, 4) > 0.5
-    batch = torch.full((2 + 15, 4), 7.0)
-    masked_inputs(x, base, None, z, out=batch[2:])
-    assert torch.equal(batch[2:], masked_inputs(x, base, None, z)) and (batch[:2] == 7).all()
+def test_masked_inputs_of_a_zero_baseline_and_into_a_larger_batch(zero):
+    """baseline=None (zeros, masked by a product) gives what a zero baseline gives, chunks included;
+    out= takes every row in place and leaves the rest of a larger batch alone."""
+    x, ids, z, rows = torch.randn(3, 2, 2), torch.tensor([[0, 1], [1, 0]]), torch.rand(5, 2) > 0.5, torch.tensor([0, 7, 3])
+    base = None if zero else torch.randn(3, 2, 2)
+    want = torch.where(z[:, ids][None], x[:, None], torch.zeros(3, 1, 2, 2) if zero else base[:, None]).flatten(0, 1)
+    assert torch.equal(masked_inputs(x, base, ids, z), want) and torch.equal(masked_inputs(x, base, ids, z, rows), want[rows])
+    batch = torch.full((2 + 15, 2, 2), 7.0)
+    masked_inputs(x, base, ids, z, out=batch[2:])
+    assert torch.equal(batch[2:], want) and (batch[:2] == 7).all()
 
 
 # Kernel SHAP ---------------------------------------------------------------------------
@@ -165,10 +163,6 @@ def test_masked_inputs_written_into_a_larger_batch(zero):
 def test_kernelshap_returns_ordinary_tensors(mlp, tabular, features):
     """KernelSHAP computes in inference mode, but what it returns is made outside it: a caller may
     change it in place (an inference tensor refuses that), one feature (d = 1) included."""
-    from leanlens.explain.shapley import kernelshap
-    from leanlens.explain.targets import Targets
-    from leanlens.models.wrap import wrap
-
     values, extra = kernelshap(wrap(mlp), torch.as_tensor(tabular), Targets(None, len(tabular)), samples=30,
                                feature_mask=features)
     for out in (values, extra["delta"], extra["base_values"]):
