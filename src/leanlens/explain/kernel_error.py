@@ -10,8 +10,9 @@ pair), and enumerated sizes add no error, so
     var(phi_j) = sum over strata of (1 - k/K) k/(k-1) sum_i (v_ij - mean_j)^2,  v_i = P u_i,
 
 k units drawn of the K the stratum holds. A stratum of one unit has no spread to measure:
-its unit's own v_i^2 stands in (an overestimate on average). All strata are summed in
-one pass (`index_add` by stratum), and A^-1 is computed once for the solve and the errors.
+its unit's own v_i^2 stands in (an overestimate on average). As sum v^2 - (sum v)^2 / k a
+stratum, the first part of every stratum is one matrix product and the second one
+`index_add` by stratum; A^-1 is computed once for the solve and the errors.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse:
     v = (r.T.contiguous()[:, :, None] * q[:, None, :]).view(len(q), n * d)
     sums = v.new_zeros(len(between), n * d).index_add_(0, design.stratum.to(y.device), v)
     # a stratum's sum of (v - its mean)^2 is sum v^2 - (sum v)^2 / k; with v_ij = r_i q_ij, the first
-    # part over every stratum is one product (r and q squared in place: v is made)
+    # part over every stratum is one product (r and q squared in place: v no longer needs them)
     spread = r.square_().mul_(within) @ q.square_()  # (N, d)
     # the subtraction over all strata at once: where a stratum's mean dwarfs its spread (a near-additive
     # game) this floors at ~1e-8 |mean| sqrt(k), as it did stratum by stratum, far below any useful tol
@@ -125,9 +126,9 @@ def stratum_factors(design: Design) -> tuple[np.ndarray, np.ndarray]:
     microseconds there, 40 in torch."""
     population, stratum = design.population.cpu().numpy(), design.stratum.cpu().numpy()
     k = np.bincount(stratum, minlength=len(population)).astype(np.float64)
-    remaining, several, pairs = 1 - k / population, k > 1, np.maximum(k - 1, 1)
+    remaining, several, less_one = 1 - k / population, k > 1, np.maximum(k - 1, 1)
     # several: (1 - k/K) k/(k-1) of sum v^2, minus that / k of (sum v)^2; lone: (1 - 1/K) of v^2
-    return np.where(several, remaining * k / pairs, 0.0)[stratum], np.where(several, -remaining / pairs, remaining)
+    return np.where(several, remaining * k / less_one, 0.0)[stratum], np.where(several, -remaining / less_one, remaining)
 
 
 class ScoredCoalitions:
