@@ -14,6 +14,9 @@ from leanlens.errors import BadOption
 from leanlens.explain import explain
 from leanlens.explain.features import feature_mask, masked_inputs
 from leanlens.explain.kernel_design import kernel_coalitions
+from leanlens.explain.shapley import kernelshap
+from leanlens.explain.targets import Targets
+from leanlens.models.wrap import wrap
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -141,7 +144,55 @@ def test_masked_inputs_for_element_features_and_for_a_chunk():
     assert torch.equal(masked_inputs(x, base, None, z, rows), everything[rows])
 
 
+@pytest.mark.parametrize("zero", [True, False])
+def test_masked_inputs_of_a_zero_baseline_and_into_a_larger_batch(zero):
+    """baseline=None (zeros, masked by a product) gives what a zero baseline gives, chunks included;
+    out= takes every row in place and leaves the rest of a larger batch alone."""
+    x, ids, z, rows = torch.randn(3, 2, 2), torch.tensor([[0, 1], [1, 0]]), torch.rand(5, 2) > 0.5, torch.tensor([0, 7, 3])
+    base = None if zero else torch.randn(3, 2, 2)
+    want = torch.where(z[:, ids][None], x[:, None], torch.zeros(3, 1, 2, 2) if zero else base[:, None]).flatten(0, 1)
+    assert torch.equal(masked_inputs(x, base, ids, z), want) and torch.equal(masked_inputs(x, base, ids, z, rows), want[rows])
+    batch = torch.full((2 + 15, 2, 2), 7.0)
+    masked_inputs(x, base, ids, z, out=batch[2:])
+    assert torch.equal(batch[2:], want) and (batch[:2] == 7).all()
+
+
 # Kernel SHAP ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("features", [None, np.arange(D) // 2, np.zeros(D, dtype=int)])
+def test_kernelshap_returns_ordinary_tensors(mlp, tabular, features):
+    """KernelSHAP computes in inference mode, but what it returns is made outside it: a caller may
+    change it in place (an inference tensor refuses that), one feature (d = 1) included."""
+    values, extra = kernelshap(wrap(mlp), torch.as_tensor(tabular), Targets(None, len(tabular)), samples=30,
+                               feature_mask=features)
+    for out in (values, extra["delta"], extra["base_values"]):
+        assert not out.is_inference()
+        out += 1
+
+
+class GradientInside(nn.Module):
+    """f(x) = x . w, computed as x . d(x . w)/dx: a model that takes gradients inside its own forward."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = w
+
+    def forward(self, x):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad((x * self.w).sum(), x)
+        score = (x.detach() * grad).sum(1)
+        return torch.stack([score, -score], 1)
+
+
+def test_kernelshap_explains_a_model_that_takes_gradients_in_its_forward(tabular):
+    """KernelSHAP's bookkeeping runs in inference mode, its model forwards do not: a linear model
+    computed through autograd gets its closed-form values, w_j x_j under a zero baseline."""
+    w = torch.linspace(-1, 1, D)
+    # batch_size: the memory probe differentiates to the input, which this model detaches
+    exp = explain(GradientInside(w), tabular, "kernelshap", target=0, samples=64, seed=0, batch_size=1024)
+    np.testing.assert_allclose(exp.values, w.numpy() * tabular, rtol=0, atol=1e-5)
+
 
 def test_kernelshap_scores_its_first_design_with_the_end_scores(mlp, tabular):
     """The first design rides in the end scores' forward pass when both fit one: a pass fewer, and

@@ -11,6 +11,10 @@ an independent masker): a removed feature takes values the data really has.
 Methods over features return one value a feature, spread to the input's shape: every
 element of a feature carries that feature's whole attribution (as Captum does), so a
 map sums to the feature total only when each feature is one element.
+
+A caller may run a game's bookkeeping in `torch.inference_mode` (KernelSHAP does); the
+model's inputs and forwards never are: a model may take gradients inside its own forward
+(under `torch.enable_grad()`), which inference mode would refuse.
 """
 
 from __future__ import annotations
@@ -57,19 +61,27 @@ def feature_mask(x: torch.Tensor, mask=None, superpixel=None) -> torch.Tensor:
     return torch.as_tensor(ids.reshape(m.shape), dtype=torch.long, device=x.device).expand(sample)
 
 
-def masked_inputs(x: torch.Tensor, baseline: torch.Tensor, ids: torch.Tensor | None, coalitions: torch.Tensor,
-                  rows: torch.Tensor | None = None) -> torch.Tensor:
+def masked_inputs(x: torch.Tensor, baseline: torch.Tensor | None, ids: torch.Tensor | None, coalitions: torch.Tensor,
+                  rows: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Inputs for every (sample, coalition): `x` where the feature is on, else `baseline`.
 
     `coalitions` is a boolean (M, d) matrix; row `i * M + m` of the result is sample i
     under coalition m. `rows` selects some of those rows (a chunk) instead of all N * M.
     `ids=None`: feature j is element j of the flattened sample (a coalition is its own mask).
+    `baseline=None`: zeros, which x times the mask gives, 2.5x cheaper than choosing with `where`
+    (an element switched off is 0, or -0 where x < 0: the same number to any model).
+    `out`: where to write every row (N * M, ...), when they are part of a larger batch.
     """
     m = len(coalitions)
     keep = coalitions.view(m, *x.shape[1:]) if ids is None else coalitions[:, ids]  # (M, *sample shape)
     if rows is None:  # every row: one mask broadcast over the samples, 4x cheaper than gathering rows
-        return torch.where(keep[None], x[:, None], baseline[:, None]).flatten(0, 1)
+        into = None if out is None else out.view(len(x), m, *x.shape[1:])
+        if baseline is None:
+            return torch.mul(x[:, None], keep[None], out=into).flatten(0, 1)
+        return torch.where(keep[None], x[:, None], baseline[:, None], out=into).flatten(0, 1)
     sample, coalition = rows // m, rows % m
+    if baseline is None:
+        return x[sample] * keep[coalition]
     return torch.where(keep[coalition], x[sample], baseline[sample])
 
 
@@ -117,6 +129,7 @@ class Game:
     # (coalitions (M, d), scores (N, M)) scored in the end scores' pass; ScoredCoalitions.of_every_sample
     # hands the scores out for that very coalitions tensor (by identity)
     prescored: tuple | None = None
+    zero_baseline: bool = False  # every off value is 0 (no background): masks multiply x instead of choosing
 
     def tolerance_gap(self, tol: float | None) -> torch.Tensor:
         """What a `tol` is relative to: |f(x) - f(baseline)| a sample, never below resolution / tol,
@@ -130,12 +143,16 @@ class Game:
 
     def scores(self, coalitions: torch.Tensor) -> torch.Tensor:
         """Target scores of every sample under every coalition, (N, M) float64, `batch_size` inputs a pass."""
+        with torch.inference_mode(False):  # the model's inputs and forward: see the module's docstring
+            return self._scores(coalitions)
+
+    def _scores(self, coalitions: torch.Tensor) -> torch.Tensor:
         n, m = len(self.x), len(coalitions)
         fills = len(self.baseline) if self.averaged else 1  # one model input per background row
         coalitions = coalitions.to(self.x.device)
         step = chunk_size(self.batch_size, n * m * fills)
         if not self.averaged and 0 < n * m <= step:  # one pass: no row arithmetic (none when no coalition)
-            scores = class_scores(self.model, masked_inputs(self.x, self.baseline, self._mask_ids, coalitions))
+            scores = class_scores(self.model, masked_inputs(self.x, self._off, self._mask_ids, coalitions))
             return picked_scores(scores, self.target.repeat_interleave(m)).double().view(n, m)
         out = torch.empty(n * m * fills, dtype=torch.float64, device=self.x.device)
         for start in range(0, n * m * fills, step):
@@ -146,11 +163,16 @@ class Game:
 
     def _inputs(self, coalitions: torch.Tensor, rows: torch.Tensor, fills: int) -> torch.Tensor:
         if not self.averaged:
-            return masked_inputs(self.x, self.baseline, self._mask_ids, coalitions, rows)
+            return masked_inputs(self.x, self._off, self._mask_ids, coalitions, rows)
         pair, fill = rows // fills, rows % fills  # row r: background row r % B of (sample, coalition) r // B
         m = len(coalitions)
         keep = coalitions[pair % m][:, self.ids]
         return torch.where(keep, self.x[pair // m], self.baseline[fill])
+
+    @property
+    def _off(self) -> torch.Tensor | None:
+        """The baseline for `masked_inputs`: None where it is all zeros (then a product makes the masks)."""
+        return None if self.zero_baseline else self.baseline
 
     @property
     def _mask_ids(self) -> torch.Tensor | None:
@@ -182,18 +204,25 @@ def game(model, x, targets, *, mask=None, superpixel=None, baseline="zeros", bac
     base, averaged = off_values(x, baseline, background, seed)
     d, n = int(ids.max()) + 1, len(x)
     elementwise = torch.equal(ids.reshape(-1), torch.arange(ids.numel(), device=ids.device))
+    zero_baseline = not averaged and not bool(base.any())
     riding = riding_coalitions(None if first is None else first(d), n, len(base), averaged, batch_size)
-    inputs = [x, base]
-    if riding is not None:  # moved to x's device, not replaced: `prescored` keeps the caller's tensor
-        inputs.append(masked_inputs(x, base, None if elementwise else ids, riding.to(x.device)))
-    scores = class_scores(model, torch.cat(inputs), chunk_size(batch_size, sum(map(len, inputs))))
+    with torch.inference_mode(False):  # the model's inputs and forward: see the module's docstring
+        # x, the off rows and any riding coalitions' inputs as one batch, the inputs written in place (a
+        # cat would copy the largest block again)
+        inputs = x.new_empty(n + len(base) + (0 if riding is None else n * len(riding)), *x.shape[1:])
+        inputs[:n], inputs[n : n + len(base)] = x, base
+        if riding is not None:  # moved to x's device, not replaced: `prescored` keeps the caller's tensor
+            masked_inputs(x, None if zero_baseline else base, None if elementwise else ids, riding.to(x.device),
+                          out=inputs[n + len(base) :])
+        scores = class_scores(model, inputs, chunk_size(batch_size, len(inputs)))
     target, full, empty = end_scores(scores[: n + len(base)], n, targets, averaged)
     resolution = 4 * torch.finfo(scores.dtype).eps * torch.maximum(full.abs(), empty.abs())
     prescored = None
     if riding is not None:
         m = len(riding)
         prescored = riding, picked_scores(scores[2 * n :], target.repeat_interleave(m)).double().view(n, m)
-    return Game(model, x, base, ids, d, target, full, empty, batch_size, averaged, resolution, elementwise, prescored)
+    return Game(model, x, base, ids, d, target, full, empty, batch_size, averaged, resolution, elementwise, prescored,
+                zero_baseline)
 
 
 def riding_coalitions(coalitions, n: int, off_rows: int, averaged: bool, batch_size):

@@ -91,9 +91,12 @@ def random_coalitions(d: int, seed: int, sizes: np.ndarray, numbers: np.ndarray)
     row = stream + numbers.astype(np.uint64) * np.uint64(d) * GOLDEN
     keys = _scramble(row[:, None] + np.arange(d, dtype=np.uint64) * GOLDEN)
     # a row's sizes[r]-th smallest key is its threshold: a sort and a comparison, 4x cheaper than
-    # argsort and scatter; the rare row whose keys tie at the threshold is ranked by argsort
-    z = keys <= np.take_along_axis(np.sort(keys, axis=1), sizes[:, None] - 1, axis=1)
-    tied = np.flatnonzero(np.count_nonzero(z, axis=1) != sizes)
+    # argsort and scatter; the rare row whose keys tie at the threshold (its next key is equal: sizes
+    # are below d) is ranked by argsort
+    ordered = np.sort(keys, axis=1)
+    threshold, following = np.take_along_axis(ordered, sizes[:, None] - 1 + np.arange(2), axis=1).T
+    z = keys <= threshold[:, None]
+    tied = np.flatnonzero(following == threshold)
     if len(tied):
         ranks = np.argsort(np.argsort(keys[tied], axis=1, kind="stable"), axis=1)
         z[tied] = ranks < sizes[tied, None]
@@ -123,31 +126,29 @@ class CoalitionDraws:
         """All coalitions of size s, in a fixed order (shared: do not modify)."""
         return _all_of_size(self.d, s)
 
-    def reserve(self, wanted: dict[int, int]) -> None:
-        """Draw until each random size s holds wanted[s] distinct coalitions (at most its population)."""
-        sizes = np.fromiter(wanted, dtype=np.int64, count=len(wanted))
-        k = np.fromiter(wanted.values(), dtype=np.int64, count=len(wanted))
-        k[_listed_column(self.d)[sizes]] = 0  # listed sizes are shuffled whole, never drawn
+    def reserve(self, sizes: np.ndarray, k: np.ndarray) -> None:
+        """Draw until each random size sizes[i] holds k[i] distinct coalitions (at most its population)."""
+        k = np.where(_listed_column(self.d)[sizes], 0, k)  # listed sizes are shuffled whole, never drawn
         while True:
             short = np.flatnonzero(self.count[sizes] < k)
             if not len(short):
                 return
             self._draw(sizes[short], k[short] - self.count[sizes[short]])
 
-    def firsts(self, wanted: list[tuple[int, int]]) -> np.ndarray:
-        """The first k distinct coalitions of each (size s, k), stacked in that order, bool (sum k, d);
+    def firsts(self, sizes: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """The first k[i] distinct coalitions of each size sizes[i], stacked in that order, bool (sum k, d);
         a self-paired size's are distinct as {S, not S}. NumPy, not torch: converted once, by the design."""
-        self.reserve(dict(wanted))
-        listed, parts = _listed_column(self.d), [np.zeros((0, self.d), dtype=bool)]
-        for s, k in wanted:
-            if listed[s]:
+        self.reserve(sizes, k)
+        listed, parts = _listed_column(self.d)[sizes].tolist(), [np.zeros((0, self.d), dtype=bool)]
+        for s, many, whole in zip(sizes.tolist(), k.tolist(), listed):  # Python numbers: 30-odd sizes a design
+            if whole:
                 every, order = self._shuffled(s, 2 * s == self.d)
-                parts.append(every[order[:k]])  # only the rows asked for: a design takes a few of thousands
+                parts.append(every[order[:many]])  # only the rows asked for: a design takes a few of thousands
                 continue
             blocks = self.drawn[s]
             if len(blocks) > 1:
                 blocks[:] = [np.concatenate(blocks)]
-            parts.append(blocks[0][:k])
+            parts.append(blocks[0][:many])
         return np.concatenate(parts)
 
     def _shuffled(self, s: int, paired: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -199,13 +200,12 @@ def kernel_design(d: int, budget: int, seed: int, sampler: str = "kernel",
     same order. With budget >= 2^d - 2 every coalition is used, and the regression is exact.
     Pass the same `draws` to designs of growing budgets to draw each coalition once.
     """
-    whole, sampled = design_plan(d, budget, sampler)
+    whole, sizes, k = design_plan(d, budget, sampler)
     draws = draws or CoalitionDraws(d, seed)
     blocks = [draws.every(size) for size in whole]
     weights = [torch.full((len(b),), size_mass(d, s) / len(b), dtype=torch.float64) for s, b in zip(whole, blocks)]
     start = sum(len(b) for b in blocks)
-    sizes, k = (np.array([p[i] for p in sampled], dtype=np.int64) for i in (0, 1))
-    drawn = torch.from_numpy(draws.firsts(sampled))  # every size's new draws in one vectorised call
+    drawn = torch.from_numpy(draws.firsts(sizes, k))  # every size's new draws in one vectorised call
     # the per-unit columns in NumPy (np.repeat is 4x torch's repeat_interleave at these sizes), then torch
     half = 2 * sizes == d  # a self-paired size: {S, not S} is one unit, and the size has 2k coalitions
     mass, population = (column[sizes] for column in _size_columns(d))
@@ -225,8 +225,9 @@ def _size_columns(d: int) -> tuple[np.ndarray, np.ndarray]:
     return mass, np.array([float(min(math.comb(d, s), POPULATION_CAP)) for s in sizes])
 
 
-def design_plan(d: int, budget: int, sampler: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """The sizes taken whole, and (s, k): k units (a coalition and its complement) drawn of size pair s."""
+def design_plan(d: int, budget: int, sampler: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The sizes taken whole, and the size pairs s drawn from with their k units (a coalition and its
+    complement) each, as two int64 columns."""
     if sampler not in SAMPLERS:
         raise BadOption(f"sampler={sampler!r}", "use 'kernel' (shares by kernel weight) or 'leverage' (Leverage SHAP)")
     pairs, share, count = _pair_columns(d, sampler)
@@ -237,9 +238,10 @@ def design_plan(d: int, budget: int, sampler: str) -> tuple[list[int], list[tupl
         whole += sorted({s, t})
         left, left_share, done = left - c, left_share - part, done + 1
     if not pairs[done:]:
-        return whole, []
+        return whole, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     units = np.minimum(_draws(share[done:], left // 2), _units_held(d)[done + 1 :])  # pair done is size done + 1
-    return whole, [(s, k) for s, k in zip(range(done + 1, d // 2 + 1), units.tolist()) if k > 0]
+    drawn = np.flatnonzero(units)
+    return whole, drawn + done + 1, units[drawn]
 
 
 @functools.lru_cache(maxsize=64)

@@ -10,8 +10,9 @@ pair), and enumerated sizes add no error, so
     var(phi_j) = sum over strata of (1 - k/K) k/(k-1) sum_i (v_ij - mean_j)^2,  v_i = P u_i,
 
 k units drawn of the K the stratum holds. A stratum of one unit has no spread to measure:
-its unit's own v_i^2 stands in (an overestimate on average). All strata are summed in
-one pass (`index_add` by stratum), and A^-1 is computed once for the solve and the errors.
+its unit's own v_i^2 stands in (an overestimate on average). As sum v^2 - (sum v)^2 / k a
+stratum, the first part of every stratum is one matrix product and the second one
+`index_add` by stratum; A^-1 is computed once for the solve and the errors.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse:
     if not len(design.first):
         return torch.zeros(n, d, dtype=torch.float64, device=y.device)
     rows = PairedRows.of(design, y.device) if rows is None else rows
-    k, several, lone = (torch.from_numpy(f).to(y.device) for f in stratum_factors(design))
+    within, between = (torch.from_numpy(f).to(y.device) for f in stratum_factors(design))
     first, second = rows.units(y)
     inside = phi @ rows.half.T  # (N, U): z'phi of a unit's first coalition; its complement's is sum(phi) - that
     # u_i = w (r_first z + r_second (1 - z)), so v_i = P u_i = w (r_first - r_second) P z: P 1 = 0 (a shift
@@ -108,25 +109,26 @@ def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse:
     # v laid out (U, N d) so that the stratum sums run over the first axis; r transposed and made
     # contiguous first, else torch lays v out strided and every pass is 10x slower
     v = (r.T.contiguous()[:, :, None] * q[:, None, :]).view(len(q), n * d)
-    label = design.stratum.to(y.device)
-    total = v.new_zeros(len(k), n * d).index_add_(0, label, v)  # by stratum
-    squares = v.new_zeros(len(k), n * d).index_add_(0, label, v.square_())
-    # sum over units of (v - stratum mean)^2, in one pass: where a stratum's mean dwarfs its spread
-    # (a near-additive game) this floors at ~1e-8 |mean| sqrt(k), far below any useful tol
-    total = total.square_()
-    spread = squares.sub_(total / k[:, None]).clamp_min_(0)
-    # the strata's weighted sum as two (S,) x (S, N d) products: a few ops on small tensors, not a dozen
-    return (several @ spread + lone @ total).view(n, d).sqrt()
+    sums = v.new_zeros(len(between), n * d).index_add_(0, design.stratum.to(y.device), v)
+    # a stratum's sum of (v - its mean)^2 is sum v^2 - (sum v)^2 / k; with v_ij = r_i q_ij, the first
+    # part over every stratum is one product (r and q squared in place: v no longer needs them)
+    spread = r.square_().mul_(within) @ q.square_()  # (N, d)
+    # the subtraction over all strata at once: where a stratum's mean dwarfs its spread (a near-additive
+    # game) this floors at ~1e-8 |mean| sqrt(k), as it did stratum by stratum, far below any useful tol
+    return spread.add_((between @ sums.square_()).view(n, d)).clamp_min_(0).sqrt_()
 
 
-def stratum_factors(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per stratum, float64: units drawn k, the without-replacement factor of a spread (0 for a lone
-    unit), and a lone unit's factor of its v^2 (else 0). In NumPy from the design's CPU columns: a
-    dozen ops on 30 numbers cost a few microseconds there, 40 in torch."""
-    population = design.population.cpu().numpy()
-    k = np.bincount(design.stratum.cpu().numpy(), minlength=len(population)).astype(np.float64)
-    several = (1 - k / population) * k / np.maximum(k - 1, 1)  # without-replacement variance of a sum
-    return k, np.where(k > 1, several, 0.0), np.where(k == 1, 1 - 1 / population, 0.0)
+def stratum_factors(design: Design) -> tuple[np.ndarray, np.ndarray]:
+    """The variance's factors, float64: per unit, its stratum's without-replacement factor of a
+    spread, (1 - k/K) k/(k-1) (0 for a lone unit), which multiplies sum v^2; per stratum, what
+    multiplies (sum v)^2: minus that factor / k, or for a lone unit (1 - 1/K), its v^2 standing in
+    for the spread. In NumPy from the design's CPU columns: a dozen ops on 30 numbers cost a few
+    microseconds there, 40 in torch."""
+    population, stratum = design.population.cpu().numpy(), design.stratum.cpu().numpy()
+    k = np.bincount(stratum, minlength=len(population)).astype(np.float64)
+    remaining, several, less_one = 1 - k / population, k > 1, np.maximum(k - 1, 1)
+    # several: (1 - k/K) k/(k-1) of sum v^2, minus that / k of (sum v)^2; lone: (1 - 1/K) of v^2
+    return np.where(several, remaining * k / less_one, 0.0)[stratum], np.where(several, -remaining / less_one, remaining)
 
 
 class ScoredCoalitions:

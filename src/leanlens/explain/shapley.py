@@ -113,7 +113,7 @@ def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | No
     lower at 60 features and the same at 10-16 (benchmarks/RESULTS.md, session 8).
     Efficiency holds exactly; `delta` reports it.
     """
-    batch_size = budget_chunk(batch_size, model, x[:1], memory)
+    batch_size = budget_chunk(batch_size, model, x[:1], memory)  # its probe differentiates: not in the block below
     start: list[FirstRound] = []  # made once the game knows d, and scored in the end scores' forward pass
 
     def first(d: int):
@@ -124,19 +124,21 @@ def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | No
         start.append(FirstRound(budget, cap, draws, kernel_design(d, budget, seed, sampler, draws)))
         return start[0].design.z
 
-    g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
-             background=background, seed=seed, batch_size=batch_size, first=first)
-    d, gap = g.d, g.full - g.empty
-    if d == 1:
-        exact = NumericalError("standard_error", np.zeros(x.shape), g.tolerance_gap(tol).cpu().numpy(),
-                               tol, np.zeros(len(x)))
-        return g.spread(gap[:, None]), {"delta": torch.zeros_like(gap).float(), "error": exact,
-                                         "base_values": g.empty}
-    phi, se, scored = refine_kernelshap(g, start[0], tol, sampler, seed)
+    # nothing in here is differentiated: inference mode spares each op autograd's bookkeeping (4 % of a
+    # call on the 60-feature benchmark). The model's forwards leave it (see leanlens.explain.features);
+    # what the method returns is made after it, as ordinary tensors
+    with torch.inference_mode():
+        g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
+                 background=background, seed=seed, batch_size=batch_size, first=first)
+        if g.d > 1:
+            phi, se, scored = refine_kernelshap(g, start[0], tol, sampler, seed)
+    gap, empty, against = g.full - g.empty, g.empty.clone(), g.tolerance_gap(tol).cpu().numpy()
+    if g.d == 1:
+        exact = NumericalError("standard_error", np.zeros(x.shape), against, tol, np.zeros(len(x)))
+        return g.spread(gap[:, None]), {"delta": torch.zeros_like(gap).float(), "error": exact, "base_values": empty}
     delta = phi.sum(1) - gap
-    error = NumericalError("standard_error", g.spread(se).cpu().numpy(), g.tolerance_gap(tol).cpu().numpy(),
-                           tol, scored.counts.cpu().numpy())
-    return g.spread(phi), {"delta": delta.float(), "error": error, "base_values": g.empty}
+    error = NumericalError("standard_error", g.spread(se).cpu().numpy(), against, tol, scored.counts.cpu().numpy())
+    return g.spread(phi), {"delta": delta.float(), "error": error, "base_values": empty}
 
 
 @dataclasses.dataclass(frozen=True)
