@@ -80,33 +80,3 @@ def test_the_layout_key_tells_trees_with_the_same_layers_apart():
     untied = ll.wrap(net).layout()[1]
     net[1].weight = net[0].weight  # tied: autograd saves one weight fewer, so the probe must run again
     assert ll.wrap(net).layout()[1] != untied
-
-
-def test_free_memory_reads_meminfo_only_where_free_pages_fall_short(monkeypatch):
-    """The free pages (a cheap syscall) answer when they reach what the caller needs; MemAvailable
-    (free pages and reclaimable caches, read from /proc/meminfo) otherwise."""
-    monkeypatch.setattr(memory, "free_pages", lambda: 10 * 2**30)
-    monkeypatch.setattr(memory, "available_bytes", lambda: 12 * 2**30)
-    cpu = torch.device("cpu")
-    assert memory.free_bytes(cpu, enough=2**30) == 10 * 2**30
-    assert memory.free_bytes(cpu, enough=11 * 2**30) == 12 * 2**30
-    assert memory.free_bytes(cpu) == 12 * 2**30
-
-
-def test_a_chunk_is_the_same_whichever_free_figure_answers(monkeypatch):
-    """budget_chunk skips MemAvailable only where the budget caps the chunk anyway; where the free
-    pages fall short, MemAvailable sets it, as before."""
-    net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2)).eval()
-    model, sample = ll.models.wrap(net), torch.randn(1, 6)
-
-    def unread():
-        raise AssertionError("MemAvailable read although the free pages cap the chunk")
-
-    monkeypatch.setattr(memory, "free_pages", lambda: 2**40)
-    monkeypatch.setattr(memory, "available_bytes", unread)
-    assert memory.budget_chunk(None, model, sample) == memory.MAX_CHUNK
-    each, fixed = memory.remembered_footprint(model, sample)
-    small = 2 * (fixed + 100 * each)  # half of it holds 100 inputs
-    monkeypatch.setattr(memory, "free_pages", lambda: 0)
-    monkeypatch.setattr(memory, "available_bytes", lambda: small)
-    assert memory.budget_chunk(None, model, sample) == 100

@@ -12,7 +12,7 @@ from torch import nn
 
 from leanlens.errors import BadOption
 from leanlens.explain import explain
-from leanlens.explain.features import feature_mask, masked_inputs
+from leanlens.explain.features import feature_mask
 from leanlens.explain.kernel_design import kernel_coalitions
 from leanlens.explain.shapley import kernelshap
 from leanlens.explain.targets import Targets
@@ -124,37 +124,6 @@ def test_feature_mask_forms():
         feature_mask(x, np.zeros((5, 6), dtype=int), superpixel=2)
     with pytest.raises(BadOption, match="two spatial axes"):
         feature_mask(torch.zeros(2, 7), superpixel=2)
-
-
-def test_masked_inputs():
-    x, base = torch.arange(6.0).view(2, 3), -torch.ones(2, 3)
-    ids = torch.tensor([0, 1, 1])
-    z = torch.tensor([[True, False], [False, True]])
-    got = masked_inputs(x, base, ids, z)
-    assert torch.equal(got, torch.tensor([[0.0, -1, -1], [-1, 1, 2], [3, -1, -1], [-1, 4, 5]]))
-
-
-def test_masked_inputs_for_element_features_and_for_a_chunk():
-    """ids=None (feature j is element j) and a chunk of rows give the rows the full gather gives."""
-    x, base = torch.randn(3, 2, 2), torch.randn(3, 2, 2)
-    z = torch.rand(5, 4) > 0.5
-    everything = masked_inputs(x, base, torch.arange(4).view(2, 2), z)
-    assert torch.equal(masked_inputs(x, base, None, z), everything)
-    rows = torch.tensor([0, 7, 14, 3])
-    assert torch.equal(masked_inputs(x, base, None, z, rows), everything[rows])
-
-
-@pytest.mark.parametrize("zero", [True, False])
-def test_masked_inputs_of_a_zero_baseline_and_into_a_larger_batch(zero):
-    """baseline=None (zeros, masked by a product) gives what a zero baseline gives, chunks included;
-    out= takes every row in place and leaves the rest of a larger batch alone."""
-    x, ids, z, rows = torch.randn(3, 2, 2), torch.tensor([[0, 1], [1, 0]]), torch.rand(5, 2) > 0.5, torch.tensor([0, 7, 3])
-    base = None if zero else torch.randn(3, 2, 2)
-    want = torch.where(z[:, ids][None], x[:, None], torch.zeros(3, 1, 2, 2) if zero else base[:, None]).flatten(0, 1)
-    assert torch.equal(masked_inputs(x, base, ids, z), want) and torch.equal(masked_inputs(x, base, ids, z, rows), want[rows])
-    batch = torch.full((2 + 15, 2, 2), 7.0)
-    masked_inputs(x, base, ids, z, out=batch[2:])
-    assert torch.equal(batch[2:], want) and (batch[:2] == 7).all()
 
 
 # Kernel SHAP ---------------------------------------------------------------------------

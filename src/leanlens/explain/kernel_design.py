@@ -123,7 +123,8 @@ class CoalitionDraws:
         self.seen = coalition_keys(torch.zeros(0, d, dtype=torch.bool))  # sorted keys of every draw
 
     def every(self, s: int) -> torch.Tensor:
-        """All coalitions of size s, in a fixed order (shared: do not modify)."""
+        """All coalitions of size s, in a fixed order (shared, and made in KernelSHAP's inference mode
+        on first use: do not modify)."""
         return _all_of_size(self.d, s)
 
     def reserve(self, sizes: np.ndarray, k: np.ndarray) -> None:

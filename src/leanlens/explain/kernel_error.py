@@ -99,7 +99,7 @@ def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse:
     if not len(design.first):
         return torch.zeros(n, d, dtype=torch.float64, device=y.device)
     rows = PairedRows.of(design, y.device) if rows is None else rows
-    within, between = (torch.from_numpy(f).to(y.device) for f in stratum_factors(design))
+    of_squares, of_sums = (torch.from_numpy(f).to(y.device) for f in stratum_factors(design))
     first, second = rows.units(y)
     inside = phi @ rows.half.T  # (N, U): z'phi of a unit's first coalition; its complement's is sum(phi) - that
     # u_i = w (r_first z + r_second (1 - z)), so v_i = P u_i = w (r_first - r_second) P z: P 1 = 0 (a shift
@@ -109,13 +109,13 @@ def standard_errors(design: Design, y: torch.Tensor, phi: torch.Tensor, inverse:
     # v laid out (U, N d) so that the stratum sums run over the first axis; r transposed and made
     # contiguous first, else torch lays v out strided and every pass is 10x slower
     v = (r.T.contiguous()[:, :, None] * q[:, None, :]).view(len(q), n * d)
-    sums = v.new_zeros(len(between), n * d).index_add_(0, design.stratum.to(y.device), v)
+    sums = v.new_zeros(len(of_sums), n * d).index_add_(0, design.stratum.to(y.device), v)
     # a stratum's sum of (v - its mean)^2 is sum v^2 - (sum v)^2 / k; with v_ij = r_i q_ij, the first
     # part over every stratum is one product (r and q squared in place: v no longer needs them)
-    spread = r.square_().mul_(within) @ q.square_()  # (N, d)
+    spread = r.square_().mul_(of_squares) @ q.square_()  # (N, d)
     # the subtraction over all strata at once: where a stratum's mean dwarfs its spread (a near-additive
     # game) this floors at ~1e-8 |mean| sqrt(k), as it did stratum by stratum, far below any useful tol
-    return spread.add_((between @ sums.square_()).view(n, d)).clamp_min_(0).sqrt_()
+    return spread.add_((of_sums @ sums.square_()).view(n, d)).clamp_min_(0).sqrt_()
 
 
 def stratum_factors(design: Design) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +128,9 @@ def stratum_factors(design: Design) -> tuple[np.ndarray, np.ndarray]:
     k = np.bincount(stratum, minlength=len(population)).astype(np.float64)
     remaining, several, less_one = 1 - k / population, k > 1, np.maximum(k - 1, 1)
     # several: (1 - k/K) k/(k-1) of sum v^2, minus that / k of (sum v)^2; lone: (1 - 1/K) of v^2
-    return np.where(several, remaining * k / less_one, 0.0)[stratum], np.where(several, -remaining / less_one, remaining)
+    of_squares = np.where(several, remaining * k / less_one, 0.0)[stratum]  # per unit
+    of_sums = np.where(several, -remaining / less_one, remaining)  # per stratum
+    return of_squares, of_sums
 
 
 class ScoredCoalitions:

@@ -52,22 +52,10 @@ def memory_bytes(memory) -> int:
     return int(value)
 
 
-def free_bytes(device: torch.device, enough: int | None = None) -> int:
-    """Free memory on the device: the CUDA allocator's view, or the system's available RAM.
-
-    `enough`: bytes past which the caller's answer no longer changes. Where the RAM's free pages
-    alone reach it (sysinfo, a microsecond), they are the answer, and /proc/meminfo's MemAvailable
-    (free pages plus what caches would give back, 60 us of a 5 ms KernelSHAP call) is not read.
-    """
+def free_bytes(device: torch.device) -> int:
+    """Free memory on the device: the CUDA allocator's view, or the system's available RAM."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    if enough is not None and (pages := free_pages()) >= enough:
-        return pages
-    return available_bytes()
-
-
-def available_bytes() -> int:
-    """The RAM the system could give: /proc/meminfo's MemAvailable (4 GiB where there is none)."""
     try:  # read every call (memory comes and goes): raw bytes, a third of Path.read_text's time
         fd = os.open("/proc/meminfo", os.O_RDONLY)
         try:
@@ -80,14 +68,6 @@ def available_bytes() -> int:
     if at < 0:
         return 4 * 2**30
     return int(head[at + len(b"MemAvailable:") :].split(None, 1)[0]) * 1024
-
-
-def free_pages() -> int:
-    """Bytes of RAM in no use, not even as a cache (MemFree), or 0 where the system does not say."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):  # not a name this system knows
-        return 0
 
 
 def saved_bytes(model, probe: torch.Tensor, fold_bn: bool = False) -> tuple[int, int]:
@@ -143,12 +123,9 @@ def remembered_footprint(model, sample: torch.Tensor, fold_bn: bool = False) -> 
     return known[key]
 
 
-def budget_bytes(memory, device: torch.device, enough: int | None = None) -> int:
-    """The memory budget: `memory` as bytes, else a share of the device's free memory (any figure
-    from `enough` up when the caller's answer does not change past it)."""
-    if memory is not None:
-        return memory_bytes(memory)
-    return int(free_bytes(device, None if enough is None else math.ceil(enough / FREE_SHARE)) * FREE_SHARE)
+def budget_bytes(memory, device: torch.device) -> int:
+    """The memory budget: `memory` as bytes, else a share of the device's free memory."""
+    return memory_bytes(memory) if memory is not None else int(free_bytes(device) * FREE_SHARE)
 
 
 def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None, fold_bn: bool = False,
@@ -162,9 +139,8 @@ def budget_chunk(batch_size, model, sample: torch.Tensor, memory=None, fold_bn: 
     if batch_size is not None:
         return positive_int("batch_size", batch_size, "use a positive int (model inputs per pass) or None "
                             "(from the memory budget)")
+    budget = int(budget_bytes(memory, sample.device) * share)
     each, fixed = remembered_footprint(model, sample, fold_bn)
-    # a budget that holds MAX_CHUNK inputs gives MAX_CHUNK whatever it is
-    budget = int(budget_bytes(memory, sample.device, enough=math.ceil((fixed + MAX_CHUNK * each) / share)) * share)
     if budget < fixed + each:
         need = (fixed + each) / share
         size = f"{math.ceil(need / 2**20)}MB" if need >= 2**20 else f"{math.ceil(need / 2**10)}KB"

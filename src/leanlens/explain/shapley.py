@@ -124,8 +124,8 @@ def kernelshap(model, x, targets, *, samples: int | None = None, tol: float | No
         start.append(FirstRound(budget, cap, draws, kernel_design(d, budget, seed, sampler, draws)))
         return start[0].design.z
 
-    # nothing in here is differentiated: inference mode spares each op autograd's bookkeeping (4 % of a
-    # call on the 60-feature benchmark). The model's forwards leave it (see leanlens.explain.features);
+    # nothing in here is differentiated: inference mode spares each op autograd's bookkeeping (a few %
+    # of a call on the 60-feature benchmark). The model's forwards leave it (see leanlens.explain.features);
     # what the method returns is made after it, as ordinary tensors
     with torch.inference_mode():
         g = game(model, x, targets, mask=feature_mask, superpixel=superpixel, baseline=baseline,
