@@ -153,9 +153,9 @@ def integrated_gradients(model, x, targets, *, steps: int | None = None, rule: s
     error |delta| <= tol * |f(x) - f(baseline)|, or `max_steps` points: a nested rule doubles
     the points, reusing all earlier ones, checked from the first level of at least `steps`
     points (default 3), and a sample that converges stops (the trapezoid checks halfway
-    too, after halving the cells where the values step most). `rule='auto'` (the default) takes 'riemann_trapezoid' on a
-    piecewise-linear net such as a ReLU CNN and 'clenshaw_curtis' otherwise; those two and
-    'romberg' may also be named. A sample that plateaus above `tol` (ReLU kinks) keeps its
+    too, after halving the cells where the values step most). `rule='auto'` (the default)
+    takes 'riemann_trapezoid' on a piecewise-linear net such as a ReLU CNN and
+    'clenshaw_curtis' otherwise; those two and 'romberg' may also be named. A sample that plateaus above `tol` (ReLU kinks) keeps its
     delta, reported in the explanation's `error` with `error.change`, what the last
     refinement moved its values (the per-feature estimate that the sum is not); with
     `feature_tol` a sample also refines until that change is <= feature_tol (the sum can be

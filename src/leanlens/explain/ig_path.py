@@ -126,15 +126,16 @@ def refine_group(path: Path, samples, limit, gap, first: int, last: int, rule: s
             grads[rows, 2 * cells + 1] = path.gradients(s, inside(nodes(rule, k)).to(x.device)[2 * cells + 1])
             split[rows, cells] = True
             estimate = level_estimate(path, s, grads, rule, k, split)
-            if k < first or (k == first and part == "busiest"):  # no check below `steps` points
+            whole = part != "busiest"  # every old cell halved: level k itself (a part splits every sample alike)
+            if k < first or (k == first and not whole):  # no check below `steps` points
                 continue
             delta = completeness_delta(estimate, gap[s])  # as the error bar computes it
             moved = relative_change(estimate, previous)
             within = delta.abs() <= limit[s]
             if feature_tol is not None:  # the sum within tol is not enough: each value moved little too,
                 # from one whole level to the next (from a half level, the change understates the error)
-                within &= (moved <= feature_tol) & split.all(1)
-            done = within | ((k == last) & split.all(1))
+                within &= (moved <= feature_tol) & whole
+            done = within | (k == last and whole)
             values = values.index_put((active[done],), estimate[done])
             used[active[done]], change[active[done]] = 2 ** (k - 1) + 1 + split[done].sum(1), moved[done]
             if not done.any():  # filtering would copy the kept gradients for nothing
